@@ -1,0 +1,42 @@
+# make test       set up .venv (pinned, requirements-dev.txt), install the package, run the whole test suite
+# make bench      set up .venv, run the benchmark (python -m convgru_ext bench)
+# make check      set up .venv, run `python -m convgru_ext check` (every backend against the reference)
+# make lint       ruff over the code
+# make gpu-check  on a GPU machine with torch/triton/ninja/pytest already installed and no network:
+#                 build in place with the system python3, run the tests on the GPU and the benchmark;
+#                 logs and results go to $OUT if set, else benchmarks/results/ (see .ci/gpu-check)
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv test bench check lint gpu-check clean
+
+$(STAMP): requirements-dev.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	touch $@
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m convgru_ext bench $(BENCH_ARGS)
+
+check: $(STAMP)
+	$(PY) -m convgru_ext check
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check convgru_ext tests benchmarks setup.py
+
+gpu-check:
+	bash .ci/gpu-check
+
+clean:
+	rm -rf $(VENV) build *.egg-info convgru_ext/*.so

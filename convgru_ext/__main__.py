@@ -1,0 +1,155 @@
+"""``python -m convgru_ext info | check | bench``.
+
+* ``info``: versions, devices, and which backends run here (and why not);
+* ``check``: every usable backend against the reference on this machine's
+  devices (outputs and all gradients, float64 gradcheck), a table of relative
+  errors, and a non-zero exit status on any failure;
+* ``bench``: the benchmark (see ``python -m convgru_ext bench --help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+import torch
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)  # logs get full-width tables
+
+
+def _devices() -> list[str]:
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def info(_args) -> int:
+    from rich.table import Table
+
+    import convgru_ext
+    from convgru_ext import backends
+
+    console = _console()
+    versions = {"convgru_ext": convgru_ext.__version__, "python": platform.python_version(),
+                "torch": torch.__version__, "CUDA (torch build)": str(torch.version.cuda)}
+    try:
+        import triton
+        versions["triton"] = triton.__version__
+    except ImportError as e:
+        versions["triton"] = f"not importable ({e})"
+    if torch.cuda.is_available():
+        versions["cuDNN"] = str(torch.backends.cudnn.version())
+    for k, v in versions.items():
+        console.print(f"[bold]{k}[/]: {v}")
+    console.print(f"[bold]CPU[/]: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            console.print(f"[bold]cuda:{i}[/]: {p.name}, sm_{p.major}{p.minor}, {p.multi_processor_count} SMs, "
+                          f"{p.total_memory / 2**30:.0f} GiB")
+    else:
+        console.print("[bold]GPU[/]: none visible to torch")
+    table = Table("backend", "status", "auto picks it", "why not / notes", title="backends")
+    for name, reason in backends.available_backends().items():
+        b = backends.get(name)
+        status = "usable" if reason is None else "unavailable"
+        if b.experimental and reason is None:
+            status = "usable (experimental)"
+        auto = "no" if b.experimental or name == "reference" or reason else "where fastest"
+        table.add_row(name, status, auto, reason or ("not yet verified on a GPU" if b.experimental else ""))
+    console.print(table)
+    return 0
+
+
+def check(args) -> int:
+    from rich.table import Table
+
+    from convgru_ext import backends
+    from convgru_ext.testing import Case, cast_inputs, errors, make_inputs, run_with_grads, unusable_reason
+
+    console = _console()
+    gen = torch.Generator().manual_seed(args.seed)
+    table = Table("backend", "device", "dtype", "reset", "max rel. error", "tolerance", "gradcheck", "result",
+                  title="parity with the reference (outputs, final state, every gradient)")
+    failures = 0
+    names = args.backend or [n for n in backends.names() if n != "reference"]
+    for name in names:
+        for device in args.device or _devices():
+            dtypes = [torch.float64, torch.float32]
+            if device == "cuda":
+                dtypes += [torch.bfloat16, torch.float16]
+            for dtype in dtypes:
+                reason = unusable_reason(name, device, dtype)
+                if reason:
+                    table.add_row(name, device, str(dtype).split(".")[1], "", "", "", "", f"skipped: {reason}")
+                    continue
+                for reset in ("before", "after"):
+                    case = Case(reset=reset, dilation=(1, 2))
+                    row = [name, device, str(dtype).split(".")[1], reset]
+                    try:
+                        if dtype in (torch.float64, torch.float32):
+                            inputs = make_inputs(case, dtype, device, gen)
+                            want = run_with_grads("reference", inputs, case, gen)
+                            got = run_with_grads(name, inputs, case, gen, upstream=want["_upstream"])
+                            errs = errors(got, want, dtype)
+                        else:
+                            inputs64 = make_inputs(case, torch.float64, device, gen)
+                            want = run_with_grads("reference", inputs64, case, gen)
+                            lowp = cast_inputs(inputs64, dtype)
+                            eager = run_with_grads("reference", lowp, case, gen, upstream=want["_upstream"])
+                            got = run_with_grads(name, lowp, case, gen, upstream=want["_upstream"])
+                            errs = errors(got, want, dtype, eager_lowp=eager)
+                        worst = max(errs, key=lambda k: errs[k][0] / errs[k][1])
+                        ok = all(e <= t for e, t in errs.values())
+                        grad_ok = _gradcheck(name, device) if dtype == torch.float64 else None
+                    except Exception as e:  # a crash is a failure, reported in the table
+                        table.add_row(*row, "", "", "", f"[red]ERROR[/] {type(e).__name__}: {e}")
+                        failures += 1
+                        continue
+                    ok = ok and grad_ok is not False
+                    failures += not ok
+                    table.add_row(*row, f"{errs[worst][0]:.2e} ({worst})", f"{errs[worst][1]:.1e}",
+                                  {None: "", True: "pass", False: "[red]FAIL[/]"}[grad_ok],
+                                  "[green]ok[/]" if ok else "[red]FAIL[/]")
+    console.print(table)
+    console.print("[green]all checks passed[/]" if not failures else f"[red]{failures} check(s) failed[/]")
+    return 1 if failures else 0
+
+
+def _gradcheck(backend: str, device: str) -> bool:
+    from convgru_ext import convgru_sequence
+    from convgru_ext.testing import Case, make_inputs
+
+    case = Case(T=2, B=1, Cin=2, C=2, H=3, W=4, dilation=(1, 2))
+    inputs = make_inputs(case, torch.float64, device, torch.Generator().manual_seed(0))
+    return all(
+        torch.autograd.gradcheck(
+            lambda *a, r=reset: convgru_sequence(*a, dilation=case.dilation, reset=r, backend=backend),
+            tuple(inputs.values()), eps=1e-6, atol=1e-7, rtol=1e-5, raise_exception=False)
+        for reset in ("before", "after"))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m convgru_ext", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="versions, devices, backends")
+    p = sub.add_parser("check", help="parity and gradcheck of every usable backend against the reference")
+    p.add_argument("--backend", action="append", help="only this backend (repeatable)")
+    p.add_argument("--device", action="append", choices=["cpu", "cuda"], help="only this device (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    sub.add_parser("bench", help="the benchmark; `bench --help` for its options", add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        from convgru_ext.bench.cli import main as bench_main
+
+        return bench_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return {"info": info, "check": check}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

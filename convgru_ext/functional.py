@@ -1,0 +1,95 @@
+"""The functional API: check the arguments, pick a backend, call it."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import backends
+from ._contract import IntOrPair, check
+from .backends._op import channels_last
+
+
+def _run(fn, x, h, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset, backend, *, sequence):
+    problem = check(fn, x, h, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset, sequence=sequence)
+    impl = backends.select(backend, problem)
+    if not sequence:
+        x = x.unsqueeze(0)
+    if h is None:
+        h = x.new_zeros(problem.B, problem.C, problem.H, problem.W)
+    if problem.T == 0:
+        return x.new_zeros(0, problem.B, problem.C, problem.H, problem.W), h.clone()
+    weights = [t if t is None else t.contiguous() for t in (weight_ih, weight_hh, bias_ih, bias_hh)]
+    out = impl.sequence(channels_last(x), channels_last(h), *weights, problem)
+    return out, out[-1]
+
+
+def convgru_sequence(
+    x: torch.Tensor,
+    h0: Optional[torch.Tensor],
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: Optional[torch.Tensor] = None,
+    bias_hh: Optional[torch.Tensor] = None,
+    *,
+    dilation: IntOrPair = 1,
+    reset: str = "before",
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run one ConvGRU layer (one direction) over a time-major sequence.
+
+    Args:
+        x: (T, B, Cin, H, W) input frames.
+        h0: (B, C, H, W) initial state, or None for zeros.
+        weight_ih: (3C, Cin, kh, kw) input-to-hidden weights, gate blocks r, z, n.
+        weight_hh: (3C, C, kh, kw) hidden-to-hidden weights, gate blocks r, z, n.
+        bias_ih, bias_hh: (3C,) biases or None.
+        dilation: int or (dh, dw); padding is "same", ``dilation*(k-1)//2``.
+        reset: ``"before"`` (GRU-RCN, RAFT: ``U_n*(r*h)``) or ``"after"``
+            (cuDNN: ``r*(U_n*h + b_hn)``).
+        backend: ``"auto"``, ``"reference"``, ``"torch"``, ``"triton"`` or ``"cuda"``.
+
+    Returns:
+        ``(output, h_T)``: all states (T, B, C, H, W) and the last one (B, C, H, W).
+
+    Example::
+
+        >>> T, B, Cin, C, H, W = 4, 2, 3, 8, 16, 16
+        >>> x = torch.randn(T, B, Cin, H, W)
+        >>> w_ih, w_hh = torch.randn(3 * C, Cin, 3, 3) * 0.1, torch.randn(3 * C, C, 3, 3) * 0.1
+        >>> out, h = convgru_sequence(x, None, w_ih, w_hh)
+        >>> out.shape, h.shape
+        (torch.Size([4, 2, 8, 16, 16]), torch.Size([2, 8, 16, 16]))
+    """
+    return _run("convgru_sequence", x, h0, weight_ih, weight_hh, bias_ih, bias_hh,
+                dilation, reset, backend, sequence=True)
+
+
+def convgru_cell(
+    x: torch.Tensor,
+    h: Optional[torch.Tensor],
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: Optional[torch.Tensor] = None,
+    bias_hh: Optional[torch.Tensor] = None,
+    *,
+    dilation: IntOrPair = 1,
+    reset: str = "before",
+    backend: str = "auto",
+) -> torch.Tensor:
+    """One ConvGRU step: ``x`` (B, Cin, H, W) and ``h`` (B, C, H, W; None = zeros) -> ``h'``.
+
+    Arguments as in :func:`convgru_sequence`.  Nothing is hoisted: each call
+    convolves its own ``x`` (RAFT-style update blocks, where ``x`` changes
+    every call).
+
+    Example::
+
+        >>> B, Cin, C, H, W = 2, 3, 8, 16, 16
+        >>> w_ih, w_hh = torch.randn(3 * C, Cin, 3, 3) * 0.1, torch.randn(3 * C, C, 3, 3) * 0.1
+        >>> convgru_cell(torch.randn(B, Cin, H, W), None, w_ih, w_hh).shape
+        torch.Size([2, 8, 16, 16])
+    """
+    return _run("convgru_cell", x, h, weight_ih, weight_hh, bias_ih, bias_hh,
+                dilation, reset, backend, sequence=False)[1]

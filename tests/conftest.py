@@ -1,0 +1,43 @@
+"""Test configuration: seeds, devices, the Triton interpreter on machines without a GPU.
+
+Every test draws fresh random inputs from its own generator, seeded from the
+session's base seed and the test's id.  The base seed is random per session
+(printed in pytest's header) unless CONVGRU_TEST_SEED fixes it, so a failure
+can be replayed with ``CONVGRU_TEST_SEED=<seed> pytest <test id>``.
+"""
+
+import hashlib
+import os
+import random
+
+import torch
+
+# Without a GPU, Triton kernels run on the CPU through the interpreter; it must
+# be chosen before any @triton.jit function is defined.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+BASE_SEED = int(os.environ.get("CONVGRU_TEST_SEED", random.SystemRandom().randrange(2**31)))
+
+
+def pytest_report_header(config):
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+    return [f"convgru-ext: CONVGRU_TEST_SEED={BASE_SEED}  torch {torch.__version__}  GPU: {gpu}  "
+            f"TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '')}"]
+
+
+def _seed_for(nodeid: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{BASE_SEED}:{nodeid}".encode()).digest()[:4], "little")
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch(request):
+    torch.manual_seed(_seed_for(request.node.nodeid))
+
+
+@pytest.fixture
+def rng(request) -> torch.Generator:
+    """A CPU generator private to this test."""
+    return torch.Generator().manual_seed(_seed_for(request.node.nodeid) + 1)
