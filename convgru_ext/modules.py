@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional
 
 import torch
@@ -207,6 +208,9 @@ class ConvGRU(nn.Module):
             raise ValueError(f"ConvGRU: `num_layers` must be a positive int; got {num_layers!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
             raise ValueError(f"ConvGRU: `dropout` must be a number in [0, 1]; got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn("ConvGRU: dropout applies to every layer's output except the last, so a non-zero "
+                          f"dropout expects num_layers > 1; got dropout={dropout} and num_layers=1", stacklevel=2)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.reset, self.backend = bidirectional, reset, backend

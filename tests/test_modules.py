@@ -140,3 +140,8 @@ def test_modules_move_and_cast():
     gru = ConvGRU(2, 3).to(torch.float64)
     out, _ = gru(torch.randn(2, 1, 2, 4, 4, **F64))
     assert out.dtype == torch.float64
+
+
+def test_dropout_with_one_layer_warns_like_nn_gru():
+    with pytest.warns(UserWarning, match="num_layers > 1"):
+        ConvGRU(3, 4, dropout=0.5)
