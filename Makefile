@@ -16,7 +16,6 @@ PYTEST_ARGS ?=
 
 $(STAMP): requirements-dev.txt setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 	touch $@
