@@ -66,7 +66,8 @@ def _prepared(cache: dict, wl, device, dtype, pass_: str, quick: bool):
     entry = cache[case_key]
     case = entry["case"]
     if ("sets", dtype) not in entry:
-        entry[("sets", dtype)] = case.input_sets(dtype, 3, train=not wl.inference_only)
+        entry[("sets", dtype)] = case.input_sets(dtype, runner.input_sets_for(wl, dtype, device),
+                                                 train=not wl.inference_only)
     sets = entry[("sets", dtype)]
     if ("baseline", dtype, pass_) not in entry:
         entry[("baseline", dtype, pass_)] = runner.reference_in_dtype(case, dtype, pass_, sets)

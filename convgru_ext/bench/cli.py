@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     how = p.add_argument_group("how")
     how.add_argument("--repeats", type=int, help="timed samples per row (default 15 on a GPU, 5 on a CPU)")
     how.add_argument("--warmup", type=int, default=3, help="warm-up calls per row (at least; default 3)")
-    how.add_argument("--input-sets", type=int, default=3, help="random input sets rotated between calls")
+    how.add_argument("--input-sets", type=int, help="random input sets rotated between calls (default: 3 on a "
+                                                      "CPU; on a GPU at least 3 and enough to fill its L2 twice)")
     how.add_argument("--cuda-graph", action="store_true", help="also capture the timed calls in a CUDA graph "
                                                                "and report both figures")
     how.add_argument("--quick", action="store_true", help="fewer samples and shorter warm-up; bf16 only on a GPU")
@@ -147,7 +148,7 @@ def settings_from_args(args, device: torch.device, scale: float) -> Settings:
     budget = args.budget if args.budget is not None else (GPU_BUDGET_S if gpu else 0)
     for name in ("repeats", "warmup", "input_sets"):
         value = repeats if name == "repeats" else getattr(args, name)
-        if value < 1:
+        if value is not None and value < 1:
             raise SystemExit(f"bench: --{name.replace('_', '-')} must be at least 1; got {value}")
     return Settings(
         device=device, workloads=catalog.select(args.workload, scale), dtypes=dtypes, impls=impls,

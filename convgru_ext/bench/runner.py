@@ -75,7 +75,7 @@ class Settings:
     warmup: int = 3
     min_warmup_s: float = 0.1
     min_sample_s: float = 0.01
-    input_sets: int = 3
+    input_sets: Optional[int] = None  # None: enough to overflow the GPU's L2 twice (see input_sets_for), 3 on CPU
     cuda_graph: bool = False
     budget_s: Optional[float] = None
     seed: int = 0
@@ -222,6 +222,17 @@ def check_impl(impl: Implementation, case: Case, dtype: torch.dtype, pass_: str,
 # ---------------------------------------------------------------------------------------- sweep
 
 
+def input_sets_for(wl: Workload, dtype: torch.dtype, device: torch.device, cap: int = 32) -> int:
+    """How many input sets to rotate: at least 3, and on a GPU enough that together they fill its L2
+    cache twice over, so that no call finds its inputs still in cache from the previous one."""
+    if device.type != "cuda":
+        return 3
+    l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 << 20)
+    one = (math.prod(wl.x_shape) + math.prod(wl.h_shape) + math.prod(wl.out_shape)) * \
+        torch.empty(0, dtype=dtype).element_size()
+    return max(3, min(cap, math.ceil(2 * l2 / max(one, 1))))
+
+
 def _error_text(e: BaseException) -> str:
     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {first}"[:300]
@@ -337,7 +348,9 @@ class Sweep:
                 continue
             try:
                 if sets is None:
-                    sets = case.input_sets(dtype, s.input_sets, train=not wl.inference_only)
+                    n_sets = s.input_sets or input_sets_for(wl, dtype, s.device)
+                    sets = case.input_sets(dtype, n_sets, train=not wl.inference_only)
+                row["input_sets"] = len(sets)
                 if pass_ not in baselines:
                     try:
                         baselines[pass_] = reference_in_dtype(case, dtype, pass_, sets)
