@@ -239,3 +239,20 @@ def test_a_wrong_implementation_fails_its_check_and_is_not_timed():
     assert math.isclose(grad["fwd+bwd"]["check"]["max_rel_err"], 0.01, rel_tol=1e-2)
     assert all(r["status"] == "ok" for r in _rows(results, "eager").values())
 
+
+
+def test_the_time_budget_skips_rows_and_says_why():
+    from convgru_ext.bench.impls import COMPILE_MODE
+
+    def sweep(budget):
+        settings = Settings(device=torch.device("cpu"), workloads=[_tiny("raft-cell")], dtypes=[torch.float32],
+                            impls=[PublicPeer(), PublicPeer(COMPILE_MODE)], passes=("fwd",), repeats=1,
+                            warmup=1, min_warmup_s=0.0, min_sample_s=0.0, input_sets=2, budget_s=budget)
+        return Sweep(settings).run({})
+
+    spent = sweep(1e-9)
+    assert [r["status"] for r in spent["rows"]] == ["skipped", "skipped"]
+    assert all("time budget exhausted" in r["reason"] for r in spent["rows"])
+    # 25 s left at most: never enough to start a compile (allowed at least 30 s), whatever else runs
+    compiled = _rows(sweep(25.0), "compiled")["fwd"]
+    assert compiled["status"] == "skipped" and "compiling may take" in compiled["reason"]

@@ -36,6 +36,12 @@ def fmt_num(value: Optional[float], fmt: str = ".3g", suffix: str = "") -> str:
     return "" if value is None or not math.isfinite(value) else f"{value:{fmt}}{suffix}"
 
 
+def fmt_pct(value: Optional[float]) -> str:
+    if value is None or not math.isfinite(value):
+        return ""
+    return f"{value:.0f}%" if value >= 10 else f"{value:.2g}%"
+
+
 def fmt_flops(flops: float) -> str:
     for unit, div in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
         if flops >= div:
@@ -90,11 +96,11 @@ def cells(row: dict, cols: list[str], markup: bool = True) -> list[str]:
         "dtype": row["dtype"],
         "pass": row["pass"],
         "median": fmt_time(t.get("median")),
-        "IQR": fmt_num(100 * t["spread"], ".2g", "%") if t else "",
+        "IQR": fmt_pct(100 * t["spread"]) if t else "",
         "graph median": fmt_time((row.get("graph_time") or {}).get("median")),
         "speedup": "" if speedup is None else f"{speedup:.2f}x" + ("" if vs == "eager" else f" vs {vs}"),
         "TFLOP/s": fmt_num(row.get("tflops")),
-        "% roofline": fmt_num(row.get("roofline_pct"), ".3g", "%"),
+        "% roofline": fmt_pct(row.get("roofline_pct")),
         "peak MiB": fmt_num(None if row.get("peak_mem_extra_bytes") is None
                             else row["peak_mem_extra_bytes"] / 2**20, ".4g"),
         "max rel err": fmt_num((row.get("check") or {}).get("max_rel_err"), ".1e"),

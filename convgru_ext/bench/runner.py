@@ -259,6 +259,8 @@ class Sweep:
         self.rows: list[dict] = []
         self.aborted: Optional[str] = None
         self.max_compile_s = 0.0
+        self._plan: list = []
+        self._row_seconds: list[float] = []  # how long each row that ran (not compiling) took
         self.results: dict = {}
 
     def plan(self) -> list[tuple[torch.dtype, Workload, str, Implementation]]:
@@ -280,7 +282,7 @@ class Sweep:
             "rows": self.rows,
         }
         cases: dict[str, Case] = {}
-        plan = self.plan()
+        plan = self._plan = self.plan()
         for dtype in s.dtypes:
             for wl in s.workloads:
                 group = [(p, impl) for d, w, p, impl in plan if d is dtype and w is wl]
@@ -311,6 +313,22 @@ class Sweep:
             return f"time budget exhausted (--budget {self.s.budget_s:g} s)"
         return None
 
+    def _no_time_to_compile(self) -> Optional[str]:
+        """Why the compiled peer's next row should be skipped under the budget, or None.
+
+        A compile may take twice the longest one so far (at least 30 s), and the
+        rows still to come that do not compile keep their share of the budget
+        (their average time so far, each), so that compiling never crowds out
+        the figures of the other implementations."""
+        left = self.deadline - time.perf_counter()
+        need = max(30.0, 2 * self.max_compile_s)
+        rest = sum(1 for *_, impl in self._plan[len(self.rows) + 1:] if not _compiles(impl))
+        reserve = rest * (sum(self._row_seconds) / len(self._row_seconds) if self._row_seconds else 1.0)
+        if left - reserve < need:
+            return (f"time budget: {left:.0f} s left, {reserve:.0f} s of it kept for the {rest} rows to come; "
+                    f"compiling may take {need:.0f} s")
+        return None
+
     def _new_row(self, dtype, wl: Workload, pass_: str, impl: Implementation) -> dict:
         return {"workload": wl.name, "impl": impl.name, "label": impl.label(self.s.device), "kind": impl.kind,
                 "experimental": impl.experimental, "dtype": dtype_name(dtype), "pass": pass_,
@@ -337,15 +355,14 @@ class Sweep:
             row = self._new_row(dtype, wl, pass_, impl)
             self.on_start(f"{wl.name} {dtype_name(dtype)} {pass_} {impl.name}")
             stop = self._stopped()
-            if stop is None and isinstance(impl, PublicPeer) and impl.compile_mode and self.deadline is not None:
-                left, need = self.deadline - time.perf_counter(), max(30.0, 2 * self.max_compile_s)
-                if left < need:
-                    stop = f"time budget: {left:.0f} s left, compiling may take {need:.0f} s"
+            if stop is None and _compiles(impl) and self.deadline is not None:
+                stop = self._no_time_to_compile()
             reason = stop or impl.unavailable(wl, dtype, s.device)
             if reason or case is None:
                 row.update(status="skipped", reason=reason or "no inputs")
                 self._finish(row)
                 continue
+            started = time.perf_counter()
             try:
                 if sets is None:
                     n_sets = s.input_sets or input_sets_for(wl, dtype, s.device)
@@ -363,6 +380,8 @@ class Sweep:
                 if s.device.type == "cuda" and not cuda_alive(s.device):
                     self.aborted = (f"not run: the CUDA context was lost after {impl.name} failed on "
                                     f"{wl.name} {dtype_name(dtype)} {pass_} ({row['reason']})")
+            if not _compiles(impl):
+                self._row_seconds.append(time.perf_counter() - started)
             self._finish(row)
 
     def _measure(self, row, wl, dtype, pass_, impl, case, sets, baseline) -> None:
@@ -381,7 +400,7 @@ class Sweep:
         timing = time_calls(call, device, repeats=s.repeats, warmup=s.warmup, min_warmup_s=s.min_warmup_s,
                             min_sample_s=s.min_sample_s)
         row["time"] = timing.to_dict()
-        if isinstance(impl, PublicPeer) and impl.compile_mode:
+        if _compiles(impl):
             row["compile_s"] = max(0.0, row["first_call_s"] - timing.median)
             self.max_compile_s = max(self.max_compile_s, row["compile_s"])
         if device.type == "cuda":
@@ -400,6 +419,10 @@ class Sweep:
                     row["graph_error"] = _error_text(e)
                     if not cuda_alive(device):
                         raise
+
+
+def _compiles(impl: Implementation) -> bool:
+    return isinstance(impl, PublicPeer) and impl.compile_mode is not None
 
 
 def make_call(built: Built, sets, train: bool) -> Callable[[int], object]:
