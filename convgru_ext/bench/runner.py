@@ -14,9 +14,19 @@ implementation.  For each row:
    ``convgru_ext.testing``.  An implementation that disagrees is reported as
    ``failed check`` and not timed.  The wall time of this first call is kept
    (``first_call_s``: compilation, autotuning, cuDNN heuristics);
-2. **time**: see ``timing.py``; inputs rotate among ``input_sets`` random sets;
+2. **time**: see ``timing.py``; inputs rotate among ``input_sets`` random sets
+   (on a GPU enough of them to fill its L2 cache twice, see ``input_sets_for``);
 3. **memory** (GPU): ``torch.cuda.max_memory_allocated`` over one more call;
+   ``peak_mem_extra_bytes`` is that peak minus what was allocated before the
+   call (inputs, weights and the sweep's cached reference data), the figure the
+   tables show;
 4. **CUDA graph** (``cuda_graph``): the same calls captured and replayed.
+
+The time budget (``budget_s``, wall clock from the start): once spent, the
+remaining rows are reported as skipped.  A compiled-peer row starts only if
+there is time for a compile (twice the longest so far, at least 30 s) on top of
+the share kept for every later row that does not compile (their average time so
+far), so that compiling never crowds out the other implementations' figures.
 
 Any exception in a row is caught and recorded (with its traceback) in that
 row, and the sweep goes on; after a failure on a GPU the CUDA context is
