@@ -256,3 +256,24 @@ def test_the_time_budget_skips_rows_and_says_why():
     # 25 s left at most: never enough to start a compile (allowed at least 30 s), whatever else runs
     compiled = _rows(sweep(25.0), "compiled")["fwd"]
     assert compiled["status"] == "skipped" and "compiling may take" in compiled["reason"]
+
+
+def test_a_crash_of_the_sweep_keeps_what_was_measured(tmp_path, monkeypatch):
+    from convgru_ext.bench import runner
+
+    calls = []
+
+    def flaky_derive(results):  # fails once, at the end of the sweep; the writers' own call succeeds
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("bug in the sweep")
+        return real_derive(results)
+
+    real_derive = runner.derive
+    monkeypatch.setattr(runner, "derive", flaky_derive)
+    rc = bench_main(["--scale", "smoke", "-w", "gru-1x1", "--impl", "torch", "--pass", "fwd", "--no-plots",
+                     "--repeats", "1", "--out", str(tmp_path)])
+    assert rc == 1
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert "the sweep crashed" in results["aborted"] and "bug in the sweep" in results["traceback"]
+    assert [r["status"] for r in results["rows"]] == ["ok"] and results["rows"][0]["time"]

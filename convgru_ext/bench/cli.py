@@ -216,7 +216,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             scale = parse_scale(args.scale)
         except ValueError as e:
             raise SystemExit(f"bench: {e}") from None
-        scale_note = ""
+        scale_note = "" if scale == 1 else f"scaled: B*H*W x {scale:g}, not the workloads' real sizes"
     elif device.type == "cuda":
         scale, scale_note = 1.0, ""
     else:
@@ -264,14 +264,22 @@ def main(argv: Optional[list[str]] = None) -> int:
             interrupted = True
             results = sweep.results
             results["aborted"] = "interrupted (Ctrl-C)"
-    if "rows" not in results:  # interrupted before the first row
-        return 130
+        except Exception as e:  # a bug of the sweep itself: keep what was measured
+            import traceback
+
+            results = sweep.results
+            results["aborted"] = f"the sweep crashed: {type(e).__name__}: {e}"
+            results["traceback"] = traceback.format_exc()[-4000:]
+            console.print_exception()
+    if "rows" not in results:  # stopped before the first row
+        return 130 if interrupted else 1
     results["partial"] = interrupted
     if results:
         c = results["ceilings"]
         console.print("ceilings measured in this run: " + ", ".join(
-            f"{d} {v['flops_per_s'] / 1e12:.3g} TFLOP/s" for d, v in c["flops"].items())
-            + f", copy {c['bandwidth']['bytes_per_s'] / 1e9:.3g} GB/s", highlight=False)
+            f"{d} {v['flops_per_s'] / 1e12:.3g} TFLOP/s" for d, v in c.get("flops", {}).items())
+            + (f", copy {c['bandwidth']['bytes_per_s'] / 1e9:.3g} GB/s" if c.get("bandwidth") else "")
+            + (f" [red]{c['error']}[/]" if c.get("error") else ""), highlight=False)
         paths = write_all(results, out_dir, plots=not args.no_plots)
         print_tables(results, console)
         for error in results.get("plot_errors", []):

@@ -132,7 +132,7 @@ def header_lines(results: dict) -> list[str]:
     bw = c.get("bandwidth", {})
     if bw:
         ceil += f"; copy {bw['bytes_per_s'] / 1e9:.3g} GB/s (read + write)"
-    lines.append(f"ceilings measured in this run: {ceil}")
+    lines.append(f"ceilings measured in this run: {ceil}" + (f" ({c['error']})" if c.get("error") else ""))
     sets = s.get("input_sets") or "3 (CPU) or enough to fill the GPU's L2 twice (at least 3)"
     lines.append(f"timing: median of {s['repeats']} samples after warm-up, inputs rotated among {sets} random "
                  f"sets; {m.get('inputs', '')}; fwd runs under torch.no_grad, fwd+bwd computes the gradients of "

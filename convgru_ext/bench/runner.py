@@ -283,7 +283,10 @@ class Sweep:
         start = time.perf_counter()
         self.deadline = None if s.budget_s is None else start + s.budget_s
         self.on_start("measuring the device's ceilings")
-        ceilings = measure_ceilings(s.device, s.dtypes, quick=s.quick)
+        try:
+            ceilings = measure_ceilings(s.device, s.dtypes, quick=s.quick)
+        except Exception as e:  # the figures are still worth having, without their roofline
+            ceilings = {"flops": {}, "bandwidth": {}, "error": f"ceilings not measured: {_error_text(e)}"}
         self.results = {
             "schema": SCHEMA_VERSION, "meta": meta or {}, "settings": s.to_dict(), "ceilings": ceilings,
             "workloads": {wl.name: wl.to_dict() for wl in s.workloads},
@@ -458,8 +461,8 @@ def make_call(built: Built, sets, train: bool) -> Callable[[int], object]:
 
 def derive(results: dict) -> None:
     """Fill in each row's derived figures: TFLOP/s, % of roofline, bound, speedup vs the eager peer."""
-    ceilings = results["ceilings"]
-    bw = ceilings["bandwidth"]["bytes_per_s"]
+    ceilings = results.get("ceilings") or {}
+    bw = (ceilings.get("bandwidth") or {}).get("bytes_per_s")
     by_group: dict[tuple, dict[str, dict]] = {}
     for row in results["rows"]:
         by_group.setdefault((row["workload"], row["dtype"], row["pass"]), {})[row["impl"]] = row
@@ -470,9 +473,9 @@ def derive(results: dict) -> None:
             if not row["time"]:
                 continue
             t = row["time"]["median"]
-            peak = ceilings["flops"].get(row["dtype"], {}).get("flops_per_s")
+            peak = (ceilings.get("flops") or {}).get(row["dtype"], {}).get("flops_per_s")
             row["tflops"] = row["flops"] / t / 1e12
-            if peak:
+            if peak and bw:
                 t_roof, row["bound"] = cost.roofline(row["flops"], row["min_bytes"], peak, bw)
                 row["roofline_pct"] = 100 * t_roof / t
             if baseline is not None:
