@@ -1,5 +1,7 @@
 # make test       set up .venv (pinned, requirements-dev.txt), install the package, run the whole test suite
-# make bench      set up .venv, run the benchmark (python -m convgru_ext bench)
+#                 (tests/, and benchmarks/ at its smoke scale so that the benchmark suite cannot rot)
+# make bench      set up .venv, run the benchmark (python -m convgru_ext bench $(BENCH_ARGS)); without a GPU:
+#                 the CPU backends in float32 at a reduced scale; results in benchmarks/results/<device>-<date>/
 # make check      set up .venv, run `python -m convgru_ext check` (every backend against the reference)
 # make lint       ruff over the code
 # make gpu-check  on a GPU machine with torch/triton/ninja/pytest already installed and no network:

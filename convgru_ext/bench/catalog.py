@@ -1,0 +1,156 @@
+"""The named workloads of the benchmark, in one place.
+
+Each workload says which public API it exercises (``api``) and its sizes:
+
+==========  ===================================  ==========================================================
+name        API                                  sizes (scale 1)
+==========  ===================================  ==========================================================
+raft-cell   ``convgru_cell`` (one step)          B=8, Cin=256, C=128, 46x62, k=3x3: RAFT's update block;
+                                                 ``x`` changes every call, nothing can be hoisted
+raft-sep    ``SepConvGRU`` (a 1x5 cell, then     B=8, Cin=256, C=128, 46x62: RAFT's separable update
+            a 5x1 cell)
+video       ``convgru_sequence``                 T=16, B=16, Cin=C=64, 56x56, k=3x3
+nowcast     ``convgru_sequence``                 T=20, B=4, Cin=C=64, 128x128, k=3x3 (precipitation nowcasting)
+stream      ``convgru_cell`` once per frame,     T=32 frames, B=1, Cin=C=32, 64x64, k=3x3: inference only,
+            under ``torch.no_grad``              latency-bound (launch overhead dominates)
+gru-1x1     ``convgru_sequence``                 T=32, B=64, Cin=C=256, 1x1 pixels, k=1x1, reset="after": the
+                                                 layer *is* ``torch.nn.GRU`` there (a sanity anchor: cuDNN's
+                                                 GRU runs it as a peer)
+==========  ===================================  ==========================================================
+
+``--scale s`` multiplies each workload's number of pixels in a batch, B*H*W,
+by about ``s``: spatial workloads scale H and W by sqrt(s) (rounded, at least
+1) and keep B, T and the channels, so the GEMMs' channel dimensions and the
+number of recurrent steps stay representative; the 1x1-pixel anchor scales B.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+#: the APIs a workload can exercise (see the module docstring)
+APIS = ("cell", "sep", "sequence", "stream")
+
+#: the scale of ``--scale smoke``: every workload shrinks to a few pixels (CI, tests)
+SMOKE_SCALE = 0.001
+#: the default scale on a machine without a GPU
+CPU_DEFAULT_SCALE = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """One benchmarked call.  ``T`` is the sequence length (1 for ``cell`` and ``sep``)."""
+
+    name: str
+    api: str
+    T: int
+    B: int
+    Cin: int
+    C: int
+    H: int
+    W: int
+    kernel: tuple[int, int] = (3, 3)
+    reset: str = "before"
+    description: str = ""
+    scale: float = 1.0
+
+    @property
+    def inference_only(self) -> bool:
+        """Only the forward pass, under ``torch.no_grad`` (``stream``)."""
+        return self.api == "stream"
+
+    @property
+    def passes(self) -> tuple[str, ...]:
+        return ("fwd",) if self.inference_only else ("fwd", "fwd+bwd")
+
+    @property
+    def cells(self) -> list[tuple[int, int]]:
+        """The kernel of each cell one call runs, in order: one cell, or two for ``sep``."""
+        kh, kw = self.kernel
+        return [(1, kw), (kw, 1)] if self.api == "sep" else [(kh, kw)]
+
+    @property
+    def steps(self) -> int:
+        """Cell steps per call: T for sequences and streams, 1 for ``cell`` and ``sep`` (per cell)."""
+        return self.T
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        """``x``: (B, Cin, H, W) for ``cell``/``sep``, (T, B, Cin, H, W) otherwise."""
+        if self.api in ("cell", "sep"):
+            return (self.B, self.Cin, self.H, self.W)
+        return (self.T, self.B, self.Cin, self.H, self.W)
+
+    @property
+    def h_shape(self) -> tuple[int, ...]:
+        return (self.B, self.C, self.H, self.W)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        """What one call returns: the new state (B, C, H, W) for ``cell``, ``sep`` and ``stream`` (its last
+        state), every state (T, B, C, H, W) for ``sequence``."""
+        return (self.T, self.B, self.C, self.H, self.W) if self.api == "sequence" else self.h_shape
+
+    def sizes(self) -> str:
+        """A short human-readable summary: ``T=16 B=16 Cin=64 C=64 56x56 k=3x3``."""
+        k = "+".join(f"{kh}x{kw}" for kh, kw in self.cells)
+        t = f"T={self.T} " if self.api in ("sequence", "stream") else ""
+        r = "" if self.reset == "before" else f" reset={self.reset}"
+        return f"{t}B={self.B} Cin={self.Cin} C={self.C} {self.H}x{self.W} k={k}{r}"
+
+    def scaled(self, scale: float) -> Workload:
+        """This workload with B*H*W multiplied by about ``scale`` (see the module docstring)."""
+        if not scale > 0:
+            raise ValueError(f"`scale` must be positive; got {scale!r}")
+        if scale == 1:
+            return self
+        if self.H == 1 and self.W == 1:
+            return dataclasses.replace(self, B=max(1, round(self.B * scale)), scale=scale)
+        f = math.sqrt(scale)
+        return dataclasses.replace(self, H=max(1, round(self.H * f)), W=max(1, round(self.W * f)), scale=scale)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["kernel"] = list(self.kernel)
+        d["sizes"] = self.sizes()
+        d["passes"] = list(self.passes)
+        return d
+
+
+CATALOG: dict[str, Workload] = {w.name: w for w in (
+    Workload("raft-cell", "cell", T=1, B=8, Cin=256, C=128, H=46, W=62,
+             description="one ConvGRU cell step of RAFT's update block; x changes every call"),
+    Workload("raft-sep", "sep", T=1, B=8, Cin=256, C=128, H=46, W=62, kernel=(5, 5),
+             description="RAFT's separable update: a 1x5 cell, then a 5x1 cell"),
+    Workload("video", "sequence", T=16, B=16, Cin=64, C=64, H=56, W=56,
+             description="a video clip through one ConvGRU layer"),
+    Workload("nowcast", "sequence", T=20, B=4, Cin=64, C=64, H=128, W=128,
+             description="precipitation nowcasting: 20 radar frames"),
+    Workload("stream", "stream", T=32, B=1, Cin=32, C=32, H=64, W=64,
+             description="streaming inference: one cell call per arriving frame, under torch.no_grad"),
+    Workload("gru-1x1", "sequence", T=32, B=64, Cin=256, C=256, H=1, W=1, kernel=(1, 1), reset="after",
+             description="sanity anchor: 1x1 kernel on 1x1 pixels, reset='after', exactly torch.nn.GRU"),
+)}
+
+
+def parse_scale(text: str) -> float:
+    """``--scale``'s value: a positive number, or ``smoke`` (:data:`SMOKE_SCALE`)."""
+    if text == "smoke":
+        return SMOKE_SCALE
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"`--scale` must be a positive number or 'smoke'; got {text!r}") from None
+    if not value > 0 or math.isinf(value):
+        raise ValueError(f"`--scale` must be a positive number or 'smoke'; got {text!r}")
+    return value
+
+
+def select(names: list[str] | None, scale: float = 1.0) -> list[Workload]:
+    """The named workloads (all, in catalog order, if ``names`` is empty), scaled."""
+    names = list(CATALOG) if not names else names
+    unknown = [n for n in names if n not in CATALOG]
+    if unknown:
+        raise ValueError(f"unknown workload(s) {unknown}; the catalog has {list(CATALOG)}")
+    return [CATALOG[n].scaled(scale) for n in dict.fromkeys(names)]

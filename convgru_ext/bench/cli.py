@@ -1,0 +1,299 @@
+"""``python -m convgru_ext bench``: the command line of the benchmark.
+
+Typical uses::
+
+    python -m convgru_ext bench                         # the full sweep (GPU) or the reduced CPU sweep
+    python -m convgru_ext bench --quick                 # bf16 only on a GPU, fewer samples
+    python -m convgru_ext bench -w raft-cell --dtype bfloat16 --pass fwd --cuda-graph
+    python -m convgru_ext bench --list                  # the catalog and the implementations
+    python -m convgru_ext bench --compare A.json B.json # ratios between two runs, regressions flagged
+
+Exit status: 1 when a row failed its check, one of our backends raised, or the
+sweep was cut short by a lost CUDA context; else 0 (the files are written
+either way).  With ``--compare``: 1 when a regression is flagged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import sys
+from typing import Optional
+
+import torch
+
+from . import catalog
+from .catalog import CATALOG, CPU_DEFAULT_SCALE, parse_scale
+from .cost import PASSES, flops
+from .impls import COMPILE_MODE, all_implementations
+from .runner import DTYPES, Settings, Sweep, collect_meta
+
+#: the default time budget of a GPU sweep, seconds: it shares a 10-minute command with the build and tests
+GPU_BUDGET_S = 330.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m convgru_ext bench", description=__doc__.split("\n", 2)[2],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Workloads: " + ", ".join(CATALOG) + ". See convgru_ext/bench/*.py.")
+    sel = p.add_argument_group("what to run")
+    sel.add_argument("-w", "--workload", action="append", choices=list(CATALOG), help="repeatable; default: all")
+    sel.add_argument("--dtype", action="append", choices=list(DTYPES),
+                     help="repeatable; default: bfloat16, float16, float32 on a GPU (bfloat16 with --quick), "
+                          "float32 on a CPU")
+    sel.add_argument("--impl", action="append", metavar="NAME",
+                     help="repeatable: eager, compiled, nn.GRU, or a backend name; default: all")
+    sel.add_argument("--pass", dest="passes", action="append", choices=PASSES, help="repeatable; default: both")
+    sel.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU is visible, else cpu")
+    sel.add_argument("--scale", help="shrink every workload's B*H*W by this factor, or 'smoke' "
+                                     f"({catalog.SMOKE_SCALE}); default: 1 on a GPU, {CPU_DEFAULT_SCALE} on a CPU")
+    sel.add_argument("--no-compile", action="store_true", help="leave out the torch.compile peer")
+    sel.add_argument("--compile-mode", default=COMPILE_MODE, help="torch.compile mode of the compiled peer "
+                                                                  f"(default {COMPILE_MODE})")
+    how = p.add_argument_group("how")
+    how.add_argument("--repeats", type=int, help="timed samples per row (default 15 on a GPU, 5 on a CPU)")
+    how.add_argument("--warmup", type=int, default=3, help="warm-up calls per row (at least; default 3)")
+    how.add_argument("--input-sets", type=int, help="random input sets rotated between calls (default: 3 on a "
+                                                      "CPU; on a GPU at least 3 and enough to fill its L2 twice)")
+    how.add_argument("--cuda-graph", action="store_true", help="also capture the timed calls in a CUDA graph "
+                                                               "and report both figures")
+    how.add_argument("--quick", action="store_true", help="fewer samples and shorter warm-up; bf16 only on a GPU")
+    how.add_argument("--budget", type=float, help="stop starting rows after this many seconds (the rest are "
+                                                  f"reported as skipped); default {GPU_BUDGET_S:g} on a GPU, "
+                                                  "none on a CPU; 0: none")
+    how.add_argument("--threads", type=int, help="CPU threads for PyTorch (torch.set_num_threads); default: "
+                                                   "PyTorch's choice")
+    how.add_argument("--seed", type=int, default=0)
+    out = p.add_argument_group("output")
+    out.add_argument("--out", help="output folder (default benchmarks/results/<device>-<date>/)")
+    out.add_argument("--no-plots", action="store_true")
+    out.add_argument("--list", action="store_true", help="list the workloads and implementations, run nothing")
+    out.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="a table of B/A ratios")
+    out.add_argument("--threshold", type=float, default=0.10,
+                     help="--compare: a slowdown beyond this fraction is a regression (default 0.10)")
+    return p
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "device"
+
+
+def default_out_dir(device: torch.device) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return os.path.join("benchmarks", "results", f"{_slug(name)}-{stamp}")
+
+
+def _list(console, device: torch.device, scale: float) -> int:
+    from rich.table import Table
+
+    from .report import fmt_flops
+
+    table = Table("workload", "API", f"sizes (scale {scale:g})", "forward FLOPs", "passes", "what",
+                  title="workloads")
+    for wl in catalog.select(None, scale):
+        table.add_row(wl.name, wl.api, wl.sizes(), fmt_flops(flops(wl, "fwd")), ", ".join(wl.passes),
+                      wl.description)
+    console.print(table)
+    table = Table("implementation", "kind", "status", title="implementations")
+    for impl in all_implementations():
+        status = ""
+        if impl.kind == "ours":
+            from .. import backends
+
+            status = backends.available_backends()[impl.name] or "usable here"
+        table.add_row(impl.label(device), impl.kind + (", experimental" if impl.experimental else ""), status)
+    console.print(table)
+    return 0
+
+
+def _compare(args, console) -> int:
+    from .report import compare_results, print_compare
+
+    loaded = []
+    for path in args.compare:
+        with open(path) as f:
+            loaded.append(json.load(f))
+    entries, warnings = compare_results(*loaded, threshold=args.threshold)
+    regressions = print_compare(entries, warnings, *args.compare, *loaded, threshold=args.threshold,
+                                console=console)
+    return 1 if regressions else 0
+
+
+def settings_from_args(args, device: torch.device, scale: float) -> Settings:
+    gpu = device.type == "cuda"
+    if args.dtype:
+        dtypes = [DTYPES[d] for d in dict.fromkeys(args.dtype)]
+    elif gpu:
+        dtypes = [torch.bfloat16] if args.quick else [torch.bfloat16, torch.float16, torch.float32]
+    else:
+        dtypes = [torch.float32]
+    impls = all_implementations(None if args.no_compile else args.compile_mode)
+    if args.impl:
+        known = {i.name for i in all_implementations()}
+        unknown = [n for n in args.impl if n not in known]
+        if unknown:
+            raise SystemExit(f"bench: unknown --impl {unknown}; choose from {sorted(known)}")
+        impls = [i for i in impls if i.name in args.impl]
+    repeats = args.repeats or ((7 if args.quick else 15) if gpu else (3 if args.quick else 5))
+    budget = args.budget if args.budget is not None else (GPU_BUDGET_S if gpu else 0)
+    for name in ("repeats", "warmup", "input_sets"):
+        value = repeats if name == "repeats" else getattr(args, name)
+        if value is not None and value < 1:
+            raise SystemExit(f"bench: --{name.replace('_', '-')} must be at least 1; got {value}")
+    return Settings(
+        device=device, workloads=catalog.select(args.workload, scale), dtypes=dtypes, impls=impls,
+        passes=tuple(args.passes or PASSES), repeats=repeats, warmup=args.warmup,
+        min_warmup_s=(0.05 if args.quick else 0.1) if gpu else 0.0,
+        min_sample_s=(0.005 if args.quick else 0.01) if gpu else 0.02,
+        input_sets=args.input_sets, cuda_graph=args.cuda_graph and gpu, budget_s=budget or None,
+        seed=args.seed, quick=args.quick)
+
+
+class _Progress:
+    """A live rich progress bar on a terminal; one line per row in a log."""
+
+    def __init__(self, console, total: int):
+        self.console, self.total, self.done = console, total, 0
+        self.live = console.is_terminal
+        self.progress = None
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("{task.description:<48}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=console, transient=True)
+            self.task = self.progress.add_task("starting", total=total)
+
+    def __enter__(self):
+        if self.progress:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress:
+            self.progress.stop()
+
+    def start(self, text: str) -> None:
+        if self.progress:
+            self.progress.update(self.task, description=text)
+
+    def row(self, row: dict) -> None:
+        from .report import fmt_time
+
+        self.done += 1
+        if self.progress:
+            self.progress.advance(self.task)
+            if row["status"] in ("error", "failed check"):
+                self.console.print(f"[red]{row['status']}[/]: {row['workload']} {row['dtype']} {row['pass']} "
+                                   f"{row['label']}: {row['reason']}")
+            return
+        figure = fmt_time(row["time"]["median"]) if row.get("time") else f"{row['status']}: {row['reason']}"
+        print(f"[{self.done}/{self.total}] {row['workload']} {row['dtype']} {row['pass']} {row['label']}: {figure}",
+              flush=True)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    console = _console()
+    if args.compare:
+        return _compare(args, console)
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench: --device cuda but no GPU is visible to torch")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.scale is not None:
+        try:
+            scale = parse_scale(args.scale)
+        except ValueError as e:
+            raise SystemExit(f"bench: {e}") from None
+        scale_note = "" if scale == 1 else f"scaled: B*H*W x {scale:g}, not the workloads' real sizes"
+    elif device.type == "cuda":
+        scale, scale_note = 1.0, ""
+    else:
+        scale = CPU_DEFAULT_SCALE
+        scale_note = ("no GPU here: CPU backends in float32 at a reduced default scale, B*H*W x "
+                      f"{CPU_DEFAULT_SCALE:g}; these are not the workloads' real sizes")
+    if args.list:
+        return _list(console, device, scale)
+
+    settings = settings_from_args(args, device, scale)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"bench: --threads must be at least 1; got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.cuda.init()
+    meta = collect_meta(device, argv, scale, scale_note)
+    out_dir = args.out or default_out_dir(device)
+
+    from .report import header_lines, print_tables, write_all, write_json
+
+    console.rule("[bold]convgru-ext bench")
+    for line in header_lines({"meta": meta, "settings": settings.to_dict(), "ceilings": {}}):
+        if not line.startswith("ceilings"):
+            console.print(line, highlight=False)
+    if scale_note:
+        console.print(f"[bold yellow]{scale_note}[/]")
+    if args.cuda_graph and device.type != "cuda":
+        console.print("--cuda-graph: ignored without a GPU")
+
+    os.makedirs(out_dir, exist_ok=True)
+    sweep = Sweep(settings)
+    total = len(sweep.plan())
+
+    def checkpoint(results):
+        results["partial"] = True
+        write_json(results, os.path.join(out_dir, "results.json"))
+
+    with _Progress(console, total) as progress:
+        sweep.on_start, sweep.on_row, sweep.on_checkpoint = progress.start, progress.row, checkpoint
+        interrupted = False
+        try:
+            results = sweep.run(meta)
+        except KeyboardInterrupt:
+            interrupted = True
+            results = sweep.results
+            results["aborted"] = "interrupted (Ctrl-C)"
+        except Exception as e:  # a bug of the sweep itself: keep what was measured
+            import traceback
+
+            results = sweep.results
+            results["aborted"] = f"the sweep crashed: {type(e).__name__}: {e}"
+            results["traceback"] = traceback.format_exc()[-4000:]
+            console.print_exception()
+    if "rows" not in results:  # stopped before the first row
+        return 130 if interrupted else 1
+    results["partial"] = interrupted
+    if results:
+        c = results["ceilings"]
+        console.print("ceilings measured in this run: " + ", ".join(
+            f"{d} {v['flops_per_s'] / 1e12:.3g} TFLOP/s" for d, v in c.get("flops", {}).items())
+            + (f", copy {c['bandwidth']['bytes_per_s'] / 1e9:.3g} GB/s" if c.get("bandwidth") else "")
+            + (f" [red]{c['error']}[/]" if c.get("error") else ""), highlight=False)
+        paths = write_all(results, out_dir, plots=not args.no_plots)
+        print_tables(results, console)
+        for error in results.get("plot_errors", []):
+            console.print(f"[yellow]plot not written[/]: {error}")
+        if results.get("aborted"):
+            console.print(f"[bold red]{results['aborted']}[/]")
+        console.print("wrote " + ", ".join(paths))
+    if interrupted:
+        return 130
+    # A failed check is a failure whoever fails it (a peer that disagrees means the benchmark is wrong);
+    # an error is one for our backends only (a peer may not support a dtype, as cuDNN's GRU in bfloat16).
+    bad = [r for r in results["rows"] if r["status"] == "failed check" or (r["status"] == "error"
+                                                                           and r["kind"] == "ours")]
+    if bad:
+        console.print(f"[red]{len(bad)} row(s) failed: " + ", ".join(
+            f"{r['workload']} {r['dtype']} {r['pass']} {r['label']} ({r['status']})" for r in bad[:20]) + "[/]")
+    return 1 if bad or results.get("aborted") else 0

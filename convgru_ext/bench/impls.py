@@ -1,0 +1,316 @@
+"""The implementations the benchmark runs side by side: peers and ours.
+
+Peers:
+
+* ``eager``: the per-step ConvGRU that most public code uses (:class:`PublicConvGRUCell`):
+  a convolution over ``cat([x, h])`` for r and z, ``split``, one over
+  ``cat([x, r*h])`` for n, elementwise, autograd does the backward; sequences
+  loop over T in Python.  It computes ``reset="before"`` only, so it has no
+  row for the ``gru-1x1`` anchor;
+* ``compiled``: the same cell under ``torch.compile`` (default mode
+  ``max-autotune-no-cudagraphs``, ``fullgraph=True``, static shapes).  The
+  compiled function is the cell (or RAFT's two-cell update); the time loop
+  stays in Python, since compiling the unrolled sequence multiplies compile time
+  by T.  Compile time is excluded from the timings and reported separately;
+* ``nn.GRU``: ``torch.nn.GRU`` (cuDNN on a GPU) where the workload reduces to it
+  (1x1 kernels on 1x1 pixels, ``reset="after"``, z weights negated: see
+  ``tests/test_oracle.py``).
+
+Ours: every backend of ``convgru_ext`` usable here, called through the public
+functional API (``convgru_cell`` / ``convgru_sequence``), the ``reference``
+included; backends marked experimental are labelled so.
+
+Every implementation is built from the same parameters (ours: ``weight_ih``,
+``weight_hh``, ``bias_ih``, ``bias_hh`` per cell), mapped so that it computes
+the same function, and says how the reference's parameter gradients map onto
+its own parameters, so that the benchmark can check it before timing it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .. import backends
+from .._contract import Problem
+from ..functional import convgru_cell, convgru_sequence
+from .catalog import Workload
+
+PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+#: the default mode of the ``compiled`` peer
+COMPILE_MODE = "max-autotune-no-cudagraphs"
+
+Params = list[dict[str, Tensor]]  # one dict of PARAM_NAMES per cell of the workload
+
+
+@dataclasses.dataclass
+class Built:
+    """An implementation ready to run one workload in one dtype.
+
+    ``run(x, h0)`` takes ``x`` (``wl.x_shape``) and ``h0`` (``wl.h_shape``) and
+    returns ``wl.out_shape``; ``params`` are its own leaf parameters, named by
+    ``param_names``; ``map_grads`` turns the reference's parameter gradients
+    (shaped like :data:`Params`) into the gradients expected for ``params``.
+    """
+
+    run: Callable[[Tensor, Tensor], Tensor]
+    params: list[Tensor]
+    param_names: list[str]
+    map_grads: Callable[[Params], list[Tensor]]
+
+
+class Implementation:
+    """One row family of the benchmark's tables."""
+
+    name: str = ""
+    kind: str = "ours"  # "peer" or "ours"
+    experimental: bool = False
+
+    def label(self, device: torch.device) -> str:
+        return self.name + (" (experimental)" if self.experimental else "")
+
+    def applies_to(self, wl: Workload) -> bool:
+        """Whether this implementation has a row for ``wl`` at all."""
+        return True
+
+    def unavailable(self, wl: Workload, dtype: torch.dtype, device: torch.device) -> Optional[str]:
+        """Why it cannot run ``wl`` in ``dtype`` on ``device`` here (the row says so), or None."""
+        return None
+
+    def build(self, wl: Workload, params: Params, train: bool) -> Built:
+        """Ready to run ``wl`` with ``params`` (in the target dtype and device; copied, never modified).
+
+        With ``train`` its parameters require gradients."""
+        raise NotImplementedError
+
+
+def _leaf(t: Tensor, train: bool) -> Tensor:
+    return t.detach().clone().requires_grad_(train)
+
+
+def _flat(params: Params) -> tuple[list[Tensor], list[str]]:
+    tensors = [p[n] for p in params for n in PARAM_NAMES]
+    names = [f"cell{i}.{n}" for i, p in enumerate(params) for n in PARAM_NAMES]
+    return tensors, names
+
+
+def _sequence_loop(step: Callable[[Tensor, Tensor], Tensor], x: Tensor, h: Tensor, keep: bool) -> Tensor:
+    """Run ``step`` over ``x``'s T frames from ``h``: every state stacked (``keep``), else the last."""
+    states = []
+    for t in range(x.shape[0]):
+        h = step(x[t], h)
+        if keep:
+            states.append(h)
+    return torch.stack(states) if keep else h
+
+
+# --------------------------------------------------------------------------------------------- ours
+
+
+class Ours(Implementation):
+    """A ``convgru_ext`` backend, through the public functional API."""
+
+    kind = "ours"
+
+    def __init__(self, backend: str):
+        self.name = backend
+        self.experimental = bool(getattr(backends.get(backend), "experimental", False))
+
+    def unavailable(self, wl, dtype, device):
+        if self.name == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
+            return "TRITON_INTERPRET=1: the Triton interpreter is for checking, timing it means nothing"
+        backend = backends.get(self.name)
+        reason = backend.unavailable_reason()
+        if reason:
+            return reason
+        reasons = []
+        for kernel in wl.cells:
+            problem = Problem(T=wl.T, B=wl.B, Cin=wl.Cin, C=wl.C, H=wl.H, W=wl.W, kernel=kernel, dilation=(1, 1),
+                              reset_after=wl.reset == "after", dtype=dtype, device=device)
+            reasons += [r for r in backend.why_not(problem) if r not in reasons]
+        return "; ".join(reasons) or None
+
+    def build(self, wl, params, train):
+        cells = [{n: _leaf(p[n], train) for n in PARAM_NAMES} for p in params]
+        kw = {"reset": wl.reset, "backend": self.name}
+
+        def cell(c, x, h):
+            return convgru_cell(x, h, *(c[n] for n in PARAM_NAMES), **kw)
+
+        if wl.api == "cell":
+            def run(x, h):
+                return cell(cells[0], x, h)
+        elif wl.api == "sep":
+            def run(x, h):
+                return cell(cells[1], x, cell(cells[0], x, h))
+        elif wl.api == "stream":
+            def run(x, h):
+                return _sequence_loop(lambda xt, ht: cell(cells[0], xt, ht), x, h, keep=False)
+        else:
+            def run(x, h):
+                return convgru_sequence(x, h, *(cells[0][n] for n in PARAM_NAMES), **kw)[0]
+        tensors, names = _flat(cells)
+        return Built(run, tensors, names, lambda grads: _flat(grads)[0])
+
+
+# -------------------------------------------------------------------------------------------- peers
+
+
+class PublicConvGRUCell(nn.Module):
+    """The ConvGRU cell as most public code writes it (``reset="before"``, z weighs the candidate)::
+
+        r, z = split(sigmoid(conv_gates(cat([x, h]))))        conv_gates: Cin + C -> 2C
+        n    = tanh(conv_can(cat([x, r * h])))                  conv_can:   Cin + C -> C
+        h'   = (1 - z) * h + z * n
+
+    ``x`` (B, Cin, H, W), ``h`` (B, C, H, W) -> ``h'`` (B, C, H, W).
+    """
+
+    def __init__(self, Cin: int, C: int, kernel: tuple[int, int], device=None, dtype=None):
+        super().__init__()
+        self.hidden = C
+        pad = (kernel[0] // 2, kernel[1] // 2)
+        self.conv_gates = nn.Conv2d(Cin + C, 2 * C, kernel, padding=pad, device=device, dtype=dtype)
+        self.conv_can = nn.Conv2d(Cin + C, C, kernel, padding=pad, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor, h: Tensor) -> Tensor:
+        gates = torch.sigmoid(self.conv_gates(torch.cat([x, h], dim=1)))
+        r, z = torch.split(gates, self.hidden, dim=1)
+        n = torch.tanh(self.conv_can(torch.cat([x, r * h], dim=1)))
+        return (1 - z) * h + z * n
+
+    @torch.no_grad()
+    def load(self, p: dict[str, Tensor]) -> None:
+        """Copy our cell parameters ``p`` in: the same function (``bias_ih + bias_hh`` feed one bias)."""
+        C = self.hidden
+        self.conv_gates.weight.copy_(torch.cat([p["weight_ih"][: 2 * C], p["weight_hh"][: 2 * C]], dim=1))
+        self.conv_gates.bias.copy_(p["bias_ih"][: 2 * C] + p["bias_hh"][: 2 * C])
+        self.conv_can.weight.copy_(torch.cat([p["weight_ih"][2 * C:], p["weight_hh"][2 * C:]], dim=1))
+        self.conv_can.bias.copy_(p["bias_ih"][2 * C:] + p["bias_hh"][2 * C:])
+
+    @staticmethod
+    def map_grads(g: dict[str, Tensor], C: int) -> list[Tensor]:
+        """Our gradients ``g`` as gradients of (conv_gates.weight, .bias, conv_can.weight, .bias).
+
+        With the reset before the convolution, both biases of a gate add to the
+        same pre-activation, so the merged bias's gradient is ``grad bias_ih``."""
+        return [torch.cat([g["weight_ih"][: 2 * C], g["weight_hh"][: 2 * C]], dim=1), g["bias_ih"][: 2 * C],
+                torch.cat([g["weight_ih"][2 * C:], g["weight_hh"][2 * C:]], dim=1), g["bias_ih"][2 * C:]]
+
+
+class PublicSepConvGRU(nn.Module):
+    """RAFT's separable update with public-style cells: ``vertical(x, horizontal(x, h))``."""
+
+    def __init__(self, Cin: int, C: int, kernels: list[tuple[int, int]], device=None, dtype=None):
+        super().__init__()
+        self.horizontal = PublicConvGRUCell(Cin, C, kernels[0], device, dtype)
+        self.vertical = PublicConvGRUCell(Cin, C, kernels[1], device, dtype)
+
+    def forward(self, x: Tensor, h: Tensor) -> Tensor:
+        return self.vertical(x, self.horizontal(x, h))
+
+
+class PublicPeer(Implementation):
+    """``eager`` (``compile_mode=None``) or ``compiled``: :class:`PublicConvGRUCell` per step."""
+
+    kind = "peer"
+
+    def __init__(self, compile_mode: Optional[str] = None):
+        self.compile_mode = compile_mode
+        self.name = "eager" if compile_mode is None else "compiled"
+
+    def label(self, device):
+        return self.name if self.compile_mode is None else f"compiled ({self.compile_mode})"
+
+    def applies_to(self, wl):
+        return wl.reset == "before"  # public ConvGRU code computes the reset before the convolution
+
+    def build(self, wl, params, train):
+        ref = params[0]["weight_hh"]
+        kw = {"device": ref.device, "dtype": ref.dtype}
+        if wl.api == "sep":
+            module = PublicSepConvGRU(wl.Cin, wl.C, wl.cells, **kw)
+            cells = [module.horizontal, module.vertical]
+        else:
+            module = PublicConvGRUCell(wl.Cin, wl.C, wl.cells[0], **kw)
+            cells = [module]
+        for cell, p in zip(cells, params):
+            cell.load(p)
+        module.requires_grad_(train)
+        step = module
+        if self.compile_mode is not None:
+            torch._dynamo.reset()  # a fresh cache per build: no recompile limit, no stale graphs
+            step = torch.compile(module, mode=self.compile_mode, fullgraph=True, dynamic=False)
+
+        if wl.api in ("cell", "sep"):
+            run = step
+        else:
+            def run(x, h):
+                return _sequence_loop(step, x, h, keep=wl.api == "sequence")
+        names = [f"cell{i}.{n}" for i, c in enumerate(cells) for n, _ in c.named_parameters()]
+        tensors = [p for c in cells for p in c.parameters()]
+
+        def map_grads(grads: Params) -> list[Tensor]:
+            return [t for g in grads for t in PublicConvGRUCell.map_grads(g, wl.C)]
+
+        return Built(run, tensors, names, map_grads)
+
+
+class NNGRUPeer(Implementation):
+    """``torch.nn.GRU`` on the 1x1-pixel, 1x1-kernel, reset-after anchor (cuDNN on a GPU)."""
+
+    kind = "peer"
+    name = "nn.GRU"
+
+    def label(self, device):
+        return "nn.GRU (cuDNN)" if device.type == "cuda" else "nn.GRU"
+
+    def applies_to(self, wl):
+        return wl.api == "sequence" and wl.cells == [(1, 1)] and (wl.H, wl.W) == (1, 1) and wl.reset == "after"
+
+    @staticmethod
+    def _sign(C: int, like: Tensor) -> Tensor:
+        """+1 on the r and n blocks, -1 on z: nn.GRU's z weighs the old state, ours the candidate."""
+        sign = torch.ones(3 * C, dtype=like.dtype, device=like.device)
+        sign[C: 2 * C] = -1
+        return sign
+
+    def build(self, wl, params, train):
+        p = params[0]
+        C = wl.C
+        gru = nn.GRU(wl.Cin, C, device=p["weight_hh"].device, dtype=p["weight_hh"].dtype)
+        sign = self._sign(C, p["weight_hh"])
+
+        def mapped(g: dict[str, Tensor]) -> list[Tensor]:
+            return [g["weight_ih"][:, :, 0, 0] * sign[:, None], g["weight_hh"][:, :, 0, 0] * sign[:, None],
+                    g["bias_ih"] * sign, g["bias_hh"] * sign]
+
+        with torch.no_grad():
+            for name, value in zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"), mapped(p)):
+                getattr(gru, name).copy_(value)
+        gru.requires_grad_(train)
+        gru.flatten_parameters()
+        T, B = wl.T, wl.B
+
+        def run(x, h):
+            out, _ = gru(x.view(T, B, wl.Cin), h.view(1, B, C))
+            return out.view(T, B, C, 1, 1)
+
+        return Built(run, list(gru.parameters()), [n for n, _ in gru.named_parameters()],
+                     lambda grads: mapped(grads[0]))
+
+
+def all_implementations(compile_mode: Optional[str] = COMPILE_MODE) -> list[Implementation]:
+    """Every implementation, in the order their rows are run: peers, then every registered backend,
+    then the compiled peer (the slowest to prepare) unless ``compile_mode`` is None."""
+    impls: list[Implementation] = [PublicPeer(), NNGRUPeer()]
+    impls += [Ours(name) for name in backends.names()]
+    if compile_mode is not None:
+        impls.append(PublicPeer(compile_mode))
+    return impls
+
