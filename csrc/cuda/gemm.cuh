@@ -264,7 +264,7 @@ template <class K, Kernel kKernel> CG_HD void epilogue_tile(const Params& p, con
 }
 
 #if defined(__CUDACC__)
-template <Math kMath, Kernel kKernel> __global__ void __launch_bounds__(256) gemm_kernel(const Params p) {
+template <Math kMath, Kernel kKernel> __global__ void __launch_bounds__(256, 2) gemm_kernel(const Params p) {
   using K = Tile<kMath, kKernel>;
   using Acc = typename std::conditional<K::kTensorCores, MmaAcc<K>, FmaAcc<K>>::type;
   extern __shared__ __align__(128) unsigned char smem[];
