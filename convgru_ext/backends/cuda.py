@@ -63,6 +63,21 @@ def _ops_defined() -> bool:
     return True
 
 
+def _default_cuda_home() -> None:
+    """Make /usr/local/cuda the toolkit when CUDA_HOME is unset, as setup.py does.
+
+    torch guesses the toolkit from the ``nvcc`` on PATH, which can be a wrapper script
+    outside the toolkit (/usr/local/bin/nvcc on this project's machines) whose parent
+    folder holds no CUDA headers.
+    """
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or not os.path.exists("/usr/local/cuda/bin/nvcc"):
+        return
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
+    cpp_extension = sys.modules.get("torch.utils.cpp_extension")
+    if cpp_extension is not None:  # imported already: it read CUDA_HOME then
+        cpp_extension.CUDA_HOME = "/usr/local/cuda"
+
+
 def _nvidia_include_dirs() -> list[str]:
     import importlib.util
 
@@ -118,6 +133,7 @@ class _Extension:
         return self._jit_build(missing)
 
     def _jit_build(self, missing: str) -> tuple[Optional[str], Optional[str]]:
+        _default_cuda_home()
         from torch.utils import cpp_extension
 
         if torch.version.cuda is None:
@@ -129,9 +145,9 @@ class _Extension:
         sources = sorted(str(p) for p in CSRC.glob("*.cpp")) + sorted(str(p) for p in CSRC.glob("cuda/*.cu"))
         if not sources:
             return None, f"{missing}, and its sources ({CSRC}) are not in this installation to build it"
-        print(f"convgru_ext: building the CUDA extension with ninja on first use (cached under "
-              f"{os.environ.get('TORCH_EXTENSIONS_DIR') or 'torch_extensions'}; this can take minutes)",
-              file=sys.stderr, flush=True)
+        cache = os.environ.get("TORCH_EXTENSIONS_DIR") or "torch's extension cache"
+        print(f"convgru_ext: {PREBUILT} is not installed; building the CUDA kernels with ninja "
+              f"(minutes the first time, then cached under {cache})", file=sys.stderr, flush=True)
         try:
             cpp_extension.load(
                 name=JIT_NAME,
