@@ -133,15 +133,15 @@ class _Extension:
         return self._jit_build(missing)
 
     def _jit_build(self, missing: str) -> tuple[Optional[str], Optional[str]]:
+        if torch.version.cuda is None:
+            return None, f"{missing}, and torch {torch.__version__} is a CPU-only build"
+        if not torch.cuda.is_available():
+            return None, f"no CUDA device visible to torch (and {missing})"
         _default_cuda_home()
         from torch.utils import cpp_extension
 
-        if torch.version.cuda is None:
-            return None, f"{missing}, and torch {torch.__version__} is a CPU-only build"
         if cpp_extension.CUDA_HOME is None:
             return None, f"{missing}, and no CUDA toolkit (nvcc) was found to build it (set CUDA_HOME)"
-        if not torch.cuda.is_available():
-            return None, f"no CUDA device visible to torch (and {missing})"
         sources = sorted(str(p) for p in CSRC.glob("*.cpp")) + sorted(str(p) for p in CSRC.glob("cuda/*.cu"))
         if not sources:
             return None, f"{missing}, and its sources ({CSRC}) are not in this installation to build it"
