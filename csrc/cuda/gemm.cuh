@@ -11,7 +11,7 @@
 // so that the epilogue thread of a (pixel, channel) reads all NG gates' sums.
 //
 // Every step except the tensor-core products and the pipeline's ordering is a
-// __host__ __device__ function of (params, tile, thread id), so that emulate_tile() can run
+// __host__ __device__ function of (params, tile, thread id), so that emulate_gemm() can run
 // the very same code on the CPU thread by thread (tests/test_cuda.py).
 //
 // UNVERIFIED ON A GPU (see convgru.h).
