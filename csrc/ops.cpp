@@ -112,9 +112,10 @@ Dims check_args(const char* op, const Tensor& x, const Tensor& h0, const Tensor&
   return d;
 }
 
-void check_same(const char* op, const char* name, const Tensor& t, IntArrayRef shape, const Tensor& x) {
-  check_tensor(op, name, t, static_cast<int64_t>(shape.size()), "", x);
-  TORCH_CHECK(t.sizes() == shape, op, ": `", name, "` must have shape ", shape, "; got ", t.sizes());
+void check_shape(const char* op, const char* name, const Tensor& t, IntArrayRef shape, const char* layout,
+                 const Tensor& x) {
+  check_tensor(op, name, t, static_cast<int64_t>(shape.size()), layout, x);
+  TORCH_CHECK(t.sizes() == shape, op, ": `", name, "` must have shape ", layout, " = ", shape, "; got ", t.sizes());
 }
 
 // ---- the pieces both time loops share ----
@@ -279,9 +280,9 @@ Grads backward_impl(const char* op, const Tensor& grad_out_in, const Tensor& x_i
   const Dims d = check_args(op, x_in, h0_in, weight_ih_in, weight_hh_in, std::nullopt, std::nullopt, dilation,
                             reset_after);
   const int64_t T = d.T, B = d.B, C = d.C, H = d.H, W = d.W, G = d.G();
-  check_same(op, "out", out_in, {T, B, C, H, W}, x_in);
-  check_same(op, "grad_out", grad_out_in, {T, B, C, H, W}, x_in);
-  check_same(op, "gates", gates_in, {T, B, G * C, H, W}, x_in);
+  check_shape(op, "out", out_in, {T, B, C, H, W}, "(T, B, hidden, H, W)", x_in);
+  check_shape(op, "grad_out", grad_out_in, {T, B, C, H, W}, "(T, B, hidden, H, W)", x_in);
+  check_shape(op, "gates", gates_in, {T, B, G * C, H, W}, "(T, B, G*hidden, H, W)", x_in);
   const auto opts = x_in.options();
   const Tensor weight_ih = weight_ih_in.contiguous(), weight_hh = weight_hh_in.contiguous();
   if (T == 0 || B == 0) {

@@ -166,11 +166,31 @@ def test_emulated_kernels_match_the_torch_backend(math, dtype, case_name, reset,
         compare(got, want, dtype, eager_lowp=eager, label=f"emulated {math}")
 
 
-def test_emulator_rejects_a_math_that_does_not_fit_the_dtype(rng):
+def test_emulated_ops_check_their_arguments(rng):
+    """The C++ checks guard direct op calls (the CUDA ops run the same ones)."""
     _need_extension()
-    _, args, grad_out, _ = _op_args(Case(T=1, B=1, C=2, Cin=2, H=3, W=3), torch.float32, rng)
+    ops = torch.ops.convgru_ext
+    _, args, _, grad_out = _op_args(Case(T=2, B=1, C=2, Cin=2, H=3, W=3), torch.float32, rng)
     with pytest.raises(RuntimeError, match='math "bf16" does not fit dtype'):
-        torch.ops.convgru_ext._cuda_emulate_forward(*args, "bf16")
+        ops._cuda_emulate_forward(*args, "bf16")
+    out, gates = ops._cuda_emulate_forward(*args, "f32")
+    with pytest.raises(RuntimeError, match=r"`gates` must have shape \(T, B, G\*hidden, H, W\)"):
+        ops._cuda_emulate_backward(grad_out, *args[:2], out, gates[:, :, :-1], *args[2:4], *args[6:8], True, "f32")
+    with pytest.raises(RuntimeError, match="`h0` has dtype Double but `x` has Float"):
+        ops._cuda_emulate_forward(args[0], args[1].double(), *args[2:], "f32")
+
+
+@pytest.mark.parametrize("T,B", [(0, 2), (2, 0)])
+def test_emulated_ops_with_nothing_to_compute(T, B, rng):
+    """No step or no frame: no kernel runs, the shapes are right and the gradients are zeros."""
+    _need_extension()
+    ops = torch.ops.convgru_ext
+    _, args, _, grad_out = _op_args(Case(T=T, B=B, C=3, Cin=2, H=4, W=5), torch.float32, rng)
+    out, gates = ops._cuda_emulate_forward(*args, "f32")
+    assert out.shape == (T, B, 3, 4, 5) and gates.shape == (T, B, 9, 4, 5)
+    grads = ops._cuda_emulate_backward(grad_out, *args[:2], out, gates, *args[2:4], *args[6:8], True, "f32")
+    assert [tuple(g.shape) for g in grads] == [(T, B, 2, 4, 5), (B, 3, 4, 5), (9, 2, 3, 3), (9, 3, 3, 3), (9,), (9,)]
+    assert all(g.abs().sum() == 0 for g in grads)
 
 
 # ---- on a GPU ----
