@@ -32,6 +32,21 @@ def _seed_for(nodeid: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{BASE_SEED}:{nodeid}".encode()).digest()[:4], "little")
 
 
+# The tests' tensors are tiny: one intra-op thread is as fast, and immune to the oversubscription
+# (other processes on the 2 CI cores, the DDP test's workers) that makes OpenMP barriers spin for
+# milliseconds and has turned a 3-second gradcheck into a 6-minute one.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _exact_float32():
+    """REL_TOL[float32] assumes exact float32: no TF32 in cuDNN convolutions or matmuls (TF32 tests opt in)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.fixture(autouse=True)
 def _seed_torch(request):
     torch.manual_seed(_seed_for(request.node.nodeid))
