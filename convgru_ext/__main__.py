@@ -65,6 +65,13 @@ def info(_args) -> int:
 
 
 def check(args) -> int:
+    from convgru_ext.testing import exact_float32
+
+    with exact_float32():  # the float32 tolerance assumes no TF32
+        return _check(args)
+
+
+def _check(args) -> int:
     from rich.table import Table
 
     from convgru_ext import backends

@@ -9,6 +9,7 @@ itself makes when run eagerly in that dtype.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Optional
 
@@ -25,6 +26,21 @@ REL_TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 #: low precision: error vs the float64 reference <= LOWP_FACTOR * eager error + LOWP_SLACK
 LOWP_FACTOR, LOWP_SLACK = 3.0, 1e-3
 INPUT_NAMES = ("x", "h0", "weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+@contextlib.contextmanager
+def exact_float32():
+    """No TF32 in cuDNN convolutions or matmuls inside the block: REL_TOL[float32] assumes exact float32.
+
+    PyTorch allows TF32 in convolutions by default, which on a GPU puts float32
+    results ~1e-3 from exact ones; the TF32 paths are tested on their own.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:

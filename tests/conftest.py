@@ -40,11 +40,11 @@ torch.set_num_threads(1)
 
 @pytest.fixture(autouse=True, scope="session")
 def _exact_float32():
-    """REL_TOL[float32] assumes exact float32: no TF32 in cuDNN convolutions or matmuls (TF32 tests opt in)."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    """REL_TOL[float32] assumes exact float32 (TF32 tests opt in inside their own body)."""
+    from convgru_ext.testing import exact_float32
+
+    with exact_float32():
+        yield
 
 
 @pytest.fixture(autouse=True)
