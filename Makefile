@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 
 .PHONY: venv test bench check lint gpu-check clean
 
-$(STAMP): requirements-dev.txt setup.py
+$(STAMP): requirements-dev.txt setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
