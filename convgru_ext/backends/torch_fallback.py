@@ -19,7 +19,9 @@ Backward (explicit, not autograd through the loop):
    of the recurrent convolution(s), which carries the state gradient back;
 2. after the loop, once over all T*B frames: the recurrent weight gradient
    (one call per weight block), the bias gradients (sums), and the input
-   weight gradient together with ``dx`` (one ``convolution_backward``).
+   weight gradient together with ``dx`` (one ``convolution_backward``); this
+   part and the hoisted input projection live in ``_hoisted.py``, shared with
+   the Triton backend.
 
 Everything runs channels-last (the op layout, see ``_op.py``): oneDNN and
 cuDNN are fastest there, and on CPU a large NCHW convolution was measured at
@@ -40,34 +42,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._hoisted import conv_backward, input_projection, padding, weight_and_input_grads
 from ._op import channels_last, empty_channels_last, fake_backward, fake_forward, gates_per_channel, register_autograd
 from .base import Backend
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # out = grad * y * (1 - y)
 _tanh_backward = torch.ops.aten.tanh_backward.grad_input  # out = grad * (1 - y^2)
-
-
-def _padding(weight: Tensor, dilation: list[int]) -> list[int]:
-    return [d * (k - 1) // 2 for k, d in zip(weight.shape[2:], dilation)]
-
-
-def _conv_backward(grad, inp, weight, padding, dilation, need_input: bool, need_weight: bool):
-    """(d inp, d weight) of ``conv2d(inp, weight)`` for the output gradient ``grad``."""
-    d_inp, d_weight, _ = torch.ops.aten.convolution_backward(
-        grad, inp, weight, None, [1, 1], padding, dilation, False, [0, 0], 1,
-        [need_input, need_weight, False],
-    )
-    return d_inp, d_weight
-
-
-def _input_bias(bias_ih: Optional[Tensor], bias_hh: Optional[Tensor], reset_after: bool) -> Optional[Tensor]:
-    """The bias of the hoisted input convolution: b_ih plus every part of b_hh that adds to it."""
-    if bias_hh is not None and reset_after:
-        C = bias_hh.shape[0] // 3
-        bias_hh = torch.cat([bias_hh[: 2 * C], bias_hh.new_zeros(C)])
-    if bias_ih is None or bias_hh is None:
-        return bias_ih if bias_hh is None else bias_hh
-    return bias_ih + bias_hh
 
 
 @torch.library.custom_op("convgru_ext::torch_forward", mutates_args=())
@@ -81,11 +61,10 @@ def torch_forward(
     dilation: list[int],
     reset_after: bool,
 ) -> tuple[Tensor, Tensor]:
-    T, B, Cin, H, W = x.shape
+    T, B, _, H, W = x.shape
     C = weight_hh.shape[1]
-    pad = _padding(weight_hh, dilation)
-    gx = F.conv2d(x.view(T * B, Cin, H, W), weight_ih, _input_bias(bias_ih, bias_hh, reset_after),
-                  1, pad, dilation).view(T, B, 3 * C, H, W)
+    pad = padding(weight_hh, dilation)
+    gx = input_projection(x, weight_ih, bias_ih, bias_hh, dilation, reset_after)
     out = empty_channels_last(x, T, B, C, H, W)
     gates = empty_channels_last(x, T, B, gates_per_channel(reset_after) * C, H, W)
     h = h0
@@ -122,9 +101,8 @@ def torch_backward(
     reset_after: bool,
     need_dx: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    T, B, Cin, H, W = x.shape
+    T, B, _, H, W = x.shape
     C = weight_hh.shape[1]
-    pad = _padding(weight_hh, dilation)
     w_rz, w_n = weight_hh[: 2 * C], weight_hh[2 * C:]
     # dgh[t]: the gradient of step t's gate pre-activations (r, z, n blocks) as
     # seen by the recurrent convolution(s); also the input convolution's,
@@ -144,37 +122,21 @@ def torch_backward(
             dn = _tanh_backward(dh * z, n, grad_input=dxn[t])
             torch.mul(dn, r, out=d_n)
             _sigmoid_backward(dn * ghn, r, grad_input=d_r)
-            dh_prev, _ = _conv_backward(dgh[t], h_prev, weight_hh, pad, dilation, True, False)
+            dh_prev, _ = conv_backward(dgh[t], h_prev, weight_hh, dilation, True, False)
         else:  # n = tanh(gx_n + U_n*(r*h))
             _tanh_backward(dh * z, n, grad_input=d_n)
-            drh, _ = _conv_backward(d_n, h_prev, w_n, pad, dilation, True, False)
+            drh, _ = conv_backward(d_n, h_prev, w_n, dilation, True, False)
             _sigmoid_backward(drh * h_prev, r, grad_input=d_r)
-            dh_prev, _ = _conv_backward(dgh[t, :, : 2 * C], h_prev, w_rz, pad, dilation, True, False)
+            dh_prev, _ = conv_backward(dgh[t, :, : 2 * C], h_prev, w_rz, dilation, True, False)
             dh_prev.addcmul_(drh, r)
         dh = dh_prev.add_(dh).addcmul_(dh, z, value=-1)  # + dh*(1 - z)
         if t > 0:
             dh.add_(grad_out[t - 1])
 
     # Weight and bias gradients, once over all T*B frames.
-    h_prev_all = empty_channels_last(x, T, B, C, H, W)
-    h_prev_all[0].copy_(h0)
-    h_prev_all[1:].copy_(out[:-1])
-    h_prev_all = h_prev_all.view(T * B, C, H, W)
-    dgh_all = dgh.view(T * B, 3 * C, H, W)
-    db_hh = dgh_all.sum((0, 2, 3))
-    if reset_after:
-        _, dw_hh = _conv_backward(dgh_all, h_prev_all, weight_hh, pad, dilation, False, True)
-        dgh[:, :, 2 * C:].copy_(dxn)  # dgh now holds the input convolution's gradient
-        db_ih = dgh_all.sum((0, 2, 3))
-    else:
-        _, dw_rz = _conv_backward(dgh_all[:, : 2 * C], h_prev_all, w_rz, pad, dilation, False, True)
-        rh_all = h_prev_all.view(T, B, C, H, W).mul_(gates[:, :, :C]).view(T * B, C, H, W)
-        _, dw_n = _conv_backward(dgh_all[:, 2 * C:], rh_all, w_n, pad, dilation, False, True)
-        dw_hh = torch.cat([dw_rz, dw_n])
-        db_ih = db_hh.clone()
-    dx, dw_ih = _conv_backward(dgh_all, x.view(T * B, Cin, H, W), weight_ih, pad, dilation, need_dx, True)
-    dx = channels_last(dx.view(T, B, Cin, H, W)) if need_dx else x.new_empty(0)
-    return dx, channels_last(dh), dw_ih.contiguous(), dw_hh.contiguous(), db_ih, db_hh
+    dx, dw_ih, dw_hh, db_ih, db_hh = weight_and_input_grads(
+        x, h0, out, gates, dgh, dxn, weight_ih, weight_hh, dilation, reset_after, need_dx)
+    return dx, channels_last(dh), dw_ih, dw_hh, db_ih, db_hh
 
 
 torch_forward.register_fake(fake_forward)

@@ -1,0 +1,97 @@
+"""The parts of a layer that run once per call, outside the time loop, through PyTorch's convolutions.
+
+Every fused backend computes the recurrence (the time loop) with its own kernels but leaves
+the large, loop-free convolutions to cuDNN / oneDNN, which are already at the hardware's
+limit there:
+
+* before the loop, the input projection ``W*x + b`` of all T steps as one convolution over
+  the T*B frames (:func:`input_projection`);
+* after the loop, once over all T*B frames, the weight and bias gradients of both
+  convolutions and the input gradient ``dx`` (:func:`weight_and_input_grads`).
+
+Tensors follow the op layout of ``_op.py`` (activations channels-last).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._op import channels_last, empty_channels_last
+
+
+def padding(weight: Tensor, dilation: list[int]) -> list[int]:
+    """'Same' padding of ``weight`` (O, I, kh, kw) at ``dilation``: ``d * (k - 1) // 2``."""
+    return [d * (k - 1) // 2 for k, d in zip(weight.shape[2:], dilation)]
+
+
+def conv_backward(grad: Tensor, inp: Tensor, weight: Tensor, dilation: list[int],
+                  need_input: bool, need_weight: bool) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    """(d inp, d weight) of the 'same' ``conv2d(inp, weight)`` for the output gradient ``grad``."""
+    d_inp, d_weight, _ = torch.ops.aten.convolution_backward(
+        grad, inp, weight, None, [1, 1], padding(weight, dilation), dilation, False, [0, 0], 1,
+        [need_input, need_weight, False],
+    )
+    return d_inp, d_weight
+
+
+def input_bias(bias_ih: Optional[Tensor], bias_hh: Optional[Tensor], reset_after: bool) -> Optional[Tensor]:
+    """The bias that goes with ``W*x``: ``b_ih`` plus every part of ``b_hh`` that simply adds to it.
+
+    That is all of ``b_hh`` for ``reset="before"``; for ``"after"``, ``b_hn`` is multiplied by
+    ``r`` and stays out (the kernels add it to ``U_n*h``).
+    """
+    if bias_hh is not None and reset_after:
+        C = bias_hh.shape[0] // 3
+        bias_hh = torch.cat([bias_hh[: 2 * C], bias_hh.new_zeros(C)])
+    if bias_ih is None or bias_hh is None:
+        return bias_ih if bias_hh is None else bias_hh
+    return bias_ih + bias_hh
+
+
+def input_projection(x: Tensor, weight_ih: Tensor, bias_ih: Optional[Tensor], bias_hh: Optional[Tensor],
+                     dilation: list[int], reset_after: bool) -> Tensor:
+    """``W*x_t + input_bias`` for every step: (T, B, 3C, H, W), channels-last, one convolution."""
+    T, B, Cin, H, W = x.shape
+    gx = F.conv2d(x.view(T * B, Cin, H, W), weight_ih, input_bias(bias_ih, bias_hh, reset_after),
+                  1, padding(weight_ih, dilation), dilation)
+    return channels_last(gx.view(T, B, -1, H, W))
+
+
+def weight_and_input_grads(
+    x: Tensor, h0: Tensor, out: Tensor, gates: Tensor, dgh: Tensor, dxn: Optional[Tensor],
+    weight_ih: Tensor, weight_hh: Tensor, dilation: list[int], reset_after: bool, need_dx: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(dx, dweight_ih, dweight_hh, dbias_ih, dbias_hh)`` from the gate gradients of every step.
+
+    ``dgh`` (T, B, 3C, H, W) holds each step's gradient of the gate pre-activations as the
+    recurrent convolution(s) see them (blocks r, z, n); for ``reset="after"``, ``dxn``
+    (T, B, C, H, W) holds the n-gradient as the *input* convolution sees it (it differs by
+    the factor r), and ``dgh``'s n block is overwritten with it here.  ``dx`` is an empty
+    (0,) tensor unless ``need_dx``.
+    """
+    T, B, Cin, H, W = x.shape
+    C = weight_hh.shape[1]
+    h_prev_all = empty_channels_last(x, T, B, C, H, W)  # the state entering each step
+    h_prev_all[0].copy_(h0)
+    h_prev_all[1:].copy_(out[:-1])
+    h_prev_all = h_prev_all.view(T * B, C, H, W)
+    dgh_all = dgh.view(T * B, 3 * C, H, W)
+    db_hh = dgh_all.sum((0, 2, 3))
+    if reset_after:
+        _, dw_hh = conv_backward(dgh_all, h_prev_all, weight_hh, dilation, False, True)
+        dgh[:, :, 2 * C:].copy_(dxn)  # dgh now holds the input convolution's gradient
+        db_ih = dgh_all.sum((0, 2, 3))
+    else:
+        w_rz, w_n = weight_hh[: 2 * C], weight_hh[2 * C:]
+        _, dw_rz = conv_backward(dgh_all[:, : 2 * C], h_prev_all, w_rz, dilation, False, True)
+        rh_all = h_prev_all.view(T, B, C, H, W).mul_(gates[:, :, :C]).view(T * B, C, H, W)
+        _, dw_n = conv_backward(dgh_all[:, 2 * C:], rh_all, w_n, dilation, False, True)
+        dw_hh = torch.cat([dw_rz, dw_n])
+        db_ih = db_hh.clone()
+    dx, dw_ih = conv_backward(dgh_all, x.view(T * B, Cin, H, W), weight_ih, dilation, need_dx, True)
+    dx = channels_last(dx.view(T, B, Cin, H, W)) if need_dx else x.new_empty(0)
+    return dx, dw_ih.contiguous(), dw_hh.contiguous(), db_ih, db_hh
