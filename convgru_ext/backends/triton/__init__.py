@@ -1,0 +1,96 @@
+"""``backend="triton"``: fused Triton kernels.  EXPERIMENTAL, NOT YET RUN ON A GPU.
+
+* ``kernels.py``: the ``@triton.jit`` kernels of one time step (implicit-GEMM convolutions
+  whose epilogues do the gate math), with a table of what each computes;
+* ``ops.py``: configurations, weight packing, the time loops, and the op pair of ``_op.py``
+  (``convgru_ext::triton_forward`` / ``triton_backward``) with fake kernels and autograd.
+
+This module imports without Triton: it only says why the backend is unavailable, and
+imports ``ops`` (which needs Triton) on first use.
+
+What has been checked: on the CPU, under ``TRITON_INTERPRET=1``, every kernel's tiling,
+masks, addressing and gate math run through Triton's interpreter and match the reference
+(outputs and every gradient, float32 and float64, gradcheck, opcheck; tests/test_triton.py
+and the shared parity tests).  What has not: compilation for and execution on a GPU
+(tensor-core ``tl.dot``, the autotuned configurations, speed).  Until a GPU run has,
+``experimental`` stays True and ``"auto"`` never picks this backend.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import torch
+
+from ..._contract import Problem
+from ..base import Backend
+
+GPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+#: under the interpreter: numpy has no bfloat16, and float16 products round differently there
+INTERPRETER_DTYPES = (torch.float32, torch.float64)
+MIN_CAPABILITY = (8, 0)  # bfloat16 tensor cores
+
+_CAPABILITY: dict[int, tuple[int, int]] = {}
+
+
+def _ops():
+    from . import ops
+
+    return ops
+
+
+def interpreted() -> bool:
+    """Whether the kernels run (or, once loaded, will run) through Triton's CPU interpreter.
+
+    Fixed when ``ops`` is first imported: ``@triton.jit`` reads TRITON_INTERPRET then.
+    """
+    ops = sys.modules.get(f"{__name__}.ops")
+    return ops.INTERPRET if ops is not None else os.environ.get("TRITON_INTERPRET", "") == "1"
+
+
+class TritonBackend(Backend):
+    name = "triton"
+    experimental = True  # never run on a GPU yet; "auto" does not pick it
+
+    def unavailable_reason(self) -> Optional[str]:
+        try:
+            import triton  # noqa: F401
+        except ImportError as error:
+            return f"triton is not importable ({error})"
+        if not torch.cuda.is_available() and not interpreted():
+            return ("no CUDA device visible to torch (TRITON_INTERPRET=1 runs the Triton kernels on the CPU "
+                    "through Triton's interpreter: slow, for tests)")
+        try:
+            _ops()
+        except Exception as error:  # a Triton too old or broken: say so instead of failing every call
+            return f"the Triton kernels failed to load: {type(error).__name__}: {error}"
+        return None
+
+    def why_not(self, problem: Problem) -> list[str]:
+        reasons = []
+        if problem.device.type == "cuda":
+            index = problem.device.index if problem.device.index is not None else torch.cuda.current_device()
+            if index not in _CAPABILITY:
+                _CAPABILITY[index] = torch.cuda.get_device_capability(index)
+            if _CAPABILITY[index] < MIN_CAPABILITY:
+                major, minor = _CAPABILITY[index]
+                reasons.append(f'backend "triton" needs a GPU of compute capability >= 8.0; '
+                               f"cuda:{index} is sm_{major}{minor}")
+            if problem.dtype not in GPU_DTYPES:
+                reasons.append(f'backend "triton" supports float16, bfloat16, float32 and float64; got {problem.dtype}')
+        elif problem.device.type == "cpu" and interpreted():
+            if problem.dtype not in INTERPRETER_DTYPES:
+                reasons.append(f'backend "triton" under TRITON_INTERPRET=1 (CPU) supports float32 and float64; '
+                               f"got {problem.dtype}")
+        else:
+            reasons.append(f'backend "triton" runs on CUDA tensors (or on the CPU under TRITON_INTERPRET=1); '
+                           f"got tensors on {problem.device}")
+        return reasons
+
+    def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, problem):
+        out, _ = _ops().triton_forward_op(x, h0, weight_ih, weight_hh, bias_ih, bias_hh,
+                                          list(problem.dilation), problem.reset_after)
+        return out
+

@@ -1,0 +1,372 @@
+"""The fused Triton kernels of one ConvGRU time step, forward and backward.
+
+Notation (the op contract is in ``convgru_ext/backends/_op.py``): B frames, C hidden
+channels, Cin input channels, H x W pixels, M = B*H*W pixels per step, a kh x kw kernel
+with dilation (dil_h, dil_w) and "same" padding ``dil*(k-1)//2``, gate order r, z, n.
+Every activation is channels-last, so one step of a (B, X, H, W) tensor is an (M, X)
+row-major matrix whose rows are pixels.
+
+One step of the recurrence is an implicit GEMM -- a convolution without im2col::
+
+    acc_g[m, c] = sum_{tap, k} A[nbr(m, tap), k] * Wp[tap, k, g*C + c]
+
+where ``nbr(m, tap)`` is pixel m moved by the tap's offset (zero outside the image), A an
+(M, K) activation and Wp a packed weight (see ``ops.py``).  A program computes
+BLOCK_M pixels x BLOCK_N channels of up to three gates at once, so that its epilogue holds
+every gate of a (pixel, channel) and applies the gate math there: no gate pre-activation
+makes a round trip through global memory.
+
+=============  ==  ===================================  ===============================================
+kernel / KIND  NG  A operand (this step)                epilogue
+=============  ==  ===================================  ===============================================
+FWD_RZ          2  h_{t-1} [and x_t in cell mode]       r, z -> gates; r*h -> rh          (reset before)
+FWD_N           1  r*h [and x_t in cell mode]           n = tanh(.) -> gates; h_t -> out  (reset before)
+FWD_AFTER       3  h_{t-1} [and x_t in cell mode]       r, z, n, U_n*h+b_hn -> gates; h_t (reset after)
+BWD_N           1  dgh[t] n block (conv^T)              dr -> dgh[t]; partial dh_{t-1}    (reset before)
+BWD_RZ          1  dgh[t] r, z blocks (conv^T)          dh_{t-1}; step t-1's dz, dn       (reset before)
+BWD_AFTER       1  dgh[t] r, z, n blocks (conv^T)       dh_{t-1}; step t-1's dr, dz, dn   (reset after)
+(init)          -  elementwise                          dh_T = grad_out[T-1]; step T-1's gate grads
+=============  ==  ===================================  ===============================================
+
+The backward's data gradient is the same GEMM with the weight transposed and its taps
+flipped (odd kernels, symmetric padding).  Accumulation is float32 (``tl.dot`` on tensor
+cores for float16/bfloat16, TF32 or exact IEEE float32 for float32) and float64 for
+float64 (a multiply-and-sum on the CUDA cores: ``tl.dot`` has no float64 path in every
+Triton release we support).  Values a later kernel reads back (r, z, ghn) are rounded to
+the storage dtype before they are used, so the backward differentiates exactly what the
+forward stored.
+
+Taps are unrolled at compile time (``tl.static_range``): the single flattened tap x K loop
+is the pattern that Triton miscompiles at ``num_warps=8`` (pytorch/pytorch#173068), and
+the launchers in ``ops.py`` keep ``num_warps <= 4`` for these kernels anyway.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+# Epilogue kinds (the table above).
+FWD_RZ = tl.constexpr(0)
+FWD_N = tl.constexpr(1)
+FWD_AFTER = tl.constexpr(2)
+BWD_N = tl.constexpr(3)
+BWD_RZ = tl.constexpr(4)
+BWD_AFTER = tl.constexpr(5)
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+@triton.jit
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _tanh(x):
+    # exp of a non-positive argument only: no overflow; NaN stays NaN.  The absolute error
+    # is a few units of the accumulation type's roundoff (also near 0).
+    e = tl.exp(-2.0 * tl.abs(x))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(x < 0, -t, t)
+
+
+@triton.jit
+def _round(x, like_ptr):
+    """``x`` rounded to the element type of ``like_ptr`` and back (what a reload would give)."""
+    return x.to(like_ptr.dtype.element_ty).to(x.dtype)
+
+
+@triton.jit
+def _mma(acc, b_a, b_w, IS_F64: tl.constexpr, PRECISION: tl.constexpr):
+    """acc + b_a @ b_w: (BLOCK_M, BLOCK_K) @ (BLOCK_K, BLOCK_N)."""
+    if IS_F64:
+        acc += tl.sum(b_a[:, :, None] * b_w[None, :, :], axis=1)
+    else:
+        acc = tl.dot(b_a, b_w, acc, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
+def _conv_tile(
+    acc0, acc1, acc2,   # (BLOCK_M, BLOCK_N) accumulators of gates 0, 1, 2 (NG of them are used)
+    src_ptr,            # A: the activation, A[p, k] = src_ptr[p * src_stride + k] for k < K
+    src_stride,         # elements between consecutive pixels of A
+    K,                  # channels of one tap in the reduction
+    w_ptr,              # B of gate g: w_ptr[tap * w_tap_stride + k * w_k_stride + g * w_gate_stride + n]
+    w_tap_stride,
+    w_k_stride,
+    w_gate_stride,
+    img, py, px,        # (BLOCK_M,) int64: frame, row and column of the tile's pixels
+    m_mask,             # (BLOCK_M,) pixel in range
+    offs_n, n_mask,     # (BLOCK_N,) output channel within the gate, and in range
+    H, W,
+    NG: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
+    BLOCK_K: tl.constexpr, IS_F64: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """Add the 'same' convolution of A with NG gates of W to the accumulators."""
+    offs_k = tl.arange(0, BLOCK_K)
+    for tap in tl.static_range(KH * KW):
+        y = py + ((tap // KW) * DIL_H - DIL_H * (KH - 1) // 2)
+        x = px + ((tap % KW) * DIL_W - DIL_W * (KW - 1) // 2)
+        inside = m_mask & (y >= 0) & (y < H) & (x >= 0) & (x < W)
+        p_a = src_ptr + ((img * H + y) * W + x)[:, None] * src_stride + offs_k[None, :]
+        p_w = w_ptr + tap * w_tap_stride + offs_k[:, None] * w_k_stride + offs_n[None, :]
+        for k0 in range(0, K, BLOCK_K):
+            k_mask = offs_k < K - k0
+            b_a = tl.load(p_a + k0, mask=inside[:, None] & k_mask[None, :], other=0.0)
+            w_mask = k_mask[:, None] & n_mask[None, :]
+            p_wk = p_w + k0 * w_k_stride
+            acc0 = _mma(acc0, b_a, tl.load(p_wk, mask=w_mask, other=0.0), IS_F64, PRECISION)
+            if NG >= 2:
+                acc1 = _mma(acc1, b_a, tl.load(p_wk + w_gate_stride, mask=w_mask, other=0.0), IS_F64, PRECISION)
+            if NG >= 3:
+                acc2 = _mma(acc2, b_a, tl.load(p_wk + 2 * w_gate_stride, mask=w_mask, other=0.0), IS_F64, PRECISION)
+    return acc0, acc1, acc2
+
+
+@triton.jit
+def _pixels(M, H, W, BLOCK_M: tl.constexpr):
+    """This program's BLOCK_M pixels: int64 index, in-range mask, frame, row, column."""
+    offs_m = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    hw = offs_m % (H * W)
+    return offs_m, offs_m < M, offs_m // (H * W), hw // W, hw % W
+
+
+@triton.jit
+def _input_part(gx_ptr, bias_x_ptr, offs_m, offs_n, mask, C, gate: tl.constexpr,
+                HAS_X: tl.constexpr, HAS_BIAS_X: tl.constexpr, acc):
+    """The part of gate ``gate``'s pre-activation that comes from x, as far as it is not in ``acc``.
+
+    Sequence mode: the hoisted projection gx[m, gate*C + c] (biases included).  Cell mode
+    (``HAS_X``, x convolved in this kernel): the input bias alone.
+    """
+    if HAS_X:
+        if HAS_BIAS_X:
+            b = tl.load(bias_x_ptr + gate * C + offs_n, mask=offs_n < C, other=0.0)
+            return tl.zeros_like(acc) + b[None, :].to(acc.dtype)
+        return tl.zeros_like(acc)
+    p = gx_ptr + offs_m[:, None] * (3 * C) + gate * C + offs_n[None, :]
+    return tl.load(p, mask=mask, other=0.0).to(acc.dtype)
+
+
+@triton.jit
+def _gate_grads_prev(dh, offs_m, offs_n, mask, C,
+                     gates_prev_ptr, h_prev_ptr, dgh_prev_ptr, dxn_prev_ptr, RESET_AFTER: tl.constexpr):
+    """Step t-1's gate-gradients from dh = dL/dh_{t-1} (BLOCK_M, BLOCK_N).
+
+    With r, z, n = gates[t-1] and h = h_{t-2}, ``h_{t-1} = h + z*(n - h)`` gives
+    ``dz_pre = dh*(n - h)*z*(1 - z)`` and ``dn_pre = dh*z*(1 - n^2)``.  reset "before": dgh[t-1]
+    gets dz_pre and dn_pre (dr_pre needs U_n^T dn_pre: step t-1's BWD_N).  reset "after"
+    (n = tanh(gx_n + r*ghn)): dxn[t-1] = dn_pre (the input conv's n-gradient), dgh's n block
+    = dn_pre*r, dr_pre = dn_pre*ghn*r*(1 - r).
+    """
+    G: tl.constexpr = 4 if RESET_AFTER else 3
+    p_g = gates_prev_ptr + offs_m[:, None] * (G * C) + offs_n[None, :]
+    z = tl.load(p_g + C, mask=mask, other=0.0).to(dh.dtype)
+    n = tl.load(p_g + 2 * C, mask=mask, other=0.0).to(dh.dtype)
+    p_mc = offs_m[:, None] * C + offs_n[None, :]
+    h = tl.load(h_prev_ptr + p_mc, mask=mask, other=0.0).to(dh.dtype)
+    p_d = dgh_prev_ptr + offs_m[:, None] * (3 * C) + offs_n[None, :]
+    ty = dgh_prev_ptr.dtype.element_ty
+    tl.store(p_d + C, (dh * (n - h) * z * (1.0 - z)).to(ty), mask=mask)
+    dn = dh * z * (1.0 - n * n)
+    if RESET_AFTER:
+        r = tl.load(p_g, mask=mask, other=0.0).to(dh.dtype)
+        ghn = tl.load(p_g + 3 * C, mask=mask, other=0.0).to(dh.dtype)
+        tl.store(dxn_prev_ptr + p_mc, dn.to(ty), mask=mask)
+        tl.store(p_d + 2 * C, (dn * r).to(ty), mask=mask)
+        tl.store(p_d, (dn * ghn * r * (1.0 - r)).to(ty), mask=mask)
+    else:
+        tl.store(p_d + 2 * C, dn.to(ty), mask=mask)
+
+
+# ------------------------------------------------------------------------------------- forward
+
+
+@triton.jit
+def forward_step_kernel(
+    h_ptr,          # (M, C)          h_{t-1}, the state entering step t
+    rh_ptr,         # (M, C)          r*h_{t-1}: FWD_RZ writes it, FWD_N convolves it (reset "before")
+    w_h_ptr,        # (taps, C, 3C)   weight_hh packed: w_h[tap, k, g*C + c] = weight_hh[g*C + c, k, tap]
+    x_ptr,          # (M, Cin)        x_t (cell mode, HAS_X)
+    w_x_ptr,        # (taps, Cin, 3C) weight_ih packed likewise (HAS_X)
+    gx_ptr,         # (M, 3C)         W*x_t + input bias, hoisted before the loop (not HAS_X)
+    bias_x_ptr,     # (3C,)           input bias (HAS_X and HAS_BIAS_X)
+    bias_hn_ptr,    # (C,)            b_hn (reset "after" and HAS_BIAS_HN)
+    gates_ptr,      # (M, G*C)        step t's saved gates r, z, n [, ghn]
+    out_ptr,        # (M, C)          h_t
+    M, H, W, C, Cin,
+    KIND: tl.constexpr,          # FWD_RZ, FWD_N or FWD_AFTER
+    HAS_X: tl.constexpr,         # cell mode: convolve x_t here (K spans x and h) instead of reading gx
+    HAS_BIAS_X: tl.constexpr,
+    HAS_BIAS_HN: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
+    IS_F64: tl.constexpr,        # float64 storage: float64 accumulation on the CUDA cores
+    PRECISION: tl.constexpr,     # tl.dot input precision for float32: "tf32" or "ieee"
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    offs_m, m_mask, img, py, px = _pixels(M, H, W, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < C
+    acc0 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64 if IS_F64 else tl.float32)
+    acc1 = tl.zeros_like(acc0)
+    acc2 = tl.zeros_like(acc0)
+    acc_xn = tl.zeros_like(acc0)  # reset "after", cell mode: W_n*x_t, kept apart from U_n*h
+    C3 = 3 * C
+    if KIND == FWD_RZ:
+        acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, h_ptr, C, C, w_h_ptr, C * C3, C3, C,
+                                      img, py, px, m_mask, offs_n, n_mask, H, W,
+                                      2, KH, KW, DIL_H, DIL_W, BLOCK_K, IS_F64, PRECISION)
+        if HAS_X:
+            acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, x_ptr, Cin, Cin, w_x_ptr, Cin * C3, C3, C,
+                                          img, py, px, m_mask, offs_n, n_mask, H, W,
+                                          2, KH, KW, DIL_H, DIL_W, BLOCK_K, IS_F64, PRECISION)
+    elif KIND == FWD_N:
+        acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, rh_ptr, C, C, w_h_ptr + 2 * C, C * C3, C3, C,
+                                      img, py, px, m_mask, offs_n, n_mask, H, W,
+                                      1, KH, KW, DIL_H, DIL_W, BLOCK_K, IS_F64, PRECISION)
+        if HAS_X:
+            acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, x_ptr, Cin, Cin, w_x_ptr + 2 * C, Cin * C3, C3, C,
+                                          img, py, px, m_mask, offs_n, n_mask, H, W,
+                                          1, KH, KW, DIL_H, DIL_W, BLOCK_K, IS_F64, PRECISION)
+    else:
+        acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, h_ptr, C, C, w_h_ptr, C * C3, C3, C,
+                                      img, py, px, m_mask, offs_n, n_mask, H, W,
+                                      3, KH, KW, DIL_H, DIL_W, BLOCK_K, IS_F64, PRECISION)
+        if HAS_X:
+            acc0, acc1, acc_xn = _conv_tile(acc0, acc1, acc_xn, x_ptr, Cin, Cin, w_x_ptr, Cin * C3, C3, C,
+                                            img, py, px, m_mask, offs_n, n_mask, H, W,
+                                            3, KH, KW, DIL_H, DIL_W, BLOCK_K, IS_F64, PRECISION)
+
+    # ---- epilogue: the gate math of (pixel, channel), in the accumulation type
+    mask = m_mask[:, None] & n_mask[None, :]
+    p_mc = offs_m[:, None] * C + offs_n[None, :]
+    G: tl.constexpr = 4 if KIND == FWD_AFTER else 3
+    p_g = gates_ptr + offs_m[:, None] * (G * C) + offs_n[None, :]
+    ty = gates_ptr.dtype.element_ty
+    h = tl.load(h_ptr + p_mc, mask=mask, other=0.0).to(acc0.dtype)
+    if KIND == FWD_RZ:
+        r = _round(_sigmoid(acc0 + _input_part(gx_ptr, bias_x_ptr, offs_m, offs_n, mask, C, 0,
+                                               HAS_X, HAS_BIAS_X, acc0)), gates_ptr)
+        z = _sigmoid(acc1 + _input_part(gx_ptr, bias_x_ptr, offs_m, offs_n, mask, C, 1, HAS_X, HAS_BIAS_X, acc0))
+        tl.store(p_g, r.to(ty), mask=mask)
+        tl.store(p_g + C, z.to(ty), mask=mask)
+        tl.store(rh_ptr + p_mc, (r * h).to(ty), mask=mask)
+    elif KIND == FWD_N:
+        n = _tanh(acc0 + _input_part(gx_ptr, bias_x_ptr, offs_m, offs_n, mask, C, 2, HAS_X, HAS_BIAS_X, acc0))
+        z = tl.load(p_g + C, mask=mask, other=0.0).to(acc0.dtype)
+        tl.store(p_g + 2 * C, n.to(ty), mask=mask)
+        tl.store(out_ptr + p_mc, (h + z * (n - h)).to(ty), mask=mask)
+    else:
+        r = _round(_sigmoid(acc0 + _input_part(gx_ptr, bias_x_ptr, offs_m, offs_n, mask, C, 0,
+                                               HAS_X, HAS_BIAS_X, acc0)), gates_ptr)
+        z = _round(_sigmoid(acc1 + _input_part(gx_ptr, bias_x_ptr, offs_m, offs_n, mask, C, 1,
+                                               HAS_X, HAS_BIAS_X, acc0)), gates_ptr)
+        ghn = acc2
+        if HAS_BIAS_HN:
+            ghn += tl.load(bias_hn_ptr + offs_n, mask=n_mask, other=0.0).to(acc0.dtype)[None, :]
+        ghn = _round(ghn, gates_ptr)
+        xn = acc_xn + _input_part(gx_ptr, bias_x_ptr, offs_m, offs_n, mask, C, 2, HAS_X, HAS_BIAS_X, acc0)
+        n = _tanh(xn + r * ghn)
+        tl.store(p_g, r.to(ty), mask=mask)
+        tl.store(p_g + C, z.to(ty), mask=mask)
+        tl.store(p_g + 2 * C, n.to(ty), mask=mask)
+        tl.store(p_g + 3 * C, ghn.to(ty), mask=mask)
+        tl.store(out_ptr + p_mc, (h + z * (n - h)).to(ty), mask=mask)
+
+
+# ------------------------------------------------------------------------------------ backward
+
+
+@triton.jit
+def backward_init_kernel(
+    grad_last_ptr,  # (M, C)      grad_out[T-1]
+    dh_ptr,         # (M, C)      acc dtype: dL/dh_{T-1} (written)
+    gates_prev_ptr, # (M, G*C)    gates[T-1]
+    h_prev_ptr,     # (M, C)      h_{T-2}, the state entering step T-1
+    dgh_prev_ptr,   # (M, 3C)     dgh[T-1] (written)
+    dxn_prev_ptr,   # (M, C)      dxn[T-1] (written, reset "after")
+    M, C,
+    RESET_AFTER: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    offs_m = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask = (offs_m < M)[:, None] & (offs_n < C)[None, :]
+    p_mc = offs_m[:, None] * C + offs_n[None, :]
+    dh = tl.load(grad_last_ptr + p_mc, mask=mask, other=0.0).to(dh_ptr.dtype.element_ty)
+    tl.store(dh_ptr + p_mc, dh, mask=mask)
+    _gate_grads_prev(dh, offs_m, offs_n, mask, C, gates_prev_ptr, h_prev_ptr, dgh_prev_ptr, dxn_prev_ptr,
+                     RESET_AFTER)
+
+
+@triton.jit
+def backward_step_kernel(
+    dgh_ptr,        # (M, 3C)     dgh[t], step t's gate pre-activation gradients (dr, dz, dn)
+    w_t_ptr,        # (taps, 3C, C) weight_hh transposed, taps flipped: w_t[tap, o, c] = weight_hh[o, c, taps-1-tap]
+    gates_ptr,      # (M, G*C)    gates[t]
+    h_ptr,          # (M, C)      h_{t-1}
+    dh_in_ptr,      # (M, C)      acc dtype: BWD_N, BWD_AFTER: dL/dh_t;  BWD_RZ: BWD_N's partial
+    dh_out_ptr,     # (M, C)      acc dtype: BWD_N: partial;  BWD_RZ, BWD_AFTER: dL/dh_{t-1}
+    grad_prev_ptr,  # (M, C)      grad_out[t-1]        (HAS_PREV)
+    gates_prev_ptr, # (M, G*C)    gates[t-1]           (HAS_PREV)
+    h_prev_ptr,     # (M, C)      h_{t-2}              (HAS_PREV)
+    dgh_prev_ptr,   # (M, 3C)     dgh[t-1] (written)   (HAS_PREV)
+    dxn_prev_ptr,   # (M, C)      dxn[t-1] (written)   (HAS_PREV, reset "after")
+    M, H, W, C,
+    KIND: tl.constexpr,          # BWD_N, BWD_RZ or BWD_AFTER
+    HAS_PREV: tl.constexpr,      # t > 0: complete dL/dh_{t-1} with grad_out[t-1], compute step t-1's gate grads
+    KH: tl.constexpr, KW: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
+    IS_F64: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    offs_m, m_mask, img, py, px = _pixels(M, H, W, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < C
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64 if IS_F64 else tl.float32)
+    C3 = 3 * C
+    if KIND == BWD_N:  # d(r*h) = U_n^T dn_pre
+        acc, _, _ = _conv_tile(acc, acc, acc, dgh_ptr + 2 * C, C3, C, w_t_ptr + 2 * C * C, C3 * C, C, 0,
+                               img, py, px, m_mask, offs_n, n_mask, H, W,
+                               1, KH, KW, DIL_H, DIL_W, BLOCK_K, IS_F64, PRECISION)
+    elif KIND == BWD_RZ:  # U_rz^T [dr_pre, dz_pre]
+        acc, _, _ = _conv_tile(acc, acc, acc, dgh_ptr, C3, 2 * C, w_t_ptr, C3 * C, C, 0,
+                               img, py, px, m_mask, offs_n, n_mask, H, W,
+                               1, KH, KW, DIL_H, DIL_W, BLOCK_K, IS_F64, PRECISION)
+    else:  # U^T [dr_pre, dz_pre, dghn]
+        acc, _, _ = _conv_tile(acc, acc, acc, dgh_ptr, C3, C3, w_t_ptr, C3 * C, C, 0,
+                               img, py, px, m_mask, offs_n, n_mask, H, W,
+                               1, KH, KW, DIL_H, DIL_W, BLOCK_K, IS_F64, PRECISION)
+
+    # ---- epilogue
+    mask = m_mask[:, None] & n_mask[None, :]
+    p_mc = offs_m[:, None] * C + offs_n[None, :]
+    G: tl.constexpr = 4 if KIND == BWD_AFTER else 3
+    p_g = gates_ptr + offs_m[:, None] * (G * C) + offs_n[None, :]
+    dh_in = tl.load(dh_in_ptr + p_mc, mask=mask, other=0.0)
+    if KIND == BWD_N:
+        # acc = d(r*h): dr_pre -> dgh[t]'s r block; dh_{t-1} but for the r/z convolutions' part
+        r = tl.load(p_g, mask=mask, other=0.0).to(acc.dtype)
+        z = tl.load(p_g + C, mask=mask, other=0.0).to(acc.dtype)
+        h = tl.load(h_ptr + p_mc, mask=mask, other=0.0).to(acc.dtype)
+        p_dr = dgh_ptr + offs_m[:, None] * C3 + offs_n[None, :]
+        tl.store(p_dr, (acc * h * r * (1.0 - r)).to(dgh_ptr.dtype.element_ty), mask=mask)
+        dh = acc * r + dh_in * (1.0 - z)
+        if HAS_PREV:
+            dh += tl.load(grad_prev_ptr + p_mc, mask=mask, other=0.0).to(acc.dtype)
+        tl.store(dh_out_ptr + p_mc, dh, mask=mask)
+    else:
+        if KIND == BWD_RZ:  # acc = U_rz^T [dr, dz]: dh_{t-1} = acc + BWD_N's partial
+            dh = acc + dh_in
+        else:  # acc = U^T [dr, dz, dghn]: dh_{t-1} = acc + dh_t*(1 - z) + grad_out[t-1]
+            z = tl.load(p_g + C, mask=mask, other=0.0).to(acc.dtype)
+            dh = acc + dh_in * (1.0 - z)
+            if HAS_PREV:
+                dh += tl.load(grad_prev_ptr + p_mc, mask=mask, other=0.0).to(acc.dtype)
+        tl.store(dh_out_ptr + p_mc, dh, mask=mask)
+        if HAS_PREV:
+            _gate_grads_prev(dh, offs_m, offs_n, mask, C, gates_prev_ptr, h_prev_ptr, dgh_prev_ptr,
+                             dxn_prev_ptr, KIND == BWD_AFTER)

@@ -1,0 +1,275 @@
+"""``convgru_ext::triton_forward`` / ``triton_backward``: launchers, time loops and registration.
+
+Reads top to bottom: block-size configurations → weight packing → the launch of one
+step kernel → the forward and backward ops (the op pair of ``_op.py``) → fake kernels and
+autograd.  The kernels themselves, and the table of what each computes, are in
+``kernels.py``.
+
+Forward, per call:
+
+* sequence (T > 1): the input projection ``W*x + b`` of all T steps is one cuDNN
+  convolution before the loop (``_hoisted.input_projection``); per step, reset "before"
+  launches FWD_RZ then FWD_N, reset "after" launches FWD_AFTER, and their epilogues read
+  the projection;
+* cell (T == 1, RAFT-style: x changes every call and nothing can be hoisted): the same
+  kernels convolve x_t and h together (K spans both), so a cell step is 2 launches
+  ("before") or 1 ("after") and nothing else.
+
+Backward: BWD_INIT, then per step in reverse BWD_N + BWD_RZ ("before") or BWD_AFTER
+("after"); the running state gradient lives in two float32 (float64) (M, C) buffers that
+the kernels read from one and write to the other, so that no launch reads what it writes
+(autotuning can replay any launch).  After the loop, the weight and bias gradients and
+``dx`` are computed once over all T*B frames with cuDNN (``_hoisted.weight_and_input_grads``).
+
+Saved for the backward (the op contract): ``gates`` in the input dtype, which the forward
+writes anyway, plus references to x, h0 and the output.  Storing r, z, n (and U_n*h+b_hn)
+rather than float32 copies costs bfloat16's 8 bits of mantissa on values in [-1, 1] that
+enter the gradient linearly; the forward rounds them before using them, so the backward
+is the exact derivative of what was computed, and the low-precision tests hold the result
+to PyTorch's own bfloat16 error.
+
+Precision: float16/bfloat16 multiply on tensor cores and accumulate in float32; float32
+uses TF32 tensor cores exactly when ``torch.backends.cudnn.allow_tf32`` is true (PyTorch's
+convolution default, read at each call), exact IEEE float32 otherwise; float64 accumulates
+in float64.
+
+Registration: with a GPU, ``torch.library.triton_op`` (torch.compile sees the kernels
+through ``wrap_triton``); under ``TRITON_INTERPRET=1`` (kernels run on the CPU through the
+interpreter, for tests) the op is an opaque ``custom_op``, because Inductor cannot compile
+interpreted kernels.  Either way the fake kernels and autograd of ``_op.py`` are registered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from typing import Optional
+
+import torch
+import triton
+from torch import Tensor
+
+from .._hoisted import input_bias, input_projection, weight_and_input_grads
+from .._op import channels_last, empty_channels_last, fake_backward, fake_forward, gates_per_channel, register_autograd
+from . import kernels as K
+
+#: kernels run on the CPU through Triton's interpreter (fixed when this module is imported)
+INTERPRET = os.environ.get("TRITON_INTERPRET", "") == "1"
+
+# ------------------------------------------------------------------------------ configurations
+
+#: (BLOCK_M, BLOCK_N, BLOCK_K, num_stages) for tl.dot on tensor cores (float16, bfloat16, float32).
+#: ``num_warps`` is 4 throughout: 8 warps miscompile tap-looping conv kernels (pytorch#173068).
+MMA_TILES = (
+    (128, 64, 32, 3),
+    (128, 32, 32, 4),
+    (64, 64, 32, 4),
+    (64, 64, 64, 3),
+    (64, 32, 64, 4),
+    (128, 64, 64, 2),
+)
+#: (BLOCK_M, BLOCK_N, BLOCK_K, num_stages) for float64 (multiply-and-sum on the CUDA cores)
+F64_TILES = ((32, 32, 8, 2), (64, 32, 4, 2), (32, 64, 4, 2))
+#: the one configuration under the interpreter (no autotuning; a large M block is fast there)
+INTERPRET_TILE = (256, 16, 16, 1)
+NUM_WARPS = 4
+
+
+def configs(gates: int, is_f64: bool) -> list[triton.Config]:
+    """The configurations autotuning chooses from, for a kernel computing ``gates`` gates at once.
+
+    Tiles whose ``gates`` accumulators would exceed 16K float32 (4K float64) elements per
+    program are dropped: they spill registers.
+    """
+    if INTERPRET:
+        tiles = [INTERPRET_TILE]
+    else:
+        limit = 4096 if is_f64 else 16384
+        tiles = [t for t in (F64_TILES if is_f64 else MMA_TILES) if gates * t[0] * t[1] <= limit]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=NUM_WARPS, num_stages=s)
+            for m, n, k, s in tiles]
+
+
+_KEY = ["M", "C", "KH", "KW", "KIND", "PRECISION"]
+
+
+@functools.cache
+def _forward_kernel(gates: int, is_f64: bool):
+    return triton.autotune(configs(gates, is_f64), key=_KEY + ["Cin", "HAS_X"])(K.forward_step_kernel)
+
+
+@functools.cache
+def _backward_kernel(is_f64: bool):
+    return triton.autotune(configs(1, is_f64), key=_KEY + ["HAS_PREV"])(K.backward_step_kernel)
+
+
+#: when set (tests), every launch uses this configuration instead of autotuning
+_FORCED: Optional[triton.Config] = None
+
+
+@contextlib.contextmanager
+def forced_config(config: triton.Config):
+    """Run every kernel with ``config`` inside the block (to test each configuration we keep)."""
+    global _FORCED
+    saved, _FORCED = _FORCED, config
+    try:
+        yield
+    finally:
+        _FORCED = saved
+
+
+# ------------------------------------------------------------------------------------- packing
+
+
+def pack_forward(weight: Tensor) -> Tensor:
+    """(3C, K, kh, kw) -> (taps, K, 3C): ``w[tap, k, o] = weight[o, k, tap]`` (a GEMM's B per tap)."""
+    n_out, n_in, kh, kw = weight.shape
+    return weight.permute(2, 3, 1, 0).reshape(kh * kw, n_in, n_out).contiguous()
+
+
+def pack_backward(weight_hh: Tensor) -> Tensor:
+    """(3C, C, kh, kw) -> (taps, 3C, C): ``w[tap, o, c] = weight_hh[o, c, taps-1-tap]`` (conv^T)."""
+    n_out, C, kh, kw = weight_hh.shape
+    return weight_hh.flip(2, 3).permute(2, 3, 0, 1).reshape(kh * kw, n_out, C).contiguous()
+
+
+def _precision(dtype: torch.dtype) -> str:
+    if dtype == torch.float32 and not torch.backends.cudnn.allow_tf32:
+        return "ieee"
+    return "tf32"  # float32 with TF32 allowed; ignored for float16 / bfloat16
+
+
+def _device_guard(t: Tensor):
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
+def _launch(kernel, **args) -> None:
+    """Launch an autotuned step ``kernel`` over (M pixels) x (C channels); a forced config (tests) wins."""
+    M, C = args["M"], args["C"]
+
+    def grid(meta):
+        return (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(C, meta["BLOCK_N"]))
+
+    if _FORCED is not None:
+        kernel.fn[grid](**args, **_FORCED.kwargs, num_warps=_FORCED.num_warps, num_stages=_FORCED.num_stages)
+    else:
+        torch.library.wrap_triton(kernel)[grid](**args)
+
+
+# ----------------------------------------------------------------------------------------- ops
+
+
+def triton_forward(
+    x: Tensor,
+    h0: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Optional[Tensor],
+    bias_hh: Optional[Tensor],
+    dilation: list[int],
+    reset_after: bool,
+) -> tuple[Tensor, Tensor]:
+    T, B, Cin, H, W = x.shape
+    C = weight_hh.shape[1]
+    M = B * H * W
+    out = empty_channels_last(x, T, B, C, H, W)
+    gates = empty_channels_last(x, T, B, gates_per_channel(reset_after) * C, H, W)
+    if M == 0:
+        return out, gates
+    cell = T == 1
+    bias_x = input_bias(bias_ih, bias_hh, reset_after)
+    gx = None if cell else input_projection(x, weight_ih, bias_ih, bias_hh, dilation, reset_after)
+    bias_hn = bias_hh[2 * C:] if reset_after and bias_hh is not None else None
+    rh = None if reset_after else x.new_empty(M, C)
+    is_f64 = x.dtype == torch.float64
+    unused = weight_hh  # for pointers a launch never touches (its flags say so): read-only, aliases nothing written
+    common = dict(
+        w_h_ptr=pack_forward(weight_hh),
+        w_x_ptr=pack_forward(weight_ih) if cell else unused,
+        bias_x_ptr=bias_x if (cell and bias_x is not None) else unused,
+        bias_hn_ptr=bias_hn if bias_hn is not None else unused,
+        M=M, H=H, W=W, C=C, Cin=Cin,
+        HAS_X=cell, HAS_BIAS_X=cell and bias_x is not None, HAS_BIAS_HN=bias_hn is not None,
+        KH=weight_hh.shape[2], KW=weight_hh.shape[3], DIL_H=dilation[0], DIL_W=dilation[1],
+        IS_F64=is_f64, PRECISION=_precision(x.dtype),
+    )
+    with _device_guard(x):
+        for t in range(T):
+            step = dict(common, h_ptr=h0 if t == 0 else out[t - 1], x_ptr=x[t] if cell else unused,
+                        gx_ptr=unused if cell else gx[t], gates_ptr=gates[t], out_ptr=out[t],
+                        rh_ptr=unused if rh is None else rh)
+            if reset_after:
+                _launch(_forward_kernel(3, is_f64), KIND=K.FWD_AFTER.value, **step)
+            else:
+                _launch(_forward_kernel(2, is_f64), KIND=K.FWD_RZ.value, **step)
+                _launch(_forward_kernel(1, is_f64), KIND=K.FWD_N.value, **step)
+    return out, gates
+
+
+def triton_backward(
+    grad_out: Tensor,
+    x: Tensor,
+    h0: Tensor,
+    out: Tensor,
+    gates: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    dilation: list[int],
+    reset_after: bool,
+    need_dx: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    T, B, _, H, W = x.shape
+    C = weight_hh.shape[1]
+    M = B * H * W
+    is_f64 = x.dtype == torch.float64
+    acc_dtype = torch.float64 if is_f64 else torch.float32
+    dgh = empty_channels_last(x, T, B, 3 * C, H, W)
+    dxn = empty_channels_last(x, T, B, C, H, W) if reset_after else None
+    dh, dh_other = x.new_empty(M, C, dtype=acc_dtype), x.new_empty(M, C, dtype=acc_dtype)
+    if M > 0:
+        unused = weight_hh  # for pointers a launch never touches (its flags say so): read-only, aliases nothing
+
+        def state(t: int) -> Tensor:  # h_t; h_{-1} is h0
+            return h0 if t < 0 else out[t]
+
+        def prev(t: int) -> dict:  # the step t-1 tensors an epilogue at step t writes or reads
+            if t == 0:  # HAS_PREV is false
+                return dict(grad_prev_ptr=unused, gates_prev_ptr=unused, h_prev_ptr=unused,
+                            dgh_prev_ptr=unused, dxn_prev_ptr=unused)
+            return dict(grad_prev_ptr=grad_out[t - 1], gates_prev_ptr=gates[t - 1], h_prev_ptr=state(t - 2),
+                        dgh_prev_ptr=dgh[t - 1], dxn_prev_ptr=unused if dxn is None else dxn[t - 1])
+
+        last = prev(T)
+        common = dict(w_t_ptr=pack_backward(weight_hh), M=M, H=H, W=W, C=C,
+                      KH=weight_hh.shape[2], KW=weight_hh.shape[3], DIL_H=dilation[0], DIL_W=dilation[1],
+                      IS_F64=is_f64, PRECISION=_precision(x.dtype))
+        with _device_guard(x):
+            init_m, init_n = 64, 32
+            torch.library.wrap_triton(K.backward_init_kernel)[(triton.cdiv(M, init_m), triton.cdiv(C, init_n))](
+                grad_out[T - 1], dh, last["gates_prev_ptr"], last["h_prev_ptr"], last["dgh_prev_ptr"],
+                last["dxn_prev_ptr"], M, C, RESET_AFTER=reset_after, BLOCK_M=init_m, BLOCK_N=init_n)
+            for t in reversed(range(T)):
+                step = dict(common, **prev(t), dgh_ptr=dgh[t], gates_ptr=gates[t], h_ptr=state(t - 1),
+                            HAS_PREV=t > 0)
+                kernel = _backward_kernel(is_f64)
+                if reset_after:
+                    _launch(kernel, KIND=K.BWD_AFTER.value, dh_in_ptr=dh, dh_out_ptr=dh_other, **step)
+                    dh, dh_other = dh_other, dh
+                else:
+                    _launch(kernel, KIND=K.BWD_N.value, dh_in_ptr=dh, dh_out_ptr=dh_other, **step)
+                    _launch(kernel, KIND=K.BWD_RZ.value, dh_in_ptr=dh_other, dh_out_ptr=dh, **step)
+    dh0 = dh.to(x.dtype).view(B, H, W, C).permute(0, 3, 1, 2)
+    dx, dw_ih, dw_hh, db_ih, db_hh = weight_and_input_grads(
+        x, h0, out, gates, dgh, dxn, weight_ih, weight_hh, dilation, reset_after, need_dx)
+    return dx, channels_last(dh0), dw_ih, dw_hh, db_ih, db_hh
+
+
+# ---------------------------------------------------------------------------------- registration
+
+_define = torch.library.custom_op if INTERPRET else torch.library.triton_op
+triton_forward_op = _define("convgru_ext::triton_forward", triton_forward, mutates_args=())
+triton_backward_op = _define("convgru_ext::triton_backward", triton_backward, mutates_args=())
+triton_forward_op.register_fake(fake_forward)
+triton_backward_op.register_fake(fake_backward)
+register_autograd(triton_forward_op, triton_backward_op)

@@ -1,0 +1,169 @@
+"""The Triton backend (convgru_ext/backends/triton/) beyond the shared parity/gradcheck/opcheck tests.
+
+Without a GPU (CI) the kernels run through Triton's interpreter (conftest sets
+TRITON_INTERPRET=1): tiling across several pixel, channel and K blocks with partial
+tiles, the cell path (x convolved inside the step kernels, nothing hoisted), the launch
+budget per step, the configurations' constraints and the backend's error messages.
+With a GPU: every configuration autotuning may pick, run on its own against the reference.
+"""
+
+import pytest
+import torch
+
+import convgru_ext
+from convgru_ext import backends
+from helpers import Case, compare, make_inputs, run_with_grads, skip_unusable
+
+triton = pytest.importorskip("triton", reason="triton is not installed")
+
+
+def _ops():
+    skip_unusable("triton", "cuda" if torch.cuda.is_available() else "cpu", torch.float64)
+    from convgru_ext.backends.triton import ops
+
+    return ops
+
+
+def _device():
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _parity(case, dtype, rng, device=None):
+    inputs = make_inputs(case, dtype, device or _device(), rng)
+    want = run_with_grads("reference", inputs, case, rng)
+    got = run_with_grads("triton", inputs, case, rng, upstream=want["_upstream"])
+    compare(got, want, dtype, label=f"triton {case}")
+
+
+#: several pixel blocks with a partial last one (M = 2*7*9 = 126 over 32-pixel tiles), likewise
+#: channel blocks (C = 20 over 16), several K-chunks (Cin = 18, C = 20, 2C = 40, 3C = 60 over 16)
+SMALL_TILES = triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16}, num_warps=4, num_stages=1)
+TILED = Case(T=2, B=2, Cin=18, C=20, H=7, W=9)
+TILED_VARIANTS = [  # (T, reset, kernel, dilation)
+    (2, "before", (3, 3), (1, 1)), (2, "after", (3, 3), (1, 1)), (1, "before", (3, 3), (1, 1)),
+    (1, "after", (3, 3), (1, 1)), (2, "before", (1, 5), (2, 2)), (1, "after", (5, 1), (1, 2)),
+]
+
+
+@pytest.mark.parametrize("T,reset,kernel,dilation", TILED_VARIANTS,
+                         ids=[f"{'cell' if v[0] == 1 else 'seq'}-{v[1]}-k{v[2][0]}x{v[2][1]}-d{v[3][0]}x{v[3][1]}"
+                              for v in TILED_VARIANTS])
+def test_many_tiles_with_partial_ones(T, reset, kernel, dilation, rng):
+    ops = _ops()
+    case = Case(**{**TILED.__dict__, "T": T, "reset": reset, "kernel": kernel, "dilation": dilation})
+    with ops.forced_config(SMALL_TILES):
+        _parity(case, torch.float64, rng)
+
+
+@pytest.mark.parametrize("reset", ["before", "after"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_cell_convolves_x_in_the_step_kernels(reset, bias, monkeypatch, rng):
+    """T == 1 (a cell call): no hoisted input projection, and the result is still the reference's."""
+    ops = _ops()
+
+    def no_hoisting(*args, **kwargs):
+        raise AssertionError("a cell call must not run the hoisted input projection")
+
+    monkeypatch.setattr(ops, "input_projection", no_hoisting)
+    _parity(Case(T=1, reset=reset, bias=bias), torch.float64, rng)
+
+
+@pytest.mark.parametrize("reset,per_step", [("before", (2, 2)), ("after", (1, 1))])
+@pytest.mark.parametrize("T", [1, 3])
+def test_launch_budget(reset, per_step, T, monkeypatch, rng):
+    """Forward: 2 step kernels per step ("before") or 1 ("after"); backward the same, plus one init kernel."""
+    ops = _ops()
+    launches = []
+    real = ops._launch
+    monkeypatch.setattr(ops, "_launch", lambda kernel, **args: launches.append(args["KIND"]) or real(kernel, **args))
+    case = Case(T=T, reset=reset, B=1, C=4, Cin=3, H=5, W=6)
+    inputs = make_inputs(case, torch.float64, _device(), rng)
+    out, _ = convgru_ext.convgru_sequence(*inputs.values(), reset=reset, backend="triton")
+    assert len(launches) == per_step[0] * T
+    launches.clear()
+    out.sum().backward()
+    assert len(launches) == per_step[1] * T
+
+
+def test_configurations_keep_to_what_is_safe():
+    """At most 4 warps (8 miscompile tap-looping convolutions, pytorch#173068), tl.dot's minimum
+    block of 16 outside float64, and accumulators that fit the register file."""
+    ops = _ops()
+    for gates in (1, 2, 3):
+        for is_f64 in (False, True):
+            found = ops.configs(gates, is_f64)
+            assert found, (gates, is_f64)
+            for config in found:
+                assert config.num_warps <= 4
+                m, n, k = (config.kwargs[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+                if not is_f64:
+                    assert min(m, n, k) >= 16
+                if not ops.INTERPRET:
+                    assert gates * m * n <= (4096 if is_f64 else 16384)
+
+
+def test_tf32_follows_the_cudnn_flag():
+    ops = _ops()
+    saved = torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = False
+        assert ops._precision(torch.float32) == "ieee"
+        torch.backends.cudnn.allow_tf32 = True
+        assert ops._precision(torch.float32) == "tf32"
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_weight_packing():
+    ops = _ops()
+    w = torch.randn(9, 4, 3, 5, dtype=torch.float64)
+    fwd = ops.pack_forward(w)
+    assert fwd.shape == (15, 4, 9) and torch.equal(fwd[7, 2, 5], w[5, 2, 1, 2])  # tap 7 = (1, 2)
+    bwd = ops.pack_backward(torch.randn(9, 3, 3, 5, dtype=torch.float64))
+    assert bwd.shape == (15, 9, 3)
+
+
+def test_unsupported_calls_say_why():
+    backend = backends.get("triton")
+    problem = convgru_ext._contract.Problem(T=1, B=1, Cin=1, C=1, H=1, W=1, kernel=(3, 3), dilation=(1, 1),
+                                            reset_after=False, dtype=torch.bfloat16, device=torch.device("meta"))
+    (reason,) = backend.why_not(problem)
+    assert "runs on CUDA tensors" in reason and "meta" in reason
+    if backends.get("triton").unavailable_reason() is None and not torch.cuda.is_available():
+        cpu = convgru_ext._contract.Problem(**{**problem.__dict__, "device": torch.device("cpu")})
+        (reason,) = backend.why_not(cpu)
+        assert "float32 and float64" in reason and "bfloat16" in reason
+        x = torch.randn(1, 1, 2, 4, 4, dtype=torch.bfloat16)
+        w = torch.randn(6, 2, 3, 3, dtype=torch.bfloat16)
+        with pytest.raises(ValueError, match="backend 'triton' cannot run this call"):
+            convgru_ext.convgru_sequence(x, None, w, torch.randn(6, 2, 3, 3, dtype=torch.bfloat16), backend="triton")
+
+
+def test_backend_is_experimental_so_auto_skips_it():
+    assert backends.get("triton").experimental  # until a GPU run has verified it
+
+
+# ---- on a GPU ----
+
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible to torch)")
+
+
+def _every_config():
+    from convgru_ext.backends.triton.ops import F64_TILES, MMA_TILES
+
+    return ([("mma", t) for t in MMA_TILES] + [("f64", t) for t in F64_TILES])
+
+
+@GPU
+@pytest.mark.parametrize("reset", ["before", "after"])
+@pytest.mark.parametrize("kind,tile", _every_config() if torch.cuda.is_available() else [],
+                         ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else v)
+def test_gpu_every_configuration_we_keep(kind, tile, reset, rng):
+    """Each configuration autotuning may pick, forced, against the reference (sequence and cell)."""
+    ops = _ops()
+    m, n, k, stages = tile
+    config = triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=ops.NUM_WARPS, num_stages=stages)
+    dtype = torch.float64 if kind == "f64" else torch.float32
+    with ops.forced_config(config):
+        for T in (3, 1):
+            _parity(Case(T=T, B=2, Cin=24, C=40, H=13, W=12, reset=reset, dilation=(1, 2)), dtype, rng, "cuda")
