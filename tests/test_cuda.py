@@ -6,9 +6,9 @@ must get a clear error, and the kernels' CPU emulation (same tiling, loads, per-
 code and epilogues, run thread by thread) must match the ``torch`` backend's op pair on
 every output, ``gates`` included, for every math mode.
 
-With a GPU: low precision against the reference (``LOWP_FACTOR`` rule), TF32 on and off,
-the GPU against its own emulation, CUDA-graph capture (the current stream) and a case whose
-indices pass 2**31 elements.
+With a GPU: the GPU against its own emulation.  The checks every GPU backend shares (low
+precision on aligned sizes, TF32 on and off, CUDA-graph capture, indices past 2**31) are in
+tests/test_gpu_kernels.py.
 """
 
 import importlib
@@ -23,12 +23,9 @@ from convgru_ext import backends
 from convgru_ext.backends import _op
 from convgru_ext.backends._op import channels_last
 from convgru_ext.backends.cuda import PREBUILT, load_extension
-from helpers import LOWP_FACTOR, LOWP_SLACK, Case, compare, make_inputs, rel_err, run_with_grads
+from helpers import GPU, TF32_TOL, Case, compare, make_inputs, op_args, rel_err
 
-GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible to torch)")
 NAMES = ("out", "gates", "dx", "dh0", "dweight_ih", "dweight_hh", "dbias_ih", "dbias_hh")
-#: TF32 keeps 10 mantissa bits (unit roundoff 2**-11); a few roundoffs of norm-wise error
-TF32_TOL = 4 * 2.0**-11
 
 
 def _toolkit_reason():
@@ -106,24 +103,6 @@ def test_backend_is_experimental_so_auto_skips_it():
 
 # ---- the kernels' CPU emulation against the torch backend's op pair ----
 
-def _op_args(case: Case, dtype, rng):
-    """Forward arguments (op layout) in float64 and in ``dtype``, plus a channels-last grad_out."""
-    inputs = make_inputs(case, torch.float64, "cpu", rng)
-    args = []
-    for k in ("x", "h0", "weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-        t = inputs[k]
-        if t is not None:
-            t = channels_last(t.detach()) if k in ("x", "h0") else t.detach()
-        args.append(t)
-    args += [list(case.dilation), case.reset == "after"]
-    grad_out = channels_last(torch.randn(case.T, case.B, case.C, case.H, case.W, generator=rng, dtype=torch.float64))
-
-    def cast(a):
-        return a.to(dtype) if isinstance(a, torch.Tensor) else a
-
-    return args, [cast(a) for a in args], grad_out, grad_out.to(dtype)
-
-
 def _pair(forward, backward, args, grad_out) -> dict:
     """Every output of a forward/backward op pair, the backward fed with this forward's own results."""
     out, gates = forward(*args)
@@ -149,7 +128,7 @@ def test_emulated_kernels_match_the_torch_backend(math, dtype, case_name, reset,
     _need_extension()
     case = EMULATED_CASES[case_name]
     case = Case(**{**case.__dict__, "reset": reset})
-    args64, args, grad_out64, grad_out = _op_args(case, dtype, rng)
+    args64, args, grad_out64, grad_out = op_args(case, dtype, rng)
     ops = torch.ops.convgru_ext
     want = _pair(ops.torch_forward, ops.torch_backward, args64, grad_out64)
     got = _pair(lambda *a: ops._cuda_emulate_forward(*a, math), lambda *a: ops._cuda_emulate_backward(*a, math),
@@ -170,7 +149,7 @@ def test_emulated_ops_check_their_arguments(rng):
     """The C++ checks guard direct op calls (the CUDA ops run the same ones)."""
     _need_extension()
     ops = torch.ops.convgru_ext
-    _, args, _, grad_out = _op_args(Case(T=2, B=1, C=2, Cin=2, H=3, W=3), torch.float32, rng)
+    _, args, _, grad_out = op_args(Case(T=2, B=1, C=2, Cin=2, H=3, W=3), torch.float32, rng)
     with pytest.raises(RuntimeError, match='math "bf16" does not fit dtype'):
         ops._cuda_emulate_forward(*args, "bf16")
     out, gates = ops._cuda_emulate_forward(*args, "f32")
@@ -185,7 +164,7 @@ def test_emulated_ops_with_nothing_to_compute(T, B, rng):
     """No step or no frame: no kernel runs, the shapes are right and the gradients are zeros."""
     _need_extension()
     ops = torch.ops.convgru_ext
-    _, args, _, grad_out = _op_args(Case(T=T, B=B, C=3, Cin=2, H=4, W=5), torch.float32, rng)
+    _, args, _, grad_out = op_args(Case(T=T, B=B, C=3, Cin=2, H=4, W=5), torch.float32, rng)
     out, gates = ops._cuda_emulate_forward(*args, "f32")
     assert out.shape == (T, B, 3, 4, 5) and gates.shape == (T, B, 9, 4, 5)
     grads = ops._cuda_emulate_backward(grad_out, *args[:2], out, gates, *args[2:4], *args[6:8], True, "f32")
@@ -194,52 +173,6 @@ def test_emulated_ops_with_nothing_to_compute(T, B, rng):
 
 
 # ---- on a GPU ----
-
-LOWP_CASES = {
-    "odd": Case(),
-    "aligned": Case(T=3, B=2, Cin=16, C=32, H=20, W=19, dilation=(1, 2)),
-}
-
-
-@GPU
-@pytest.mark.parametrize("reset", ["before", "after"])
-@pytest.mark.parametrize("case_name", list(LOWP_CASES))
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
-def test_gpu_low_precision_matches_the_reference(dtype, case_name, reset, rng):
-    """Every output and gradient vs the float64 reference, within LOWP_FACTOR x the eager reference's error."""
-    _need_extension()
-    case = Case(**{**LOWP_CASES[case_name].__dict__, "reset": reset})
-    inputs64 = make_inputs(case, torch.float64, "cuda", rng)
-    want = run_with_grads("reference", inputs64, case, rng)
-    lowp = {k: None if v is None else v.detach().to(dtype).requires_grad_() for k, v in inputs64.items()}
-    eager = run_with_grads("reference", lowp, case, rng, upstream=want["_upstream"])
-    got = run_with_grads("cuda", lowp, case, rng, upstream=want["_upstream"])
-    compare(got, want, dtype, eager_lowp=eager, label=f"cuda {dtype} {case}")
-
-
-@GPU
-@pytest.mark.parametrize("reset", ["before", "after"])
-def test_gpu_tf32_follows_the_cudnn_flag(reset, rng):
-    """allow_tf32 off: float32 exact to REL_TOL; on: within TF32's error, and not the same numbers."""
-    _need_extension()
-    case = Case(T=3, B=2, Cin=16, C=32, H=20, W=19, reset=reset)
-    inputs = make_inputs(case, torch.float64, "cuda", rng)
-    want = run_with_grads("reference", inputs, case, rng)
-    f32 = {k: None if v is None else v.detach().float().requires_grad_() for k, v in inputs.items()}
-    saved = torch.backends.cudnn.allow_tf32
-    try:
-        results = {}
-        for flag in (False, True):
-            torch.backends.cudnn.allow_tf32 = flag
-            results[flag] = run_with_grads("cuda", f32, case, rng, upstream=want["_upstream"])
-    finally:
-        torch.backends.cudnn.allow_tf32 = saved
-    compare(results[False], want, torch.float32, label="cuda f32, TF32 off")
-    names = [k for k in want if not k.startswith("_")]
-    for name in names:
-        assert rel_err(results[True][name], want[name]) <= TF32_TOL, name
-    assert not torch.equal(results[True]["output"], results[False]["output"]), "TF32 on changed nothing"
-
 
 @GPU
 @pytest.mark.parametrize("reset", ["before", "after"])
@@ -255,7 +188,7 @@ def test_gpu_matches_its_cpu_emulation(math, dtype, tol, reset, rng):
     """
     _need_extension()
     case = Case(T=2, B=2, Cin=8, C=40, H=13, W=12, reset=reset)
-    _, args, _, grad_out = _op_args(case, dtype, rng)
+    _, args, _, grad_out = op_args(case, dtype, rng)
     ops = torch.ops.convgru_ext
     emulated = _pair(lambda *a: ops._cuda_emulate_forward(*a, math), lambda *a: ops._cuda_emulate_backward(*a, math),
                      args, grad_out)
@@ -269,65 +202,3 @@ def test_gpu_matches_its_cpu_emulation(math, dtype, tol, reset, rng):
     failures = [f"{n}: {rel_err(got[n].cpu(), emulated[n]):.2e}" for n in NAMES
                 if not rel_err(got[n].cpu(), emulated[n]) <= tol]
     assert not failures, f"GPU vs emulated {math} beyond {tol:.0e}: {failures}"
-
-
-@GPU
-def test_gpu_cuda_graph_capture(rng):
-    """The kernels run on PyTorch's current stream (capture would fail, or replay differ, otherwise)."""
-    _need_extension()
-    case = Case(T=2, B=2, Cin=8, C=16, H=10, W=12)
-    _, args, _, _ = _op_args(case, torch.float32, rng)
-    args = [a.cuda() if isinstance(a, torch.Tensor) else a for a in args]
-    forward = torch.ops.convgru_ext.cuda_forward
-    want, _ = forward(*args)  # also sets the kernels' shared-memory attributes before capture
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        forward(*args)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        captured, _ = forward(*args)
-    graph.replay()
-    torch.cuda.synchronize()
-    assert rel_err(captured, want) < 1e-6
-
-
-@GPU
-@pytest.mark.slow
-def test_gpu_indices_beyond_2_to_the_31(rng):
-    """B*H*W*3C > 2**31 elements (reset "before", bf16, ~25 GB): the first and the last frame vs the reference."""
-    _need_extension()
-    free, _ = torch.cuda.mem_get_info()
-    if free < 40 * 2**30:
-        pytest.skip(f"needs 40 GiB of free GPU memory; {free / 2**30:.0f} GiB free")
-    B, Cin, C, H, W = 183, 4, 64, 256, 256
-    assert B * H * W * 3 * C > 2**31
-    dtype = torch.bfloat16
-    inputs = make_inputs(Case(T=1, B=2, Cin=Cin, C=C, H=H, W=W), torch.float64, "cuda", rng)  # frames 0 and B-1
-    x = torch.randn(1, B, Cin, H, W, device="cuda", dtype=dtype)
-    h0 = torch.randn(B, C, H, W, device="cuda", dtype=dtype)
-    x[:, [0, -1]] = inputs["x"].detach().to(dtype)
-    h0[[0, -1]] = inputs["h0"].detach().to(dtype)
-    x.requires_grad_()
-    h0.requires_grad_()
-    weights = {k: inputs[k].detach().to(dtype) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-    out, _ = convgru_ext.convgru_sequence(x, h0, **weights, backend="cuda")
-    g_out = torch.randn(2, C, H, W, generator=rng, dtype=torch.float64).to("cuda")
-    loss = (out[0, [0, -1]].double() * g_out).sum()
-    dx, dh0 = torch.autograd.grad(loss, [x, h0])
-    got = {"output": out[:, [0, -1]], "grad_x": dx[:, [0, -1]], "grad_h0": dh0[[0, -1]]}
-    del out, dx, dh0, x, h0
-    torch.cuda.empty_cache()
-
-    def reference(ins):
-        o, _ = convgru_ext.convgru_sequence(ins["x"], ins["h0"], **{k: ins[k] for k in weights}, backend="reference")
-        gx, gh = torch.autograd.grad((o.double() * g_out).sum(), [ins["x"], ins["h0"]])
-        return {"output": o.detach(), "grad_x": gx, "grad_h0": gh}
-
-    want = reference(inputs)
-    eager = reference({k: v.detach().to(dtype).requires_grad_() for k, v in inputs.items()})
-    for name in got:
-        tol = LOWP_FACTOR * rel_err(eager[name], want[name]) + LOWP_SLACK
-        assert rel_err(got[name], want[name]) <= tol, name
-

@@ -8,7 +8,7 @@ torch backend runs here; every fused backend runs on a GPU.
 import pytest
 import torch
 
-from helpers import DEVICES, FUSED_BACKENDS, Case, cast_inputs, compare, make_inputs, run_with_grads, skip_unusable
+from helpers import DEVICES, FUSED_BACKENDS, Case, lowp_parity, skip_unusable
 
 
 @pytest.mark.parametrize("backend", FUSED_BACKENDS)
@@ -19,10 +19,4 @@ def test_low_precision_error_is_pytorchs(backend, device, dtype, reset, rng):
     if device == "cpu" and backend != "torch":
         pytest.skip("low precision runs on CPU only for the torch backend; fused kernels are checked on a GPU")
     skip_unusable(backend, device, dtype)
-    case = Case(reset=reset, kernel=(3, 3), dilation=(1, 2), T=6)
-    inputs64 = make_inputs(case, torch.float64, device, rng)
-    want = run_with_grads("reference", inputs64, case, rng)
-    lowp = cast_inputs(inputs64, dtype)
-    eager = run_with_grads("reference", lowp, case, rng, upstream=want["_upstream"])
-    got = run_with_grads(backend, cast_inputs(inputs64, dtype), case, rng, upstream=want["_upstream"])
-    compare(got, want, dtype, eager_lowp=eager, label=f"{backend} {dtype} {reset}")
+    lowp_parity(backend, Case(reset=reset, kernel=(3, 3), dilation=(1, 2), T=6), dtype, device, rng)

@@ -12,7 +12,7 @@ import torch
 
 import convgru_ext
 from convgru_ext import backends
-from helpers import Case, compare, make_inputs, run_with_grads, skip_unusable
+from helpers import GPU, Case, compare, lowp_parity, make_inputs, run_with_grads, skip_unusable
 
 triton = pytest.importorskip("triton", reason="triton is not installed")
 
@@ -145,9 +145,6 @@ def test_backend_is_experimental_so_auto_skips_it():
 
 # ---- on a GPU ----
 
-GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible to torch)")
-
-
 def _every_config():
     from convgru_ext.backends.triton.ops import F64_TILES, MMA_TILES
 
@@ -163,7 +160,11 @@ def test_gpu_every_configuration_we_keep(kind, tile, reset, rng):
     ops = _ops()
     m, n, k, stages = tile
     config = triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=ops.NUM_WARPS, num_stages=stages)
-    dtype = torch.float64 if kind == "f64" else torch.float32
     with ops.forced_config(config):
         for T in (3, 1):
-            _parity(Case(T=T, B=2, Cin=24, C=40, H=13, W=12, reset=reset, dilation=(1, 2)), dtype, rng, "cuda")
+            case = Case(T=T, B=2, Cin=24, C=40, H=13, W=12, reset=reset, dilation=(1, 2))
+            if kind == "f64":
+                _parity(case, torch.float64, rng, "cuda")
+            else:  # exact float32 (the suite turns TF32 off), then bfloat16 on tensor cores
+                _parity(case, torch.float32, rng, "cuda")
+                lowp_parity("triton", case, torch.bfloat16, "cuda", rng)
