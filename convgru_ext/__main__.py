@@ -132,10 +132,13 @@ def _gradcheck(backend: str, device: str) -> bool:
 
     case = Case(T=2, B=1, Cin=2, C=2, H=3, W=4, dilation=(1, 2))
     inputs = make_inputs(case, torch.float64, device, torch.Generator().manual_seed(0))
+    # Triton kernels on the CPU run through the interpreter, where the full Jacobian (one forward
+    # per input element) takes many minutes: check random projections of it instead (fast mode).
+    fast = backend == "triton" and device == "cpu"
     return all(
         torch.autograd.gradcheck(
             lambda *a, r=reset: convgru_sequence(*a, dilation=case.dilation, reset=r, backend=backend),
-            tuple(inputs.values()), eps=1e-6, atol=1e-7, rtol=1e-5, raise_exception=False)
+            tuple(inputs.values()), eps=1e-6, atol=1e-7, rtol=1e-5, raise_exception=False, fast_mode=fast)
         for reset in ("before", "after"))
 
 
