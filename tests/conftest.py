@@ -16,6 +16,10 @@ import torch
 # be chosen before any @triton.jit function is defined.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Each Triton kernel runs its first configuration instead of autotuning (on a GPU, timing every
+# configuration for every test shape would take most of the run); tests/test_triton.py runs
+# every configuration on its own.
+os.environ.setdefault("CONVGRU_TRITON_AUTOTUNE", "0")
 
 import pytest  # noqa: E402
 

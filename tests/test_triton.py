@@ -3,16 +3,22 @@
 Without a GPU (CI) the kernels run through Triton's interpreter (conftest sets
 TRITON_INTERPRET=1): tiling across several pixel, channel and K blocks with partial
 tiles, the cell path (x convolved inside the step kernels, nothing hoisted), the launch
-budget per step, the configurations' constraints and the backend's error messages.
+budget per step, the configurations' constraints and the backend's error messages.  Every
+kernel is also compiled ahead of time for sm_90 (no GPU needed), which the interpreter cannot
+stand in for.
 With a GPU: every configuration autotuning may pick, run on its own against the reference.
 """
+
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import convgru_ext
 from convgru_ext import backends
-from helpers import GPU, Case, compare, lowp_parity, make_inputs, run_with_grads, skip_unusable
+from helpers import GPU, TF32_TOL, Case, compare, lowp_parity, make_inputs, rel_err, run_with_grads, skip_unusable
 
 triton = pytest.importorskip("triton", reason="triton is not installed")
 
@@ -86,32 +92,30 @@ def test_launch_budget(reset, per_step, T, monkeypatch, rng):
 
 
 def test_configurations_keep_to_what_is_safe():
-    """At most 4 warps (8 miscompile tap-looping convolutions, pytorch#173068), tl.dot's minimum
-    block of 16 outside float64, and accumulators that fit the register file."""
+    """At most 4 warps (8 miscompile tap-looping convolutions, pytorch#173068) and tl.dot's minimum
+    block of 16 wherever tl.dot runs (everything but float64)."""
     ops = _ops()
-    for gates in (1, 2, 3):
-        for is_f64 in (False, True):
-            found = ops.configs(gates, is_f64)
-            assert found, (gates, is_f64)
-            for config in found:
-                assert config.num_warps <= 4
-                m, n, k = (config.kwargs[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
-                if not is_f64:
-                    assert min(m, n, k) >= 16
-                if not ops.INTERPRET:
-                    assert gates * m * n <= (4096 if is_f64 else 16384)
+    for math in ("mma", "tf32", "ieee", "f64"):
+        found = ops.configs(math)
+        assert found, math
+        for config in found:
+            assert config.num_warps <= 4
+            m, n, k = (config.kwargs[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+            if math != "f64":
+                assert min(m, n, k) >= 16
 
 
-def test_tf32_follows_the_cudnn_flag():
+def test_math_mode_follows_the_dtype_and_the_cudnn_tf32_flag():
     ops = _ops()
     saved = torch.backends.cudnn.allow_tf32
     try:
         torch.backends.cudnn.allow_tf32 = False
-        assert ops._precision(torch.float32) == "ieee"
+        assert ops.math_mode(torch.float32) == "ieee"
         torch.backends.cudnn.allow_tf32 = True
-        assert ops._precision(torch.float32) == "tf32"
+        assert ops.math_mode(torch.float32) == "tf32"
     finally:
         torch.backends.cudnn.allow_tf32 = saved
+    assert [ops.math_mode(d) for d in (torch.bfloat16, torch.float16, torch.float64)] == ["mma", "mma", "f64"]
 
 
 def test_weight_packing():
@@ -139,6 +143,16 @@ def test_unsupported_calls_say_why():
             convgru_ext.convgru_sequence(x, None, w, torch.randn(6, 2, 3, 3, dtype=torch.bfloat16), backend="triton")
 
 
+@pytest.mark.slow
+def test_kernels_compile_for_hopper_without_spilling():
+    """Triton's CPU interpreter runs code the GPU compiler rejects: compile every kernel and code path
+    ahead of time for sm_90 (no GPU needed; ptxas ships with Triton) and bound the register spills."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-m", "convgru_ext.backends.triton.compile_report", "--arch", "90",
+                           "--quick", "--max-spill", "64"], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
 def test_backend_is_experimental_so_auto_skips_it():
     assert backends.get("triton").experimental  # until a GPU run has verified it
 
@@ -146,25 +160,43 @@ def test_backend_is_experimental_so_auto_skips_it():
 # ---- on a GPU ----
 
 def _every_config():
-    from convgru_ext.backends.triton.ops import F64_TILES, MMA_TILES
+    from convgru_ext.backends.triton.ops import TILES
 
-    return ([("mma", t) for t in MMA_TILES] + [("f64", t) for t in F64_TILES])
+    return [(math, tile) for math, kept in TILES.items() for tile in kept]
 
 
 @GPU
 @pytest.mark.parametrize("reset", ["before", "after"])
-@pytest.mark.parametrize("kind,tile", _every_config() if torch.cuda.is_available() else [],
+@pytest.mark.parametrize("math,tile", _every_config() if torch.cuda.is_available() else [],
                          ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else v)
-def test_gpu_every_configuration_we_keep(kind, tile, reset, rng):
+def test_gpu_every_configuration_we_keep(math, tile, reset, rng):
     """Each configuration autotuning may pick, forced, against the reference (sequence and cell)."""
     ops = _ops()
     m, n, k, stages = tile
     config = triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=ops.NUM_WARPS, num_stages=stages)
-    with ops.forced_config(config):
-        for T in (3, 1):
-            case = Case(T=T, B=2, Cin=24, C=40, H=13, W=12, reset=reset, dilation=(1, 2))
-            if kind == "f64":
-                _parity(case, torch.float64, rng, "cuda")
-            else:  # exact float32 (the suite turns TF32 off), then bfloat16 on tensor cores
-                _parity(case, torch.float32, rng, "cuda")
-                lowp_parity("triton", case, torch.bfloat16, "cuda", rng)
+    saved = torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = math == "tf32"
+        with ops.forced_config(config):
+            for T in (3, 1):
+                case = Case(T=T, B=2, Cin=24, C=40, H=13, W=12, reset=reset, dilation=(1, 2))
+                if math == "f64":
+                    _parity(case, torch.float64, rng, "cuda")
+                elif math == "ieee":
+                    _parity(case, torch.float32, rng, "cuda")
+                elif math == "tf32":
+                    _tf32_parity(case, rng)
+                else:
+                    lowp_parity("triton", case, torch.bfloat16, "cuda", rng)
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
+
+
+def _tf32_parity(case, rng):
+    inputs = make_inputs(case, torch.float64, "cuda", rng)
+    want = run_with_grads("reference", inputs, case, rng)
+    f32 = {k: None if v is None else v.detach().float().requires_grad_() for k, v in inputs.items()}
+    got = run_with_grads("triton", f32, case, rng, upstream=want["_upstream"])
+    failures = [f"{k}: {rel_err(got[k], want[k]):.2e}" for k in want
+                if not k.startswith("_") and not rel_err(got[k], want[k]) <= TF32_TOL]
+    assert not failures, f"triton tf32 {case}: {failures}"

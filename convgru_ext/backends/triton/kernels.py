@@ -102,8 +102,9 @@ def _conv_tile(
     m_mask,             # (BLOCK_M,) pixel in range
     offs_n, n_mask,     # (BLOCK_N,) output channel within the gate, and in range
     H, W,
+    DIL_H, DIL_W,       # dilation (runtime: one compiled kernel serves every dilation)
     NG: tl.constexpr,
-    KH: tl.constexpr, KW: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr,
     BLOCK_K: tl.constexpr, IS_F64: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """Add the 'same' convolution of A with NG gates of W to the accumulators."""
@@ -186,7 +187,7 @@ def _gate_grads_prev(dh, offs_m, offs_n, mask, C,
 # ------------------------------------------------------------------------------------- forward
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M", "H", "W", "DIL_H", "DIL_W"])
 def forward_step_kernel(
     h_ptr,          # (M, C)          h_{t-1}, the state entering step t
     rh_ptr,         # (M, C)          r*h_{t-1}: FWD_RZ writes it, FWD_N convolves it (reset "before")
@@ -203,7 +204,8 @@ def forward_step_kernel(
     HAS_X: tl.constexpr,         # cell mode: convolve x_t here (K spans x and h) instead of reading gx
     HAS_BIAS_X: tl.constexpr,
     HAS_BIAS_HN: tl.constexpr,
-    KH: tl.constexpr, KW: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
+    DIL_H, DIL_W,                # dilation
+    KH: tl.constexpr, KW: tl.constexpr,
     IS_F64: tl.constexpr,        # float64 storage: float64 accumulation on the CUDA cores
     PRECISION: tl.constexpr,     # tl.dot input precision for float32: "tf32" or "ieee"
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -219,27 +221,27 @@ def forward_step_kernel(
     if KIND == FWD_RZ:
         acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, h_ptr, C, C, w_h_ptr, C * C3, C3, C,
                                       img, py, px, m_mask, offs_n, n_mask, H, W,
-                                      2, KH, KW, DIL_H, DIL_W, BLOCK_K, IS_F64, PRECISION)
+                                      DIL_H, DIL_W, 2, KH, KW, BLOCK_K, IS_F64, PRECISION)
         if HAS_X:
             acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, x_ptr, Cin, Cin, w_x_ptr, Cin * C3, C3, C,
                                           img, py, px, m_mask, offs_n, n_mask, H, W,
-                                          2, KH, KW, DIL_H, DIL_W, BLOCK_K, IS_F64, PRECISION)
+                                          DIL_H, DIL_W, 2, KH, KW, BLOCK_K, IS_F64, PRECISION)
     elif KIND == FWD_N:
         acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, rh_ptr, C, C, w_h_ptr + 2 * C, C * C3, C3, C,
                                       img, py, px, m_mask, offs_n, n_mask, H, W,
-                                      1, KH, KW, DIL_H, DIL_W, BLOCK_K, IS_F64, PRECISION)
+                                      DIL_H, DIL_W, 1, KH, KW, BLOCK_K, IS_F64, PRECISION)
         if HAS_X:
             acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, x_ptr, Cin, Cin, w_x_ptr + 2 * C, Cin * C3, C3, C,
                                           img, py, px, m_mask, offs_n, n_mask, H, W,
-                                          1, KH, KW, DIL_H, DIL_W, BLOCK_K, IS_F64, PRECISION)
+                                          DIL_H, DIL_W, 1, KH, KW, BLOCK_K, IS_F64, PRECISION)
     else:
         acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, h_ptr, C, C, w_h_ptr, C * C3, C3, C,
                                       img, py, px, m_mask, offs_n, n_mask, H, W,
-                                      3, KH, KW, DIL_H, DIL_W, BLOCK_K, IS_F64, PRECISION)
+                                      DIL_H, DIL_W, 3, KH, KW, BLOCK_K, IS_F64, PRECISION)
         if HAS_X:
             acc0, acc1, acc_xn = _conv_tile(acc0, acc1, acc_xn, x_ptr, Cin, Cin, w_x_ptr, Cin * C3, C3, C,
                                             img, py, px, m_mask, offs_n, n_mask, H, W,
-                                            3, KH, KW, DIL_H, DIL_W, BLOCK_K, IS_F64, PRECISION)
+                                            DIL_H, DIL_W, 3, KH, KW, BLOCK_K, IS_F64, PRECISION)
 
     # ---- epilogue: the gate math of (pixel, channel), in the accumulation type
     mask = m_mask[:, None] & n_mask[None, :]
@@ -281,7 +283,7 @@ def forward_step_kernel(
 # ------------------------------------------------------------------------------------ backward
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M"])
 def backward_init_kernel(
     grad_last_ptr,  # (M, C)      grad_out[T-1]
     dh_ptr,         # (M, C)      acc dtype: dL/dh_{T-1} (written)
@@ -303,7 +305,7 @@ def backward_init_kernel(
                      RESET_AFTER)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M", "H", "W", "DIL_H", "DIL_W"])
 def backward_step_kernel(
     dgh_ptr,        # (M, 3C)     dgh[t], step t's gate pre-activation gradients (dr, dz, dn)
     w_t_ptr,        # (taps, 3C, C) weight_hh transposed, taps flipped: w_t[tap, o, c] = weight_hh[o, c, taps-1-tap]
@@ -319,7 +321,8 @@ def backward_step_kernel(
     M, H, W, C,
     KIND: tl.constexpr,          # BWD_N, BWD_RZ or BWD_AFTER
     HAS_PREV: tl.constexpr,      # t > 0: complete dL/dh_{t-1} with grad_out[t-1], compute step t-1's gate grads
-    KH: tl.constexpr, KW: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
+    DIL_H, DIL_W,                # dilation
+    KH: tl.constexpr, KW: tl.constexpr,
     IS_F64: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -331,15 +334,15 @@ def backward_step_kernel(
     if KIND == BWD_N:  # d(r*h) = U_n^T dn_pre
         acc, _, _ = _conv_tile(acc, acc, acc, dgh_ptr + 2 * C, C3, C, w_t_ptr + 2 * C * C, C3 * C, C, 0,
                                img, py, px, m_mask, offs_n, n_mask, H, W,
-                               1, KH, KW, DIL_H, DIL_W, BLOCK_K, IS_F64, PRECISION)
+                               DIL_H, DIL_W, 1, KH, KW, BLOCK_K, IS_F64, PRECISION)
     elif KIND == BWD_RZ:  # U_rz^T [dr_pre, dz_pre]
         acc, _, _ = _conv_tile(acc, acc, acc, dgh_ptr, C3, 2 * C, w_t_ptr, C3 * C, C, 0,
                                img, py, px, m_mask, offs_n, n_mask, H, W,
-                               1, KH, KW, DIL_H, DIL_W, BLOCK_K, IS_F64, PRECISION)
+                               DIL_H, DIL_W, 1, KH, KW, BLOCK_K, IS_F64, PRECISION)
     else:  # U^T [dr_pre, dz_pre, dghn]
         acc, _, _ = _conv_tile(acc, acc, acc, dgh_ptr, C3, C3, w_t_ptr, C3 * C, C, 0,
                                img, py, px, m_mask, offs_n, n_mask, H, W,
-                               1, KH, KW, DIL_H, DIL_W, BLOCK_K, IS_F64, PRECISION)
+                               DIL_H, DIL_W, 1, KH, KW, BLOCK_K, IS_F64, PRECISION)
 
     # ---- epilogue
     mask = m_mask[:, None] & n_mask[None, :]

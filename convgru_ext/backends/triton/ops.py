@@ -59,49 +59,67 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "") == "1"
 
 # ------------------------------------------------------------------------------ configurations
 
-#: (BLOCK_M, BLOCK_N, BLOCK_K, num_stages) for tl.dot on tensor cores (float16, bfloat16, float32).
+#: (BLOCK_M, BLOCK_N, BLOCK_K, num_stages) autotuning chooses from, per math mode (``math_mode``).
+#: Every tile was compiled for sm_90 with Triton 3.8 by ``compile_report`` for every kernel kind
+#: (channel counts multiples of 16): none spills registers, but for 8 bytes in some "tf32"
+#: three-gate kernels.  Larger tiles (128x64, BLOCK_K 64 in float32) spilled up to 18 KB.
 #: ``num_warps`` is 4 throughout: 8 warps miscompile tap-looping conv kernels (pytorch#173068).
-MMA_TILES = (
-    (128, 64, 32, 3),
-    (128, 32, 32, 4),
-    (64, 64, 32, 4),
-    (64, 64, 64, 3),
-    (64, 32, 64, 4),
-    (128, 64, 64, 2),
-)
-#: (BLOCK_M, BLOCK_N, BLOCK_K, num_stages) for float64 (multiply-and-sum on the CUDA cores)
-F64_TILES = ((32, 32, 8, 2), (64, 32, 4, 2), (32, 64, 4, 2))
+TILES = {
+    "mma": ((128, 32, 32, 4), (64, 64, 32, 4), (64, 64, 64, 3), (64, 32, 64, 4)),  # fp16/bf16, tensor cores
+    "tf32": ((64, 64, 32, 3), (64, 32, 32, 4), (128, 32, 16, 4), (64, 64, 16, 4)),  # float32 on TF32 tensor cores
+    "ieee": ((64, 32, 16, 2), (32, 64, 16, 2), (32, 32, 32, 2)),  # exact float32: FMA on the CUDA cores
+    "f64": ((16, 32, 8, 2), (32, 32, 4, 2)),  # float64: multiply-and-sum on the CUDA cores
+}
 #: the one configuration under the interpreter (no autotuning; a large M block is fast there)
 INTERPRET_TILE = (256, 16, 16, 1)
 NUM_WARPS = 4
 
+#: CONVGRU_TRITON_AUTOTUNE=0 (the test suite sets it): use each kernel's first configuration
+#: instead of timing them all (on a GPU, autotuning every test shape would take most of the run)
+AUTOTUNE = os.environ.get("CONVGRU_TRITON_AUTOTUNE", "1").strip() != "0"
 
-def configs(gates: int, is_f64: bool) -> list[triton.Config]:
-    """The configurations autotuning chooses from, for a kernel computing ``gates`` gates at once.
 
-    Tiles whose ``gates`` accumulators would exceed 16K float32 (4K float64) elements per
-    program are dropped: they spill registers.
+def math_mode(dtype: torch.dtype) -> str:
+    """How a step's GEMM is computed for ``dtype``: "mma", "tf32", "ieee" or "f64".
+
+    float32 uses TF32 tensor cores exactly when ``torch.backends.cudnn.allow_tf32`` is true
+    (PyTorch's convolution default), read at each call.
     """
-    if INTERPRET:
-        tiles = [INTERPRET_TILE]
-    else:
-        limit = 4096 if is_f64 else 16384
-        tiles = [t for t in (F64_TILES if is_f64 else MMA_TILES) if gates * t[0] * t[1] <= limit]
+    if dtype == torch.float64:
+        return "f64"
+    if dtype == torch.float32:
+        return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+    return "mma"
+
+
+def tiles(math: str) -> tuple[tuple[int, int, int, int], ...]:
+    """The tiles autotuning chooses from in math mode ``math``."""
+    return (INTERPRET_TILE,) if INTERPRET else TILES[math]
+
+
+def configs(math: str) -> list[triton.Config]:
+    """``tiles`` as autotuning configurations (only the first without autotuning)."""
+    kept = tiles(math)
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=NUM_WARPS, num_stages=s)
-            for m, n, k, s in tiles]
+            for m, n, k, s in (kept if AUTOTUNE else kept[:1])]
 
 
-_KEY = ["M", "C", "KH", "KW", "KIND", "PRECISION"]
-
-
-@functools.cache
-def _forward_kernel(gates: int, is_f64: bool):
-    return triton.autotune(configs(gates, is_f64), key=_KEY + ["Cin", "HAS_X"])(K.forward_step_kernel)
+_KEY = ["M", "C", "KH", "KW", "KIND"]
 
 
 @functools.cache
-def _backward_kernel(is_f64: bool):
-    return triton.autotune(configs(1, is_f64), key=_KEY + ["HAS_PREV"])(K.backward_step_kernel)
+def _forward_kernel(math: str):
+    return triton.autotune(configs(math), key=_KEY + ["Cin", "HAS_X"])(K.forward_step_kernel)
+
+
+@functools.cache
+def _backward_kernel(math: str):
+    return triton.autotune(configs(math), key=_KEY + ["HAS_PREV"])(K.backward_step_kernel)
+
+
+def _math_args(math: str) -> dict:
+    """The kernels' precision flags in math mode ``math``."""
+    return {"IS_F64": math == "f64", "PRECISION": "tf32" if math in ("mma", "tf32") else "ieee"}
 
 
 #: when set (tests), every launch uses this configuration instead of autotuning
@@ -132,12 +150,6 @@ def pack_backward(weight_hh: Tensor) -> Tensor:
     """(3C, C, kh, kw) -> (taps, 3C, C): ``w[tap, o, c] = weight_hh[o, c, taps-1-tap]`` (conv^T)."""
     n_out, C, kh, kw = weight_hh.shape
     return weight_hh.flip(2, 3).permute(2, 3, 0, 1).reshape(kh * kw, n_out, C).contiguous()
-
-
-def _precision(dtype: torch.dtype) -> str:
-    if dtype == torch.float32 and not torch.backends.cudnn.allow_tf32:
-        return "ieee"
-    return "tf32"  # float32 with TF32 allowed; ignored for float16 / bfloat16
 
 
 def _device_guard(t: Tensor):
@@ -182,7 +194,7 @@ def triton_forward(
     gx = None if cell else input_projection(x, weight_ih, bias_ih, bias_hh, dilation, reset_after)
     bias_hn = bias_hh[2 * C:] if reset_after and bias_hh is not None else None
     rh = None if reset_after else x.new_empty(M, C)
-    is_f64 = x.dtype == torch.float64
+    math = math_mode(x.dtype)
     unused = weight_hh  # for pointers a launch never touches (its flags say so): read-only, aliases nothing written
     common = dict(
         w_h_ptr=pack_forward(weight_hh),
@@ -192,7 +204,7 @@ def triton_forward(
         M=M, H=H, W=W, C=C, Cin=Cin,
         HAS_X=cell, HAS_BIAS_X=cell and bias_x is not None, HAS_BIAS_HN=bias_hn is not None,
         KH=weight_hh.shape[2], KW=weight_hh.shape[3], DIL_H=dilation[0], DIL_W=dilation[1],
-        IS_F64=is_f64, PRECISION=_precision(x.dtype),
+        **_math_args(math),
     )
     with _device_guard(x):
         for t in range(T):
@@ -200,10 +212,10 @@ def triton_forward(
                         gx_ptr=unused if cell else gx[t], gates_ptr=gates[t], out_ptr=out[t],
                         rh_ptr=unused if rh is None else rh)
             if reset_after:
-                _launch(_forward_kernel(3, is_f64), KIND=K.FWD_AFTER.value, **step)
+                _launch(_forward_kernel(math), KIND=K.FWD_AFTER.value, **step)
             else:
-                _launch(_forward_kernel(2, is_f64), KIND=K.FWD_RZ.value, **step)
-                _launch(_forward_kernel(1, is_f64), KIND=K.FWD_N.value, **step)
+                _launch(_forward_kernel(math), KIND=K.FWD_RZ.value, **step)
+                _launch(_forward_kernel(math), KIND=K.FWD_N.value, **step)
     return out, gates
 
 
@@ -222,8 +234,8 @@ def triton_backward(
     T, B, _, H, W = x.shape
     C = weight_hh.shape[1]
     M = B * H * W
-    is_f64 = x.dtype == torch.float64
-    acc_dtype = torch.float64 if is_f64 else torch.float32
+    math = math_mode(x.dtype)
+    acc_dtype = torch.float64 if math == "f64" else torch.float32
     dgh = empty_channels_last(x, T, B, 3 * C, H, W)
     dxn = empty_channels_last(x, T, B, C, H, W) if reset_after else None
     dh, dh_other = x.new_empty(M, C, dtype=acc_dtype), x.new_empty(M, C, dtype=acc_dtype)
@@ -243,7 +255,7 @@ def triton_backward(
         last = prev(T)
         common = dict(w_t_ptr=pack_backward(weight_hh), M=M, H=H, W=W, C=C,
                       KH=weight_hh.shape[2], KW=weight_hh.shape[3], DIL_H=dilation[0], DIL_W=dilation[1],
-                      IS_F64=is_f64, PRECISION=_precision(x.dtype))
+                      **_math_args(math))
         with _device_guard(x):
             init_m, init_n = 64, 32
             torch.library.wrap_triton(K.backward_init_kernel)[(triton.cdiv(M, init_m), triton.cdiv(C, init_n))](
@@ -252,7 +264,7 @@ def triton_backward(
             for t in reversed(range(T)):
                 step = dict(common, **prev(t), dgh_ptr=dgh[t], gates_ptr=gates[t], h_ptr=state(t - 1),
                             HAS_PREV=t > 0)
-                kernel = _backward_kernel(is_f64)
+                kernel = _backward_kernel(math)
                 if reset_after:
                     _launch(kernel, KIND=K.BWD_AFTER.value, dh_in_ptr=dh, dh_out_ptr=dh_other, **step)
                     dh, dh_other = dh_other, dh
