@@ -61,8 +61,8 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "") == "1"
 
 #: (BLOCK_M, BLOCK_N, BLOCK_K, num_stages) autotuning chooses from, per math mode (``math_mode``).
 #: Every tile was compiled for sm_90 with Triton 3.8 by ``compile_report`` for every kernel kind
-#: (channel counts multiples of 16): none spills registers, but for 8 bytes in some "tf32"
-#: three-gate kernels.  Larger tiles (128x64, BLOCK_K 64 in float32) spilled up to 18 KB.
+#: (channel counts multiples of 16): 5 of the 78 kernels spill, 8 bytes each at most.  Larger
+#: tiles (128x64; BLOCK_K 64 in float32) spilled up to 6 KB (18 KB in exact float32).
 #: ``num_warps`` is 4 throughout: 8 warps miscompile tap-looping conv kernels (pytorch#173068).
 TILES = {
     "mma": ((128, 32, 32, 4), (64, 64, 32, 4), (64, 64, 64, 3), (64, 32, 64, 4)),  # fp16/bf16, tensor cores
