@@ -8,6 +8,23 @@ import torch
 
 from .._contract import Problem
 
+#: (major, minor) compute capability per CUDA device index, cached (calls under torch.compile read it)
+_CAPABILITY: dict[int, tuple[int, int]] = {}
+
+
+def capability_reasons(backend: str, device: torch.device, minimum: tuple[int, int]) -> list[str]:
+    """Why ``backend`` cannot run on CUDA ``device`` for want of compute capability ``minimum``, if so."""
+    if not torch.cuda.is_available():
+        return []
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _CAPABILITY:
+        _CAPABILITY[index] = torch.cuda.get_device_capability(index)
+    if _CAPABILITY[index] >= minimum:
+        return []
+    major, minor = _CAPABILITY[index]
+    return [f'backend "{backend}" needs a GPU of compute capability >= {minimum[0]}.{minimum[1]}; '
+            f"cuda:{index} is sm_{major}{minor}"]
+
 
 class Backend:
     #: the name users pass as ``backend=``

@@ -45,7 +45,7 @@ import torch
 
 from .._contract import Problem
 from ._op import fake_backward, fake_forward, register_autograd
-from .base import Backend
+from .base import Backend, capability_reasons
 
 #: the CUDA sources, present in a source checkout or an editable install
 CSRC = Path(__file__).resolve().parents[2] / "csrc"
@@ -164,8 +164,6 @@ class _Extension:
 
 
 _EXTENSION = _Extension()
-#: (major, minor) compute capability per device index, cached (a call under torch.compile reads it)
-_CAPABILITY: dict[int, tuple[int, int]] = {}
 
 
 def load_extension() -> Optional[str]:
@@ -193,14 +191,8 @@ class CudaBackend(Backend):
         reasons = []
         if problem.device.type != "cuda":
             reasons.append(f'backend "cuda" runs on CUDA tensors; got tensors on {problem.device}')
-        elif torch.cuda.is_available():
-            index = problem.device.index if problem.device.index is not None else torch.cuda.current_device()
-            if index not in _CAPABILITY:
-                _CAPABILITY[index] = torch.cuda.get_device_capability(index)
-            if _CAPABILITY[index] < MIN_CAPABILITY:
-                major, minor = _CAPABILITY[index]
-                reasons.append(f'backend "cuda" needs a GPU of compute capability >= 8.0; '
-                               f"cuda:{index} is sm_{major}{minor}")
+        else:
+            reasons += capability_reasons(self.name, problem.device, MIN_CAPABILITY)
         if problem.dtype not in DTYPES:
             reasons.append(f'backend "cuda" supports float16, bfloat16, float32 and float64; got {problem.dtype}')
         return reasons

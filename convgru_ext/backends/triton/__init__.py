@@ -25,14 +25,12 @@ from typing import Optional
 import torch
 
 from ..._contract import Problem
-from ..base import Backend
+from ..base import Backend, capability_reasons
 
 GPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: under the interpreter: numpy has no bfloat16, and float16 products round differently there
 INTERPRETER_DTYPES = (torch.float32, torch.float64)
 MIN_CAPABILITY = (8, 0)  # bfloat16 tensor cores
-
-_CAPABILITY: dict[int, tuple[int, int]] = {}
 
 
 def _ops():
@@ -71,13 +69,7 @@ class TritonBackend(Backend):
     def why_not(self, problem: Problem) -> list[str]:
         reasons = []
         if problem.device.type == "cuda":
-            index = problem.device.index if problem.device.index is not None else torch.cuda.current_device()
-            if index not in _CAPABILITY:
-                _CAPABILITY[index] = torch.cuda.get_device_capability(index)
-            if _CAPABILITY[index] < MIN_CAPABILITY:
-                major, minor = _CAPABILITY[index]
-                reasons.append(f'backend "triton" needs a GPU of compute capability >= 8.0; '
-                               f"cuda:{index} is sm_{major}{minor}")
+            reasons += capability_reasons(self.name, problem.device, MIN_CAPABILITY)
             if problem.dtype not in GPU_DTYPES:
                 reasons.append(f'backend "triton" supports float16, bfloat16, float32 and float64; got {problem.dtype}')
         elif problem.device.type == "cpu" and interpreted():
