@@ -25,8 +25,8 @@ Saved for the backward (the op contract): ``gates`` in the input dtype, which th
 writes anyway, plus references to x, h0 and the output.  Storing r, z, n (and U_n*h+b_hn)
 rather than float32 copies costs bfloat16's 8 bits of mantissa on values in [-1, 1] that
 enter the gradient linearly; the forward rounds them before using them, so the backward
-is the exact derivative of what was computed, and the low-precision tests hold the result
-to PyTorch's own bfloat16 error.
+is the exact derivative of what was computed, and the low-precision GPU tests hold the
+result to PyTorch's own bfloat16 error (tests/test_gpu_kernels.py; not yet run on a GPU).
 
 Precision: float16/bfloat16 multiply on tensor cores and accumulate in float32; float32
 uses TF32 tensor cores exactly when ``torch.backends.cudnn.allow_tf32`` is true (PyTorch's
@@ -190,7 +190,7 @@ def triton_forward(
     if M == 0:
         return out, gates
     cell = T == 1
-    bias_x = input_bias(bias_ih, bias_hh, reset_after)
+    bias_x = input_bias(bias_ih, bias_hh, reset_after) if cell else None  # else folded into gx
     gx = None if cell else input_projection(x, weight_ih, bias_ih, bias_hh, dilation, reset_after)
     bias_hn = bias_hh[2 * C:] if reset_after and bias_hh is not None else None
     rh = None if reset_after else x.new_empty(M, C)
@@ -199,10 +199,10 @@ def triton_forward(
     common = dict(
         w_h_ptr=pack_forward(weight_hh),
         w_x_ptr=pack_forward(weight_ih) if cell else unused,
-        bias_x_ptr=bias_x if (cell and bias_x is not None) else unused,
+        bias_x_ptr=unused if bias_x is None else bias_x,
         bias_hn_ptr=bias_hn if bias_hn is not None else unused,
         M=M, H=H, W=W, C=C, Cin=Cin,
-        HAS_X=cell, HAS_BIAS_X=cell and bias_x is not None, HAS_BIAS_HN=bias_hn is not None,
+        HAS_X=cell, HAS_BIAS_X=bias_x is not None, HAS_BIAS_HN=bias_hn is not None,
         KH=weight_hh.shape[2], KW=weight_hh.shape[3], DIL_H=dilation[0], DIL_W=dilation[1],
         **_math_args(math),
     )
