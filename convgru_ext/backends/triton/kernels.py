@@ -218,30 +218,25 @@ def forward_step_kernel(
     acc2 = tl.zeros_like(acc0)
     acc_xn = tl.zeros_like(acc0)  # reset "after", cell mode: W_n*x_t, kept apart from U_n*h
     C3 = 3 * C
-    if KIND == FWD_RZ:
-        acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, h_ptr, C, C, w_h_ptr, C * C3, C3, C,
-                                      img, py, px, m_mask, offs_n, n_mask, H, W,
-                                      DIL_H, DIL_W, 2, KH, KW, BLOCK_K, IS_F64, PRECISION)
-        if HAS_X:
-            acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, x_ptr, Cin, Cin, w_x_ptr, Cin * C3, C3, C,
-                                          img, py, px, m_mask, offs_n, n_mask, H, W,
-                                          DIL_H, DIL_W, 2, KH, KW, BLOCK_K, IS_F64, PRECISION)
-    elif KIND == FWD_N:
-        acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, rh_ptr, C, C, w_h_ptr + 2 * C, C * C3, C3, C,
-                                      img, py, px, m_mask, offs_n, n_mask, H, W,
-                                      DIL_H, DIL_W, 1, KH, KW, BLOCK_K, IS_F64, PRECISION)
-        if HAS_X:
-            acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, x_ptr, Cin, Cin, w_x_ptr + 2 * C, Cin * C3, C3, C,
-                                          img, py, px, m_mask, offs_n, n_mask, H, W,
-                                          DIL_H, DIL_W, 1, KH, KW, BLOCK_K, IS_F64, PRECISION)
+    # The gates this kernel convolves for (NG of them, from gate FIRST on) and its A operand.
+    NG: tl.constexpr = 2 if KIND == FWD_RZ else (1 if KIND == FWD_N else 3)
+    FIRST: tl.constexpr = 2 if KIND == FWD_N else 0
+    if KIND == FWD_N:
+        a_ptr = rh_ptr
     else:
-        acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, h_ptr, C, C, w_h_ptr, C * C3, C3, C,
-                                      img, py, px, m_mask, offs_n, n_mask, H, W,
-                                      DIL_H, DIL_W, 3, KH, KW, BLOCK_K, IS_F64, PRECISION)
-        if HAS_X:
+        a_ptr = h_ptr
+    acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, a_ptr, C, C, w_h_ptr + FIRST * C, C * C3, C3, C,
+                                  img, py, px, m_mask, offs_n, n_mask, H, W,
+                                  DIL_H, DIL_W, NG, KH, KW, BLOCK_K, IS_F64, PRECISION)
+    if HAS_X:  # cell mode: K spans x_t too; W_n*x stays apart from U_n*h under reset "after"
+        if KIND == FWD_AFTER:
             acc0, acc1, acc_xn = _conv_tile(acc0, acc1, acc_xn, x_ptr, Cin, Cin, w_x_ptr, Cin * C3, C3, C,
                                             img, py, px, m_mask, offs_n, n_mask, H, W,
-                                            DIL_H, DIL_W, 3, KH, KW, BLOCK_K, IS_F64, PRECISION)
+                                            DIL_H, DIL_W, NG, KH, KW, BLOCK_K, IS_F64, PRECISION)
+        else:
+            acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, x_ptr, Cin, Cin, w_x_ptr + FIRST * C, Cin * C3, C3, C,
+                                          img, py, px, m_mask, offs_n, n_mask, H, W,
+                                          DIL_H, DIL_W, NG, KH, KW, BLOCK_K, IS_F64, PRECISION)
 
     # ---- epilogue: the gate math of (pixel, channel), in the accumulation type
     mask = m_mask[:, None] & n_mask[None, :]
@@ -331,18 +326,13 @@ def backward_step_kernel(
     n_mask = offs_n < C
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64 if IS_F64 else tl.float32)
     C3 = 3 * C
-    if KIND == BWD_N:  # d(r*h) = U_n^T dn_pre
-        acc, _, _ = _conv_tile(acc, acc, acc, dgh_ptr + 2 * C, C3, C, w_t_ptr + 2 * C * C, C3 * C, C, 0,
-                               img, py, px, m_mask, offs_n, n_mask, H, W,
-                               DIL_H, DIL_W, 1, KH, KW, BLOCK_K, IS_F64, PRECISION)
-    elif KIND == BWD_RZ:  # U_rz^T [dr_pre, dz_pre]
-        acc, _, _ = _conv_tile(acc, acc, acc, dgh_ptr, C3, 2 * C, w_t_ptr, C3 * C, C, 0,
-                               img, py, px, m_mask, offs_n, n_mask, H, W,
-                               DIL_H, DIL_W, 1, KH, KW, BLOCK_K, IS_F64, PRECISION)
-    else:  # U^T [dr_pre, dz_pre, dghn]
-        acc, _, _ = _conv_tile(acc, acc, acc, dgh_ptr, C3, C3, w_t_ptr, C3 * C, C, 0,
-                               img, py, px, m_mask, offs_n, n_mask, H, W,
-                               DIL_H, DIL_W, 1, KH, KW, BLOCK_K, IS_F64, PRECISION)
+    # The A operand: gate blocks FIRST .. FIRST+BLOCKS-1 of dgh[t], with the matching rows of w_t:
+    # BWD_N: U_n^T dn_pre = d(r*h);  BWD_RZ: U_rz^T [dr_pre, dz_pre];  BWD_AFTER: U^T [dr_pre, dz_pre, dghn]
+    FIRST: tl.constexpr = 2 if KIND == BWD_N else 0
+    BLOCKS: tl.constexpr = 1 if KIND == BWD_N else (2 if KIND == BWD_RZ else 3)
+    acc, _, _ = _conv_tile(acc, acc, acc, dgh_ptr + FIRST * C, C3, BLOCKS * C, w_t_ptr + FIRST * C * C, C3 * C, C, 0,
+                           img, py, px, m_mask, offs_n, n_mask, H, W,
+                           DIL_H, DIL_W, 1, KH, KW, BLOCK_K, IS_F64, PRECISION)
 
     # ---- epilogue
     mask = m_mask[:, None] & n_mask[None, :]
