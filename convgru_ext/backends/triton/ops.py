@@ -117,9 +117,11 @@ def _backward_kernel(math: str):
     return triton.autotune(configs(math), key=_KEY + ["HAS_PREV"])(K.backward_step_kernel)
 
 
-def _math_args(math: str) -> dict:
-    """The kernels' precision flags in math mode ``math``."""
-    return {"IS_F64": math == "f64", "PRECISION": "tf32" if math in ("mma", "tf32") else "ieee"}
+def _step_args(weight_hh: Tensor, dilation: list[int], M: int, H: int, W: int, math: str) -> dict:
+    """The arguments every step kernel takes: sizes, kernel shape, dilation, precision flags."""
+    return dict(M=M, H=H, W=W, C=weight_hh.shape[1], KH=weight_hh.shape[2], KW=weight_hh.shape[3],
+                DIL_H=dilation[0], DIL_W=dilation[1],
+                IS_F64=math == "f64", PRECISION="tf32" if math in ("mma", "tf32") else "ieee")
 
 
 #: when set (tests), every launch uses this configuration instead of autotuning
@@ -201,21 +203,20 @@ def triton_forward(
         w_x_ptr=pack_forward(weight_ih) if cell else unused,
         bias_x_ptr=unused if bias_x is None else bias_x,
         bias_hn_ptr=bias_hn if bias_hn is not None else unused,
-        M=M, H=H, W=W, C=C, Cin=Cin,
-        HAS_X=cell, HAS_BIAS_X=bias_x is not None, HAS_BIAS_HN=bias_hn is not None,
-        KH=weight_hh.shape[2], KW=weight_hh.shape[3], DIL_H=dilation[0], DIL_W=dilation[1],
-        **_math_args(math),
+        Cin=Cin, HAS_X=cell, HAS_BIAS_X=bias_x is not None, HAS_BIAS_HN=bias_hn is not None,
+        **_step_args(weight_hh, dilation, M, H, W, math),
     )
+    kernel = _forward_kernel(math)
     with _device_guard(x):
         for t in range(T):
             step = dict(common, h_ptr=h0 if t == 0 else out[t - 1], x_ptr=x[t] if cell else unused,
                         gx_ptr=unused if cell else gx[t], gates_ptr=gates[t], out_ptr=out[t],
                         rh_ptr=unused if rh is None else rh)
             if reset_after:
-                _launch(_forward_kernel(math), KIND=K.FWD_AFTER.value, **step)
+                _launch(kernel, KIND=K.FWD_AFTER.value, **step)
             else:
-                _launch(_forward_kernel(math), KIND=K.FWD_RZ.value, **step)
-                _launch(_forward_kernel(math), KIND=K.FWD_N.value, **step)
+                _launch(kernel, KIND=K.FWD_RZ.value, **step)
+                _launch(kernel, KIND=K.FWD_N.value, **step)
     return out, gates
 
 
@@ -253,9 +254,8 @@ def triton_backward(
                         dgh_prev_ptr=dgh[t - 1], dxn_prev_ptr=unused if dxn is None else dxn[t - 1])
 
         last = prev(T)
-        common = dict(w_t_ptr=pack_backward(weight_hh), M=M, H=H, W=W, C=C,
-                      KH=weight_hh.shape[2], KW=weight_hh.shape[3], DIL_H=dilation[0], DIL_W=dilation[1],
-                      **_math_args(math))
+        common = dict(w_t_ptr=pack_backward(weight_hh), **_step_args(weight_hh, dilation, M, H, W, math))
+        kernel = _backward_kernel(math)
         with _device_guard(x):
             init_m, init_n = 64, 32
             torch.library.wrap_triton(K.backward_init_kernel)[(triton.cdiv(M, init_m), triton.cdiv(C, init_n))](
@@ -264,7 +264,6 @@ def triton_backward(
             for t in reversed(range(T)):
                 step = dict(common, **prev(t), dgh_ptr=dgh[t], gates_ptr=gates[t], h_ptr=state(t - 1),
                             HAS_PREV=t > 0)
-                kernel = _backward_kernel(math)
                 if reset_after:
                     _launch(kernel, KIND=K.BWD_AFTER.value, dh_in_ptr=dh, dh_out_ptr=dh_other, **step)
                     dh, dh_other = dh_other, dh
