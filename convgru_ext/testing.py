@@ -17,6 +17,7 @@ import torch
 
 from . import backends
 from ._contract import Problem
+from ._tf32 import tf32
 from .functional import convgru_sequence
 
 #: the backends built from fused ops (everything but the reference)
@@ -25,6 +26,9 @@ FUSED_BACKENDS = ("torch", "triton", "cuda")
 REL_TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 #: low precision: error vs the float64 reference <= LOWP_FACTOR * eager error + LOWP_SLACK
 LOWP_FACTOR, LOWP_SLACK = 3.0, 1e-3
+#: float32 on TF32 tensor cores vs the float64 reference: TF32 keeps 10 mantissa bits (unit roundoff
+#: 2**-11); a few roundoffs of norm-wise error
+TF32_TOL = 4 * 2.0**-11
 INPUT_NAMES = ("x", "h0", "weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
@@ -35,12 +39,8 @@ def exact_float32():
     PyTorch allows TF32 in convolutions by default, which on a GPU puts float32
     results ~1e-3 from exact ones; the TF32 paths are tested on their own.
     """
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
+    with tf32(False):
         yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -116,8 +116,13 @@ def run_with_grads(backend: str, inputs: dict, case: Case, generator: torch.Gene
     return result
 
 
-def errors(got: dict, want: dict, dtype, eager_lowp: Optional[dict] = None) -> dict[str, tuple[float, float]]:
-    """For every output and gradient: (relative error, tolerance) at ``dtype``."""
+def errors(got: dict, want: dict, dtype, eager_lowp: Optional[dict] = None,
+           tf32: bool = False) -> dict[str, tuple[float, float]]:
+    """For every output and gradient: (relative error, tolerance) at ``dtype``.
+
+    The tolerance is REL_TOL[dtype] against the reference in ``dtype``; with ``eager_lowp`` (the
+    reference run in a low-precision ``dtype``) the low-precision rule against the float64 reference;
+    with ``tf32``, TF32_TOL against the float64 reference."""
     if set(got) != set(want):
         raise AssertionError(f"different results {sorted(got)} vs {sorted(want)}")
     table = {}
@@ -125,7 +130,9 @@ def errors(got: dict, want: dict, dtype, eager_lowp: Optional[dict] = None) -> d
         g, w = got[name], want[name]
         if g.shape != w.shape:
             raise AssertionError(f"{name} has shape {tuple(g.shape)}, expected {tuple(w.shape)}")
-        if eager_lowp is None:
+        if tf32:
+            tol = TF32_TOL
+        elif eager_lowp is None:
             tol = REL_TOL[dtype]
         else:
             tol = LOWP_FACTOR * rel_err(eager_lowp[name], w) + LOWP_SLACK
@@ -144,3 +151,81 @@ def unusable_reason(backend: str, device, dtype=torch.float32) -> Optional[str]:
                     dtype=dtype, device=torch.device(device))
     reasons = backends.get(backend).why_not(probe)
     return "; ".join(reasons) if reasons else None
+
+
+# ---------------------------------------------------------------- the plan of `python -m convgru_ext check`
+
+#: the shapes ``check`` runs on each device type, each as a sequence and as a cell (T = 1):
+#: "partial" has odd sizes (partial tiles, per-element loads) and dilation; "real" has channel counts
+#: a multiple of 16 (the kernels' fast paths) at a real layer's size on a GPU, shrunk on the CPU
+#: (where Triton runs through its interpreter)
+CHECK_SHAPES = {
+    "cuda": {"partial": Case(T=3, B=2, Cin=5, C=7, H=9, W=11, dilation=(1, 2)),
+             "real": Case(T=4, B=4, Cin=64, C=64, H=28, W=28)},
+    "cpu": {"partial": Case(T=3, B=2, Cin=5, C=7, H=9, W=11, dilation=(1, 2)),
+            "real": Case(T=2, B=1, Cin=16, C=16, H=6, W=5)},
+}
+#: (dtype, TF32 allowed) per device type: float32 exactly and, on a GPU, on TF32 tensor cores
+CHECK_PRECISIONS = {
+    "cuda": ((torch.float64, False), (torch.float32, False), (torch.float32, True), (torch.bfloat16, False),
+             (torch.float16, False)),
+    "cpu": ((torch.float64, False), (torch.float32, False)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One row of ``check``: a backend on a device, in one precision, on one case."""
+
+    backend: str
+    device: str
+    dtype: torch.dtype
+    tf32: bool
+    shape: str
+    case: Case = dataclasses.field(hash=False)
+
+    @property
+    def precision(self) -> str:
+        return str(self.dtype).removeprefix("torch.") + ("+tf32" if self.tf32 else "")
+
+    @property
+    def label(self) -> str:
+        api = "cell" if self.case.T == 1 else "sequence"
+        return f"{self.backend} {self.device} {self.precision} {self.shape} {api} reset={self.case.reset}"
+
+
+def check_plan(backend_names, devices) -> list[Check]:
+    """Every row ``check`` runs for these backends and device types, in order."""
+    plan = []
+    for name in backend_names:
+        for device in devices:
+            for dtype, allow_tf32 in CHECK_PRECISIONS[device]:
+                for shape, case in CHECK_SHAPES[device].items():
+                    for T in (case.T, 1):
+                        for reset in ("before", "after"):
+                            plan.append(Check(name, device, dtype, allow_tf32, shape,
+                                              dataclasses.replace(case, T=T, reset=reset)))
+    return plan
+
+
+def run_check(check: Check, generator: torch.Generator) -> dict[str, tuple[float, float]]:
+    """``check``'s backend against the reference on fresh inputs: (error, tolerance) per output and gradient.
+
+    float64 and exact float32 compare with the reference in the same dtype; float32 on TF32 and the
+    low precisions with the float64 reference (see :func:`errors`).
+    """
+    case, dtype, device = check.case, check.dtype, check.device
+    with tf32(check.tf32):
+        if dtype in (torch.float64, torch.float32) and not check.tf32:
+            inputs = make_inputs(case, dtype, device, generator)
+            want = run_with_grads("reference", inputs, case, generator)
+            got = run_with_grads(check.backend, inputs, case, generator, upstream=want["_upstream"])
+            return errors(got, want, dtype)
+        inputs64 = make_inputs(case, torch.float64, device, generator)
+        want = run_with_grads("reference", inputs64, case, generator)
+        given = cast_inputs(inputs64, dtype)
+        got = run_with_grads(check.backend, given, case, generator, upstream=want["_upstream"])
+        if check.tf32:
+            return errors(got, want, dtype, tf32=True)
+        eager = run_with_grads("reference", given, case, generator, upstream=want["_upstream"])
+        return errors(got, want, dtype, eager_lowp=eager)

@@ -23,6 +23,7 @@
 #include <torch/library.h>
 
 #include "convgru.h"
+#include "tf32.h"
 
 namespace convgru {
 namespace {
@@ -405,7 +406,7 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& x, const Tensor& h0, const
   check_cuda_inputs("cuda_forward", x);
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-  const Math math = math_for(x.scalar_type(), at::globalContext().allowTF32CuDNN());
+  const Math math = math_for(x.scalar_type(), conv_allows_tf32(at::globalContext()));
   return forward_impl("convgru_ext::cuda_forward", x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation,
                       reset_after, math, [&](Kernel k, const Params& p) {
                         switch (math) {
@@ -424,7 +425,7 @@ Grads backward_cuda(const Tensor& grad_out, const Tensor& x, const Tensor& h0, c
   check_cuda_inputs("cuda_backward", x);
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-  const Math math = math_for(x.scalar_type(), at::globalContext().allowTF32CuDNN());
+  const Math math = math_for(x.scalar_type(), conv_allows_tf32(at::globalContext()));
   return backward_impl("convgru_ext::cuda_backward", grad_out, x, h0, out, gates, weight_ih, weight_hh, dilation,
                        reset_after, need_dx, math, [&](Kernel k, const Params& p) {
                          switch (math) {
@@ -455,6 +456,9 @@ Grads emulate_backward_op(const Tensor& grad_out, const Tensor& x, const Tensor&
                        [&](Kernel k, const Params& p) { emulate_backward(m, k, p); });
 }
 
+// What the kernels read as the TF32 switch (tests compare it with convgru_ext._tf32.conv_allows_tf32).
+bool conv_tf32_op() { return conv_allows_tf32(at::globalContext()); }
+
 }  // namespace
 }  // namespace convgru
 
@@ -472,6 +476,7 @@ TORCH_LIBRARY_FRAGMENT(convgru_ext, m) {
   m.def("_cuda_emulate_backward(Tensor grad_out, Tensor x, Tensor h0, Tensor out, Tensor gates, Tensor weight_ih, "
         "Tensor weight_hh, int[] dilation, bool reset_after, bool need_dx, str math) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("_cuda_conv_tf32() -> bool", &convgru::conv_tf32_op);
 }
 
 TORCH_LIBRARY_IMPL(convgru_ext, CPU, m) {

@@ -13,6 +13,7 @@ from convgru_ext.testing import (  # noqa: F401  (re-exported for the tests)
     LOWP_FACTOR,
     LOWP_SLACK,
     REL_TOL,
+    TF32_TOL,
     Case,
     cast_inputs,
     errors,
@@ -22,10 +23,18 @@ from convgru_ext.testing import (  # noqa: F401  (re-exported for the tests)
     unusable_reason,
 )
 
-GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible to torch)")
-DEVICES = ["cpu", pytest.param("cuda", marks=GPU)]
-#: TF32 keeps 10 mantissa bits (unit roundoff 2**-11); a few roundoffs of norm-wise error
-TF32_TOL = 4 * 2.0**-11
+#: the marks of a GPU-only test or case: `gpu` (``pytest -m gpu`` selects every GPU case, as
+#: ``make gpu-check`` does) and a skip with the reason where no GPU is visible
+GPU_MARKS = (pytest.mark.gpu,
+             pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible to torch)"))
+DEVICES = ["cpu", pytest.param("cuda", marks=GPU_MARKS)]
+
+
+def GPU(test):  # noqa: N802 (a decorator that reads like a mark)
+    """Decorator: ``test`` is GPU-only (marks ``GPU_MARKS``)."""
+    for mark in GPU_MARKS:
+        test = mark(test)
+    return test
 
 
 def compare(got: dict, want: dict, dtype, eager_lowp: Optional[dict] = None, label: str = "") -> None:

@@ -20,6 +20,7 @@ import torch
 
 import convgru_ext
 from convgru_ext import backends
+from convgru_ext._tf32 import tf32
 from convgru_ext.backends import _op
 from convgru_ext.backends._op import channels_last
 from convgru_ext.backends.cuda import PREBUILT, load_extension
@@ -193,12 +194,8 @@ def test_gpu_matches_its_cpu_emulation(math, dtype, tol, reset, rng):
     emulated = _pair(lambda *a: ops._cuda_emulate_forward(*a, math), lambda *a: ops._cuda_emulate_backward(*a, math),
                      args, grad_out)
     on_gpu = [a.cuda() if isinstance(a, torch.Tensor) else a for a in args]
-    saved = torch.backends.cudnn.allow_tf32
-    try:
-        torch.backends.cudnn.allow_tf32 = math == "tf32"
+    with tf32(math == "tf32"):
         got = _pair(ops.cuda_forward, ops.cuda_backward, on_gpu, grad_out.cuda())
-    finally:
-        torch.backends.cudnn.allow_tf32 = saved
     failures = [f"{n}: {rel_err(got[n].cpu(), emulated[n]):.2e}" for n in NAMES
                 if not rel_err(got[n].cpu(), emulated[n]) <= tol]
     assert not failures, f"GPU vs emulated {math} beyond {tol:.0e}: {failures}"

@@ -1,7 +1,7 @@
 """What every GPU kernel backend ("cuda", "triton") must do on a GPU, beyond the shared parity tests.
 
 Low precision on sizes where the kernels take their fast paths (aligned channels, full
-tiles), float32 with TF32 on and off as ``torch.backends.cudnn.allow_tf32`` says, capture
+tiles), float32 with TF32 on and off as the convolutions' TF32 flag says, capture
 in a CUDA graph (the kernels run on PyTorch's current stream), and indices past 2**31
 elements.  Each test skips with a reason where the backend cannot run (no GPU, no
 extension, no Triton).
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import convgru_ext
+from convgru_ext._tf32 import tf32
 from helpers import (
     GPU,
     LOWP_FACTOR,
@@ -49,20 +50,16 @@ def test_gpu_low_precision_matches_the_reference(backend, dtype, case_name, rese
 @pytest.mark.parametrize("backend", GPU_BACKENDS)
 @pytest.mark.parametrize("reset", ["before", "after"])
 def test_gpu_tf32_follows_the_cudnn_flag(backend, reset, rng):
-    """allow_tf32 off: float32 exact to REL_TOL; on: within TF32's error, and not the same numbers."""
+    """Convolution TF32 off: float32 exact to REL_TOL; on: within TF32's error, and not the same numbers."""
     skip_unusable(backend, "cuda", torch.float32)
     case = Case(T=3, B=2, Cin=16, C=32, H=20, W=19, reset=reset)
     inputs = make_inputs(case, torch.float64, "cuda", rng)
     want = run_with_grads("reference", inputs, case, rng)
     f32 = {k: None if v is None else v.detach().float().requires_grad_() for k, v in inputs.items()}
-    saved = torch.backends.cudnn.allow_tf32
-    try:
-        results = {}
-        for flag in (False, True):
-            torch.backends.cudnn.allow_tf32 = flag
+    results = {}
+    for flag in (False, True):
+        with tf32(flag):
             results[flag] = run_with_grads(backend, f32, case, rng, upstream=want["_upstream"])
-    finally:
-        torch.backends.cudnn.allow_tf32 = saved
     compare(results[False], want, torch.float32, label=f"{backend} f32, TF32 off")
     names = [k for k in want if not k.startswith("_")]
     for name in names:

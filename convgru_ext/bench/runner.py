@@ -55,6 +55,7 @@ from typing import Optional
 import torch
 
 from .. import backends
+from .._tf32 import conv_allows_tf32, matmul_allows_tf32
 from ..testing import LOWP_FACTOR, LOWP_SLACK, rel_err
 from . import cost
 from .catalog import Workload
@@ -533,17 +534,14 @@ def collect_meta(device: torch.device, argv: list[str], scale: float, scale_note
         "device_type": device.type, "scale": scale, "scale_note": scale_note,
         "backends": backends.available_backends(),
         "inputs": "contiguous NCHW tensors, as most user code passes them",
+        # whether float32 convolutions and matmuls may use TF32 (on a GPU; the CPU has none)
+        "tf32_conv": conv_allows_tf32(), "tf32_matmul": matmul_allows_tf32(),
     }
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
         meta.update(device=p.name, sm=f"{p.major}.{p.minor}", sm_count=p.multi_processor_count,
                     gpu_memory_bytes=p.total_memory, driver=_driver(), cudnn=torch.backends.cudnn.version(),
                     cudnn_benchmark=bool(torch.backends.cudnn.benchmark))
-        try:
-            meta.update(tf32_conv=bool(torch.backends.cudnn.allow_tf32),
-                        tf32_matmul=bool(torch.backends.cuda.matmul.allow_tf32))
-        except Exception as e:  # newer PyTorch refuses the legacy flags once the new API was used
-            meta.update(tf32_conv=f"unknown ({type(e).__name__})")
     else:
         meta.update(device=f"CPU: {meta['cpu']}")
     meta["argv"] = list(sys.argv)

@@ -20,8 +20,11 @@ import math
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
+
+from .._tf32 import conv_allows_tf32, tf32
 
 
 @dataclasses.dataclass
@@ -145,7 +148,7 @@ def measure_ceilings(device: torch.device, dtypes: list[torch.dtype], *, quick: 
     * compute, per dtype: a square matmul ``a @ b`` (2 n^3 FLOPs), n doubled from
       256 until one takes long enough to time well (or reaches the size cap);
       float32 on a GPU runs with TF32 allowed exactly when cuDNN's convolutions
-      allow it (``torch.backends.cudnn.allow_tf32``), so that fp32 figures are
+      allow it (``_tf32.conv_allows_tf32``), so that fp32 figures are
       held to the ceiling their convolutions actually have;
     * bandwidth: ``dst.copy_(src)`` over a large buffer, counting the bytes read
       plus the bytes written.
@@ -159,15 +162,8 @@ def measure_ceilings(device: torch.device, dtypes: list[torch.dtype], *, quick: 
     n_max = 8192 if gpu else 2048
     gen = torch.Generator(device=device).manual_seed(0)
     for dtype in dtypes:
-        tf32 = old = None
-        if gpu and dtype == torch.float32:
-            try:  # PyTorch's legacy TF32 switches; newer versions refuse them once the new API was used
-                old = torch.backends.cuda.matmul.allow_tf32
-                tf32 = bool(torch.backends.cudnn.allow_tf32)
-                torch.backends.cuda.matmul.allow_tf32 = tf32
-            except Exception:
-                tf32 = old = None
-        try:
+        tf32_used = conv_allows_tf32() if gpu and dtype == torch.float32 else None
+        with tf32(tf32_used) if tf32_used is not None else nullcontext():  # matmul TF32 as the convolutions'
             n = 256
             while True:
                 a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
@@ -182,12 +178,9 @@ def measure_ceilings(device: torch.device, dtypes: list[torch.dtype], *, quick: 
                 for _ in range(20 if quick else 50):
                     a @ b
             t = _best_seconds(lambda a=a, b=b: a @ b, device, 5 if quick else 10)
-        finally:
-            if old is not None:
-                torch.backends.cuda.matmul.allow_tf32 = old
         entry = {"flops_per_s": 2 * n**3 / t, "matmul_n": n, "seconds": t}
-        if tf32 is not None:
-            entry["tf32"] = tf32
+        if tf32_used is not None:
+            entry["tf32"] = tf32_used
         result["flops"][str(dtype).removeprefix("torch.")] = entry
         del a, b
     nbytes = (1 << 30) if gpu else (256 << 20)
