@@ -4,9 +4,12 @@
 #                 the CPU backends in float32 at a reduced scale; results in benchmarks/results/<device>-<date>/
 # make check      set up .venv, run `python -m convgru_ext check` (every backend against the reference)
 # make lint       ruff over the code
-# make gpu-check  on a GPU machine with torch/triton/ninja/pytest already installed and no network:
-#                 build in place with the system python3, run the tests on the GPU and the benchmark;
-#                 logs and results go to $OUT if set, else benchmarks/results/ (see .ci/gpu-check)
+# make gpu-check  on a GPU machine with torch/triton/ninja/pytest already installed and no network: every
+#                 verdict in one call of at most 8 minutes, with the system python3 (see .ci/gpu_check.py);
+#                 files go to $OUT if set, else benchmarks/results/gpu-check-<stamp>/
+# make gpu-check-dry-run
+#                 set up .venv, run the same script without a GPU (Triton interpreted, tiny shapes, the
+#                 GPU-only steps skipped): what CI runs so that the script cannot rot between GPU sessions
 
 PYTHON ?= python3
 VENV   := .venv
@@ -14,7 +17,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test bench check lint gpu-check clean
+.PHONY: venv test bench check lint gpu-check gpu-check-dry-run clean
 
 $(STAMP): requirements-dev.txt setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*)
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +37,13 @@ check: $(STAMP)
 	$(PY) -m convgru_ext check
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check convgru_ext tests benchmarks setup.py
+	$(VENV)/bin/ruff check convgru_ext tests benchmarks setup.py .ci
 
 gpu-check:
 	bash .ci/gpu-check
+
+gpu-check-dry-run: $(STAMP)
+	GPU_CHECK_DRY_RUN=1 PYTHON=$(PY) bash .ci/gpu-check
 
 clean:
 	rm -rf $(VENV) build *.egg-info convgru_ext/*.so

@@ -67,63 +67,71 @@ def info(_args) -> int:
 def check(args) -> int:
     from convgru_ext.testing import exact_float32
 
-    with exact_float32():  # the float32 tolerance assumes no TF32
+    with exact_float32():  # the float32 tolerance assumes no TF32 (the TF32 rows allow it themselves)
         return _check(args)
 
 
 def _check(args) -> int:
+    import json
+
     from rich.table import Table
 
     from convgru_ext import backends
-    from convgru_ext.testing import Case, cast_inputs, errors, make_inputs, run_with_grads, unusable_reason
+    from convgru_ext.testing import check_plan, run_check, unusable_reason
 
     console = _console()
     gen = torch.Generator().manual_seed(args.seed)
-    table = Table("backend", "device", "dtype", "reset", "max rel. error", "tolerance", "gradcheck", "result",
+    table = Table("backend", "device", "precision", "shape", "T", "reset", "max rel. error", "tolerance", "result",
                   title="parity with the reference (outputs, final state, every gradient)")
-    failures = 0
+    rows: list[dict] = []
     names = args.backend or [n for n in backends.names() if n != "reference"]
-    for name in names:
-        for device in args.device or _devices():
-            dtypes = [torch.float64, torch.float32]
-            if device == "cuda":
-                dtypes += [torch.bfloat16, torch.float16]
-            for dtype in dtypes:
-                reason = unusable_reason(name, device, dtype)
-                if reason:
-                    table.add_row(name, device, str(dtype).split(".")[1], "", "", "", "", f"skipped: {reason}")
+    devices = args.device or _devices()
+    interrupted = False
+    try:
+        for check in check_plan(names, devices):
+            row = {"backend": check.backend, "device": check.device, "precision": check.precision,
+                   "shape": check.shape, "T": check.case.T, "reset": check.case.reset}
+            cells = [check.backend, check.device, check.precision, check.shape, str(check.case.T), check.case.reset]
+            reason = unusable_reason(check.backend, check.device, check.dtype)
+            if reason:
+                if not any(r.get("skipped") == reason and r["backend"] == check.backend for r in rows):
+                    table.add_row(*cells[:3], "", "", "", "", "", f"skipped: {reason}")
+                rows.append(dict(row, status="skipped", skipped=reason))
+                continue
+            try:
+                errs = run_check(check, gen)
+            except Exception as e:  # a crash is a failure, reported in the table
+                rows.append(dict(row, status="error", error=f"{type(e).__name__}: {e}"))
+                table.add_row(*cells, "", "", f"[red]ERROR[/] {type(e).__name__}: {e}")
+                continue
+            worst = max(errs, key=lambda k: errs[k][0] / errs[k][1])
+            ok = all(e <= t for e, t in errs.values())  # NaN fails
+            rows.append(dict(row, status="ok" if ok else "failed", worst=worst, error=errs[worst][0],
+                             tolerance=errs[worst][1], errors={k: list(v) for k, v in errs.items()}))
+            table.add_row(*cells, f"{errs[worst][0]:.2e} ({worst})", f"{errs[worst][1]:.1e}",
+                          "[green]ok[/]" if ok else "[red]FAIL[/]")
+        for name in names:
+            for device in devices:
+                if unusable_reason(name, device, torch.float64):
                     continue
-                for reset in ("before", "after"):
-                    case = Case(reset=reset, dilation=(1, 2))
-                    row = [name, device, str(dtype).split(".")[1], reset]
-                    try:
-                        if dtype in (torch.float64, torch.float32):
-                            inputs = make_inputs(case, dtype, device, gen)
-                            want = run_with_grads("reference", inputs, case, gen)
-                            got = run_with_grads(name, inputs, case, gen, upstream=want["_upstream"])
-                            errs = errors(got, want, dtype)
-                        else:
-                            inputs64 = make_inputs(case, torch.float64, device, gen)
-                            want = run_with_grads("reference", inputs64, case, gen)
-                            lowp = cast_inputs(inputs64, dtype)
-                            eager = run_with_grads("reference", lowp, case, gen, upstream=want["_upstream"])
-                            got = run_with_grads(name, lowp, case, gen, upstream=want["_upstream"])
-                            errs = errors(got, want, dtype, eager_lowp=eager)
-                        worst = max(errs, key=lambda k: errs[k][0] / errs[k][1])
-                        ok = all(e <= t for e, t in errs.values())
-                        grad_ok = _gradcheck(name, device) if dtype == torch.float64 else None
-                    except Exception as e:  # a crash is a failure, reported in the table
-                        table.add_row(*row, "", "", "", f"[red]ERROR[/] {type(e).__name__}: {e}")
-                        failures += 1
-                        continue
-                    ok = ok and grad_ok is not False
-                    failures += not ok
-                    table.add_row(*row, f"{errs[worst][0]:.2e} ({worst})", f"{errs[worst][1]:.1e}",
-                                  {None: "", True: "pass", False: "[red]FAIL[/]"}[grad_ok],
-                                  "[green]ok[/]" if ok else "[red]FAIL[/]")
+                ok = _gradcheck(name, device)
+                rows.append({"backend": name, "device": device, "precision": "float64", "shape": "gradcheck",
+                             "status": "ok" if ok else "failed"})
+                table.add_row(name, device, "float64", "gradcheck", "2", "both", "", "",
+                              "[green]ok[/]" if ok else "[red]FAIL[/]")
+    except KeyboardInterrupt:  # stopped from outside (a time budget): report what was checked
+        interrupted = True
     console.print(table)
-    console.print("[green]all checks passed[/]" if not failures else f"[red]{failures} check(s) failed[/]")
-    return 1 if failures else 0
+    failures = sum(r["status"] in ("failed", "error") for r in rows)
+    passed = sum(r["status"] == "ok" for r in rows)
+    skipped = sum(r["status"] == "skipped" for r in rows)
+    summary = f"{passed} passed, {failures} failed, {skipped} skipped" + (" (interrupted)" if interrupted else "")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "summary": summary, "interrupted": interrupted}, f, indent=1)
+    ok = not failures and not interrupted
+    console.print(f"[green]all checks passed[/]: {summary}" if ok else f"[red]check failed[/]: {summary}")
+    return 130 if interrupted else (1 if failures else 0)
 
 
 def _gradcheck(backend: str, device: str) -> bool:
@@ -150,6 +158,7 @@ def main(argv=None) -> int:
     p.add_argument("--backend", action="append", help="only this backend (repeatable)")
     p.add_argument("--device", action="append", choices=["cpu", "cuda"], help="only this device (repeatable)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="PATH", help="also write every row (errors per output and gradient) here")
     sub.add_parser("bench", help="the benchmark; `bench --help` for its options", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":

@@ -18,6 +18,7 @@ import torch
 
 import convgru_ext
 from convgru_ext import backends
+from convgru_ext._tf32 import tf32
 from helpers import GPU, TF32_TOL, Case, compare, lowp_parity, make_inputs, rel_err, run_with_grads, skip_unusable
 
 triton = pytest.importorskip("triton", reason="triton is not installed")
@@ -81,7 +82,8 @@ def test_launch_budget(reset, per_step, T, monkeypatch, rng):
     ops = _ops()
     launches = []
     real = ops._launch
-    monkeypatch.setattr(ops, "_launch", lambda kernel, **args: launches.append(args["KIND"]) or real(kernel, **args))
+    monkeypatch.setattr(ops, "_launch",
+                        lambda kernel, math, **args: launches.append(args["KIND"]) or real(kernel, math, **args))
     case = Case(T=T, reset=reset, B=1, C=4, Cin=3, H=5, W=6)
     inputs = make_inputs(case, torch.float64, _device(), rng)
     out, _ = convgru_ext.convgru_sequence(*inputs.values(), reset=reset, backend="triton")
@@ -105,16 +107,24 @@ def test_configurations_keep_to_what_is_safe():
                 assert min(m, n, k) >= 16
 
 
-def test_math_mode_follows_the_dtype_and_the_cudnn_tf32_flag():
+def test_default_tile_without_autotuning_depends_on_the_shape_alone():
+    """Least channel padding first, then the first tile (in order of preference) that fills two waves of
+    132 programs, else the one with the most programs."""
     ops = _ops()
-    saved = torch.backends.cudnn.allow_tf32
-    try:
-        torch.backends.cudnn.allow_tf32 = False
-        assert ops.math_mode(torch.float32) == "ieee"
-        torch.backends.cudnn.allow_tf32 = True
-        assert ops.math_mode(torch.float32) == "tf32"
-    finally:
-        torch.backends.cudnn.allow_tf32 = saved
+    kept = ops.TILES["mma"]
+    assert ops.pick_tile(kept, M=16 * 56 * 56, C=64) == kept[0]  # video: every tile fills the GPU
+    assert ops.pick_tile(kept, M=64 * 64, C=32) == (64, 32, 64, 4)  # stream: no 64-channel block, most programs
+    assert ops.pick_tile(kept, M=10, C=64) == (128, 32, 32, 4)  # tiny: the first of those with most programs (2)
+    for math, tiles in ops.TILES.items():
+        for M, C in ((1, 1), (126, 20), (8 * 46 * 62, 128), (4 * 128 * 128, 64)):
+            assert ops.pick_tile(tiles, M, C) in tiles, math
+
+
+def test_math_mode_follows_the_dtype_and_the_convolution_tf32_flag():
+    ops = _ops()
+    for flag in (False, True):
+        with tf32(flag):
+            assert ops.math_mode(torch.float32) == ("tf32" if flag else "ieee")
     assert [ops.math_mode(d) for d in (torch.bfloat16, torch.float16, torch.float64)] == ["mma", "mma", "f64"]
 
 
@@ -174,9 +184,7 @@ def test_gpu_every_configuration_we_keep(math, tile, reset, rng):
     ops = _ops()
     m, n, k, stages = tile
     config = triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=ops.NUM_WARPS, num_stages=stages)
-    saved = torch.backends.cudnn.allow_tf32
-    try:
-        torch.backends.cudnn.allow_tf32 = math == "tf32"
+    with tf32(math == "tf32"):
         with ops.forced_config(config):
             for T in (3, 1):
                 case = Case(T=T, B=2, Cin=24, C=40, H=13, W=12, reset=reset, dilation=(1, 2))
@@ -188,8 +196,6 @@ def test_gpu_every_configuration_we_keep(math, tile, reset, rng):
                     _tf32_parity(case, rng)
                 else:
                     lowp_parity("triton", case, torch.bfloat16, "cuda", rng)
-    finally:
-        torch.backends.cudnn.allow_tf32 = saved
 
 
 def _tf32_parity(case, rng):

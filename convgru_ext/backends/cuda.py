@@ -29,7 +29,8 @@ pipeline, launch configuration, speed).  Until a GPU run has, ``experimental`` s
 
 Loading: the extension built by setup.py (``convgru_ext._cuda``) if present; otherwise, with
 a CUDA toolkit and a CUDA device present, the same sources are built with ninja on first use
-(``torch.utils.cpp_extension.load``, cached under torch's extension folder), saying so once.
+(``torch.utils.cpp_extension.load``, cached under torch's extension folder), saying so once, unless
+``CONVGRU_CUDA_JIT=0``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ PREBUILT = "convgru_ext._cuda"
 JIT_NAME = "convgru_ext_cuda"
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MIN_CAPABILITY = (8, 0)  # cp.async, bfloat16 tensor cores
+#: set to 0 to never build the extension on first use (``make gpu-check`` builds it beforehand)
+NO_JIT_VAR = "CONVGRU_CUDA_JIT"
 
 
 def _ops_defined() -> bool:
@@ -137,6 +140,8 @@ class _Extension:
             return None, f"{missing}, and torch {torch.__version__} is a CPU-only build"
         if not torch.cuda.is_available():
             return None, f"no CUDA device visible to torch (and {missing})"
+        if os.environ.get(NO_JIT_VAR, "").strip() == "0":
+            return None, f"{missing}, and {NO_JIT_VAR}=0 forbids building it on first use"
         _default_cuda_home()
         from torch.utils import cpp_extension
 

@@ -201,13 +201,8 @@ class _Progress:
               flush=True)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    console = _console()
-    if args.compare:
-        return _compare(args, console)
-
+def device_and_scale(args) -> tuple[torch.device, float, str]:
+    """The device, the scale and a note on the scale (empty at the workloads' real sizes) of parsed ``args``."""
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench: --device cuda but no GPU is visible to torch")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -216,13 +211,29 @@ def main(argv: Optional[list[str]] = None) -> int:
             scale = parse_scale(args.scale)
         except ValueError as e:
             raise SystemExit(f"bench: {e}") from None
-        scale_note = "" if scale == 1 else f"scaled: B*H*W x {scale:g}, not the workloads' real sizes"
-    elif device.type == "cuda":
-        scale, scale_note = 1.0, ""
-    else:
-        scale = CPU_DEFAULT_SCALE
-        scale_note = ("no GPU here: CPU backends in float32 at a reduced default scale, B*H*W x "
-                      f"{CPU_DEFAULT_SCALE:g}; these are not the workloads' real sizes")
+        return device, scale, "" if scale == 1 else f"scaled: B*H*W x {scale:g}, not the workloads' real sizes"
+    if device.type == "cuda":
+        return device, 1.0, ""
+    return device, CPU_DEFAULT_SCALE, ("no GPU here: CPU backends in float32 at a reduced default scale, B*H*W x "
+                                       f"{CPU_DEFAULT_SCALE:g}; these are not the workloads' real sizes")
+
+
+def plan(argv: list[str]) -> tuple[Settings, list]:
+    """The settings and the rows (dtype, workload, pass, implementation) that ``bench argv`` runs."""
+    args = build_parser().parse_args(argv)
+    device, scale, _ = device_and_scale(args)
+    settings = settings_from_args(args, device, scale)
+    return settings, Sweep(settings).plan()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    console = _console()
+    if args.compare:
+        return _compare(args, console)
+
+    device, scale, scale_note = device_and_scale(args)
     if args.list:
         return _list(console, device, scale)
 

@@ -29,8 +29,8 @@ is the exact derivative of what was computed, and the low-precision GPU tests ho
 result to PyTorch's own bfloat16 error (tests/test_gpu_kernels.py; not yet run on a GPU).
 
 Precision: float16/bfloat16 multiply on tensor cores and accumulate in float32; float32
-uses TF32 tensor cores exactly when ``torch.backends.cudnn.allow_tf32`` is true (PyTorch's
-convolution default, read at each call), exact IEEE float32 otherwise; float64 accumulates
+uses TF32 tensor cores exactly when a float32 convolution may (``_tf32.conv_allows_tf32``: PyTorch's
+default, read at each call), exact IEEE float32 otherwise; float64 accumulates
 in float64.
 
 Registration: with a GPU, ``torch.library.triton_op`` (torch.compile sees the kernels
@@ -50,6 +50,7 @@ import torch
 import triton
 from torch import Tensor
 
+from ..._tf32 import conv_allows_tf32
 from .._hoisted import input_bias, input_projection, weight_and_input_grads
 from .._op import channels_last, empty_channels_last, fake_backward, fake_forward, gates_per_channel, register_autograd
 from . import kernels as K
@@ -74,34 +75,61 @@ TILES = {
 INTERPRET_TILE = (256, 16, 16, 1)
 NUM_WARPS = 4
 
-#: CONVGRU_TRITON_AUTOTUNE=0 (the test suite sets it): use each kernel's first configuration
-#: instead of timing them all (on a GPU, autotuning every test shape would take most of the run)
+#: CONVGRU_TRITON_AUTOTUNE=0 (the test suite and ``make gpu-check`` set it): no timing of
+#: configurations; every launch uses the one :func:`default_tile` picks for its math mode and shape,
+#: so that a process compiles one configuration per kernel and the compiles can be done ahead of time
 AUTOTUNE = os.environ.get("CONVGRU_TRITON_AUTOTUNE", "1").strip() != "0"
+#: multiprocessors the default tile aims to fill when the device cannot be asked (the H200's)
+DEFAULT_SMS = 132
 
 
 def math_mode(dtype: torch.dtype) -> str:
     """How a step's GEMM is computed for ``dtype``: "mma", "tf32", "ieee" or "f64".
 
-    float32 uses TF32 tensor cores exactly when ``torch.backends.cudnn.allow_tf32`` is true
-    (PyTorch's convolution default), read at each call.
+    float32 uses TF32 tensor cores exactly when a float32 convolution may
+    (``_tf32.conv_allows_tf32``, PyTorch's default), read at each call.
     """
     if dtype == torch.float64:
         return "f64"
     if dtype == torch.float32:
-        return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+        return "tf32" if conv_allows_tf32() else "ieee"
     return "mma"
 
 
 def tiles(math: str) -> tuple[tuple[int, int, int, int], ...]:
-    """The tiles autotuning chooses from in math mode ``math``."""
+    """The tiles autotuning chooses from in math mode ``math``, in order of preference."""
     return (INTERPRET_TILE,) if INTERPRET else TILES[math]
 
 
 def configs(math: str) -> list[triton.Config]:
-    """``tiles`` as autotuning configurations (only the first without autotuning)."""
-    kept = tiles(math)
+    """``tiles`` as autotuning configurations."""
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=NUM_WARPS, num_stages=s)
-            for m, n, k, s in (kept if AUTOTUNE else kept[:1])]
+            for m, n, k, s in tiles(math)]
+
+
+def default_tile(math: str, M: int, C: int) -> tuple[int, int, int, int]:
+    """The tile used without autotuning for an (M pixels) x (C channels) step: ``pick_tile`` over ``tiles(math)``."""
+    return pick_tile(tiles(math), M, C)
+
+
+def pick_tile(kept, M: int, C: int, sms: int = DEFAULT_SMS) -> tuple[int, int, int, int]:
+    """From ``kept`` tiles (in order of preference), chosen from the shape alone (deterministic):
+    the least padding of the C channels to whole channel blocks first, then the first tile whose grid
+    fills two waves of ``sms`` programs, else the one with the most programs."""
+
+    def waste(tile):
+        return triton.cdiv(C, tile[1]) * tile[1] - C
+
+    least = min(waste(t) for t in kept)
+    candidates = [t for t in kept if waste(t) == least]
+    programs = {t: triton.cdiv(M, t[0]) * triton.cdiv(C, t[1]) for t in candidates}
+    full = [t for t in candidates if programs[t] >= 2 * sms]
+    return full[0] if full else max(candidates, key=lambda t: programs[t])
+
+
+def _tile_config(tile: tuple[int, int, int, int]) -> triton.Config:
+    m, n, k, stages = tile
+    return triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=NUM_WARPS, num_stages=stages)
 
 
 _KEY = ["M", "C", "KH", "KW", "KIND"]
@@ -158,17 +186,22 @@ def _device_guard(t: Tensor):
     return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
 
 
-def _launch(kernel, **args) -> None:
-    """Launch an autotuned step ``kernel`` over (M pixels) x (C channels); a forced config (tests) wins."""
+def _launch(kernel, math: str, **args) -> None:
+    """Launch step ``kernel`` (autotuned over ``configs(math)``) over (M pixels) x (C channels).
+
+    A forced configuration (tests) wins; without autotuning, :func:`default_tile`'s.
+    """
     M, C = args["M"], args["C"]
+    if AUTOTUNE and _FORCED is None:
+        def grid(meta):
+            return (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(C, meta["BLOCK_N"]))
 
-    def grid(meta):
-        return (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(C, meta["BLOCK_N"]))
-
-    if _FORCED is not None:
-        kernel.fn[grid](**args, **_FORCED.kwargs, num_warps=_FORCED.num_warps, num_stages=_FORCED.num_stages)
-    else:
         torch.library.wrap_triton(kernel)[grid](**args)
+        return
+    config = _FORCED or _tile_config(default_tile(math, M, C))
+    grid = (triton.cdiv(M, config.kwargs["BLOCK_M"]), triton.cdiv(C, config.kwargs["BLOCK_N"]))
+    torch.library.wrap_triton(kernel.fn)[grid](**args, **config.kwargs, num_warps=config.num_warps,
+                                               num_stages=config.num_stages)
 
 
 # ----------------------------------------------------------------------------------------- ops
@@ -213,10 +246,10 @@ def triton_forward(
                         gx_ptr=unused if cell else gx[t], gates_ptr=gates[t], out_ptr=out[t],
                         rh_ptr=unused if rh is None else rh)
             if reset_after:
-                _launch(kernel, KIND=K.FWD_AFTER.value, **step)
+                _launch(kernel, math, KIND=K.FWD_AFTER.value, **step)
             else:
-                _launch(kernel, KIND=K.FWD_RZ.value, **step)
-                _launch(kernel, KIND=K.FWD_N.value, **step)
+                _launch(kernel, math, KIND=K.FWD_RZ.value, **step)
+                _launch(kernel, math, KIND=K.FWD_N.value, **step)
     return out, gates
 
 
@@ -265,11 +298,11 @@ def triton_backward(
                 step = dict(common, **prev(t), dgh_ptr=dgh[t], gates_ptr=gates[t], h_ptr=state(t - 1),
                             HAS_PREV=t > 0)
                 if reset_after:
-                    _launch(kernel, KIND=K.BWD_AFTER.value, dh_in_ptr=dh, dh_out_ptr=dh_other, **step)
+                    _launch(kernel, math, KIND=K.BWD_AFTER.value, dh_in_ptr=dh, dh_out_ptr=dh_other, **step)
                     dh, dh_other = dh_other, dh
                 else:
-                    _launch(kernel, KIND=K.BWD_N.value, dh_in_ptr=dh, dh_out_ptr=dh_other, **step)
-                    _launch(kernel, KIND=K.BWD_RZ.value, dh_in_ptr=dh_other, dh_out_ptr=dh, **step)
+                    _launch(kernel, math, KIND=K.BWD_N.value, dh_in_ptr=dh, dh_out_ptr=dh_other, **step)
+                    _launch(kernel, math, KIND=K.BWD_RZ.value, dh_in_ptr=dh_other, dh_out_ptr=dh, **step)
     dh0 = dh.to(x.dtype).view(B, H, W, C).permute(0, 3, 1, 2)
     dx, dw_ih, dw_hh, db_ih, db_hh = weight_and_input_grads(
         x, h0, out, gates, dgh, dxn, weight_ih, weight_hh, dilation, reset_after, need_dx)
