@@ -18,6 +18,14 @@ RESETS = ("before", "after")
 IntOrPair = Union[int, Sequence[int]]
 
 
+def same_padding(kernel: Sequence[int], dilation: Sequence[int]) -> tuple[int, ...]:
+    """'Same' padding of an odd ``kernel`` at ``dilation``, per dimension: ``d * (k - 1) // 2`` on each side.
+
+    The one place this formula is written; every convolution of the package pads with it.
+    """
+    return tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+
+
 @dataclasses.dataclass(frozen=True)
 class Problem:
     """The sizes of one checked ConvGRU layer call (one layer, one direction).
@@ -41,8 +49,8 @@ class Problem:
 
     @property
     def padding(self) -> tuple[int, int]:
-        """'Same' padding: ``dilation * (k - 1) // 2`` on each side."""
-        return tuple(d * (k - 1) // 2 for k, d in zip(self.kernel, self.dilation))
+        """'Same' padding on each side (:func:`same_padding`)."""
+        return same_padding(self.kernel, self.dilation)
 
     @property
     def reset(self) -> str:

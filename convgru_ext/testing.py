@@ -20,8 +20,8 @@ from ._contract import Problem
 from ._tf32 import tf32
 from .functional import convgru_sequence
 
-#: the backends built from fused ops (everything but the reference)
-FUSED_BACKENDS = ("torch", "triton", "cuda")
+#: the backends built from fused ops (everything registered but the reference), in registry order
+FUSED_BACKENDS = tuple(name for name in backends.names() if backends.get(name).fused)
 #: norm-wise relative error allowed against the reference computed in the same dtype
 REL_TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 #: low precision: error vs the float64 reference <= LOWP_FACTOR * eager error + LOWP_SLACK

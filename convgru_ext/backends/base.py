@@ -30,8 +30,15 @@ class Backend:
     #: the name users pass as ``backend=``
     name: str = ""
     #: True until the backend's kernels have been run and checked on a GPU;
-    #: ``"auto"`` never picks an experimental backend.
+    #: ``"auto"`` never picks an experimental backend.  The one place a backend's verification
+    #: status is recorded (README's backend table says the same in words).
     experimental: bool = False
+    #: False only for the reference (the spec); the fused backends implement the op pair of ``_op.py``
+    fused: bool = True
+
+    def benchmark_reason(self) -> Optional[str]:
+        """Why timing this backend in this process would mean nothing (it runs, but not at speed), or None."""
+        return None
 
     def unavailable_reason(self) -> Optional[str]:
         """Why this backend cannot run in this process at all, or None."""

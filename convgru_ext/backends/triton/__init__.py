@@ -66,6 +66,11 @@ class TritonBackend(Backend):
             return f"the Triton kernels failed to load: {type(error).__name__}: {error}"
         return None
 
+    def benchmark_reason(self) -> Optional[str]:
+        if interpreted():
+            return "TRITON_INTERPRET=1: the Triton interpreter is for checking, timing it means nothing"
+        return None
+
     def why_not(self, problem: Problem) -> list[str]:
         reasons = []
         if problem.device.type == "cuda":
