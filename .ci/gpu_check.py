@@ -12,8 +12,8 @@ step                  budget  what
 info                  30 s    versions, the GPU, which backends run here
 build                 150 s   the CUDA extension for sm_90 only (ptxas report in the log); runs while
                               ``precompile`` does
-precompile            150 s   every Triton specialisation that ``check``, ``sanitize`` and ``bench``
-                              launch, and the ``compiled`` peer's graphs, compiled by running those calls
+precompile            150 s   every Triton specialisation (``Backend.jit``) that ``check``, ``sanitize``
+                              and ``bench`` launch, and the ``compiled`` peer's graphs, compiled by running those calls
                               once in parallel worker processes that share one Triton and Inductor cache
 check                 90 s    ``python -m convgru_ext check``: every backend, bf16/fp16/fp32/fp32+TF32/
                               fp64, reset before/after, sequence and cell, a real shape and one with
@@ -272,10 +272,11 @@ STEPS = [
 
 
 def precompile_jobs() -> list[tuple[str, int]]:
-    """What the precompile step runs once: ("check", i) for the i-th Triton row of ``check``'s plan (the
-    sanitize step's Triton rows are among them), ("bench", i) for the i-th row of the benchmark core that
-    compiles (Triton, the ``compiled`` peer)."""
-    jobs = [("check", i) for i, _ in enumerate(_triton_checks())]
+    """What the precompile step runs once: ("check", i) for the i-th row of ``check``'s plan whose backend
+    compiles kernels at its first call (``Backend.jit``: Triton; the sanitize step's Triton rows are among
+    them), ("bench", i) for the i-th row of the benchmark core that compiles (those backends, the
+    ``compiled`` peer)."""
+    jobs = [("check", i) for i, _ in enumerate(_jit_checks())]
     jobs += [("bench", i) for i, row in enumerate(_bench_rows()) if row is not None]
     return jobs
 
@@ -286,10 +287,16 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _triton_checks() -> list:
+def _jit_backends() -> list[str]:
+    from convgru_ext import backends
+
+    return [name for name in backends.names() if backends.get(name).jit]
+
+
+def _jit_checks() -> list:
     from convgru_ext.testing import check_plan
 
-    return check_plan(["triton"], [_device()])
+    return check_plan(_jit_backends(), [_device()])
 
 
 def _bench_rows() -> list:
@@ -298,9 +305,10 @@ def _bench_rows() -> list:
     from convgru_ext.bench.impls import Ours, PublicPeer
 
     settings, rows = plan(BENCH_CORE)
+    jit = _jit_backends()
     kept = []
     for dtype, wl, pass_, impl in rows:
-        compiles = (isinstance(impl, Ours) and impl.name == "triton") or (
+        compiles = (isinstance(impl, Ours) and impl.name in jit) or (
             isinstance(impl, PublicPeer) and impl.compile_mode is not None)
         usable = compiles and impl.unavailable(wl, dtype, settings.device) is None
         kept.append((settings, dtype, wl, pass_, impl) if usable else None)
@@ -320,11 +328,11 @@ def run_job(job: tuple[str, int]) -> tuple[str, float, Optional[str]]:
             if kind == "check":
                 from convgru_ext.testing import run_check
 
-                check = _triton_checks()[index]
+                check = _jit_checks()[index]
                 what = check.label
                 run_check(check, torch.Generator().manual_seed(index))
             else:
-                from convgru_ext.bench.runner import Case, run_once
+                from convgru_ext.bench.check import Case, run_once
 
                 settings, dtype, wl, pass_, impl = _bench_rows()[index]
                 what = f"bench {wl.name} {str(dtype).removeprefix('torch.')} {pass_} {impl.name}"

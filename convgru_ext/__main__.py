@@ -58,7 +58,7 @@ def info(_args) -> int:
         status = "usable" if reason is None else "unavailable"
         if b.experimental and reason is None:
             status = "usable (experimental)"
-        auto = "no" if b.experimental or name == "reference" or reason else "where fastest"
+        auto = "no" if b.experimental or name not in backends.AUTO_ORDER or reason else "where fastest"
         table.add_row(name, status, auto, reason or ("not yet verified on a GPU" if b.experimental else ""))
     console.print(table)
     return 0
@@ -84,7 +84,7 @@ def _check(args) -> int:
     table = Table("backend", "device", "precision", "shape", "T", "reset", "max rel. error", "tolerance", "result",
                   title="parity with the reference (outputs, final state, every gradient)")
     rows: list[dict] = []
-    names = args.backend or [n for n in backends.names() if n != "reference"]
+    names = args.backend or [n for n in backends.names() if backends.get(n).fused]
     devices = args.device or _devices()
     interrupted = False
     try:
@@ -140,9 +140,11 @@ def _gradcheck(backend: str, device: str) -> bool:
 
     case = Case(T=2, B=1, Cin=2, C=2, H=3, W=4, dilation=(1, 2))
     inputs = make_inputs(case, torch.float64, device, torch.Generator().manual_seed(0))
-    # Triton kernels on the CPU run through the interpreter, where the full Jacobian (one forward
-    # per input element) takes many minutes: check random projections of it instead (fast mode).
-    fast = backend == "triton" and device == "cpu"
+    # A backend that does not run at speed here (Triton's CPU interpreter) would take many minutes for the
+    # full Jacobian (one forward per input element): check random projections of it instead (fast mode).
+    from convgru_ext import backends
+
+    fast = backends.get(backend).benchmark_reason() is not None
     return all(
         torch.autograd.gradcheck(
             lambda *a, r=reset: convgru_sequence(*a, dilation=case.dilation, reset=r, backend=backend),

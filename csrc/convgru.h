@@ -1,11 +1,9 @@
 // convgru-ext CUDA backend: the one parameter struct every kernel takes, and the launchers.
 //
-// UNVERIFIED ON A GPU: this code compiles and links (CI), and its tiling, addressing and
-// gate math run on the CPU through the emulator (csrc/cuda/emulate_*.cu, tests/test_cuda.py);
-// the device-only parts (tensor-core fragments, cp.async pipeline, launch configuration)
-// have never been executed on a GPU.
+// What is verified where: convgru_ext/backends/cuda.py's `experimental` flag (README's backend table).
+// The tiling, addressing and gate math run on the CPU through the emulator (csrc/cuda/emulate_*.cu).
 //
-// Notation (see convgru_ext/backends/_op.py for the op contract):
+// Notation (convgru_ext/backends/_op.py holds the op contract and the design around these loops):
 //   T steps, B frames, C hidden channels, H x W pixels, M = B*H*W pixels per step,
 //   kernel kh x kw ("taps" = kh*kw), dilation (dil_h, dil_w), "same" padding
 //   pad = dil * (k - 1) / 2, gate order r, z, n.

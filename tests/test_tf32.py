@@ -1,24 +1,19 @@
 """PyTorch's two TF32 APIs: whatever a user sets, the package reads the convolution's flag and never crashes.
 
 Reading ``torch.backends.cudnn.allow_tf32`` (or ``allowTF32CuDNN()`` in C++) raises once a user sets
-``torch.backends.cudnn.conv.fp32_precision`` apart from the RNN's; ``convgru_ext._tf32`` and
-``csrc/tf32.h`` read the convolution operator's own flag instead.  Without a GPU, TF32 changes no
-result here, so these tests check that every path that reads the flag runs under the new API and
-reads what the user set.
+``torch.backends.cudnn.conv.fp32_precision`` apart from the RNN's; ``convgru_ext._tf32`` reads the
+convolution operator's own flag instead, and the kernel backends take their math mode from it.
+Without a GPU, TF32 changes no result here, so these tests check that every path that reads the flag
+runs under the new API and reads what the user set.
 """
-
-import os
-import shutil
-import subprocess
 
 import pytest
 import torch
 
 from convgru_ext._tf32 import conv_allows_tf32, matmul_allows_tf32, tf32
-from convgru_ext.bench.runner import collect_meta
+from convgru_ext.bench.meta import collect_meta
 from helpers import FUSED_BACKENDS, Case, cast_inputs, compare, make_inputs, run_with_grads, unusable_reason
 
-CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
 NEW_API = hasattr(torch._C, "_get_fp32_precision_getter")
 needs_new_api = pytest.mark.skipif(not NEW_API, reason=f"torch {torch.__version__} has no fp32_precision API")
 
@@ -84,69 +79,48 @@ def test_the_switch_sets_and_restores_through_the_new_api(conv_precision):
 
 
 def _set_states():
-    """(description, setter) of TF32 states, legacy and new, mixed included."""
+    """(description, setter, expected) of TF32 states, legacy and new: whether convolutions may use TF32 after
+    the setter, by PyTorch's rule (the convolution's own precision, else cuDNN's, else the generic one).  Each
+    new-API state sets the parents first and the children last, so that its answer does not depend on how a
+    parent's setter propagates to its children."""
     def legacy(flag):
         def go():
             torch.backends.cudnn.allow_tf32 = flag
         return go
 
-    def new(backend, op, value):
+    def new(*settings):
         def go():
-            torch._C._set_fp32_precision_setter(backend, op, value)
+            for backend, op, value in settings:
+                torch._C._set_fp32_precision_setter(backend, op, value)
         return go
 
-    return [("legacy on", legacy(True)), ("legacy off", legacy(False)), ("conv ieee", new("cuda", "conv", "ieee")),
-            ("conv tf32", new("cuda", "conv", "tf32")), ("conv none, cudnn ieee", new("cuda", "all", "ieee")),
-            ("conv none, cudnn tf32", new("cuda", "all", "tf32")), ("conv none", new("cuda", "conv", "none")),
-            ("generic tf32", new("generic", "all", "tf32"))]
+    states = [("legacy on", legacy(True), True), ("legacy off", legacy(False), False)]
+    for value in ("tf32", "ieee"):
+        tf = value == "tf32"
+        states += [(f"conv {value}", new(("cuda", "conv", value)), tf),
+                   (f"cudnn {value}, conv none", new(("cuda", "all", value), ("cuda", "conv", "none")), tf),
+                   (f"generic {value}, cudnn and conv none",
+                    new(("generic", "all", value), ("cuda", "all", "none"), ("cuda", "conv", "none")), tf)]
+    return states
 
 
 @needs_new_api
-def test_python_and_cpp_read_the_same_flag():
-    """``_tf32.conv_allows_tf32`` and the kernels' ``csrc/tf32.h`` agree in every state, legacy and new."""
-    from convgru_ext.backends.cuda import load_extension
+def test_every_backend_reads_the_same_flag_in_every_state():
+    """The Triton and CUDA math modes follow ``_tf32.conv_allows_tf32`` in every state, legacy and new."""
+    from convgru_ext.backends.cuda import math_mode as cuda_math
 
-    reason = load_extension()
-    if reason:
-        pytest.skip(f"the CUDA extension is not loadable here: {reason}")
+    triton_math = None
+    if unusable_reason("triton", "cuda" if torch.cuda.is_available() else "cpu", torch.float32) is None:
+        from convgru_ext.backends.triton.ops import math_mode as triton_math
     saved = {(b, o): torch._C._get_fp32_precision_getter(b, o)
              for b, o in (("cuda", "conv"), ("cuda", "rnn"), ("cuda", "all"), ("generic", "all"))}
-    seen = set()
     try:
-        for description, set_state in _set_states():
+        for description, set_state, expected in _set_states():
             set_state()
-            python, cpp = conv_allows_tf32(), torch.ops.convgru_ext._cuda_conv_tf32()
-            assert python == cpp, f"after {description}: Python reads {python}, C++ reads {cpp}"
-            seen.add(python)
+            assert conv_allows_tf32() is expected, description
+            assert cuda_math(torch.float32) == ("tf32" if expected else "f32"), description
+            if triton_math is not None:
+                assert triton_math(torch.float32) == ("tf32" if expected else "ieee"), description
     finally:
         for (b, o), value in saved.items():
             torch._C._set_fp32_precision_setter(b, o, value)
-    assert seen == {True, False}
-
-
-MOCKS = r"""
-#include <optional>
-#include <string>
-#include "tf32.h"
-struct Legacy { bool allowTF32CuDNN() const { return true; } };
-struct Strings { bool allowTF32CuDNN(const std::string& op = std::string()) const { return op == "conv"; } };
-enum class Float32Op { ALL, CONV, RNN, MATMUL };
-struct Enum { bool allowTF32CuDNN(std::optional<Float32Op> op = std::nullopt) const { return op == Float32Op::CONV; } };
-int main() {
-  return convgru::conv_allows_tf32(Legacy{}) && convgru::conv_allows_tf32(Strings{}) &&
-         convgru::conv_allows_tf32(Enum{}) ? 0 : 1;
-}
-"""
-
-
-@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ to compile csrc/tf32.h against mock contexts")
-def test_cpp_reader_compiles_against_every_form_of_the_torch_api(tmp_path):
-    """The extension builds against the torch of the machine (2.14 here, 2.11 on the lent GPU); the header
-    must pick the convolution's flag in each of PyTorch's three C++ forms of ``allowTF32CuDNN``."""
-    source = tmp_path / "mocks.cpp"
-    source.write_text(MOCKS)
-    binary = tmp_path / "mocks"
-    done = subprocess.run(["g++", "-std=c++17", "-I", CSRC, str(source), "-o", str(binary)],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert subprocess.run([str(binary)]).returncode == 0, "a form did not name the convolution operator"

@@ -1,16 +1,7 @@
-"""The parts of a layer that run once per call, outside the time loop, through PyTorch's convolutions.
-
-Every fused backend computes the recurrence (the time loop) with its own kernels but leaves
-the large, loop-free convolutions to cuDNN / oneDNN, which are already at the hardware's
-limit there:
-
-* before the loop, the input projection ``W*x + b`` of all T steps as one convolution over
-  the T*B frames (:func:`input_projection`);
-* after the loop, once over all T*B frames, the weight and bias gradients of both
-  convolutions and the input gradient ``dx`` (:func:`weight_and_input_grads`).
-
-Tensors follow the op layout of ``_op.py`` (activations channels-last).
-"""
+"""The convolutions of a layer call outside its time loops (cuDNN / oneDNN), which ``_op.py`` composes
+around every fused backend's loops: the input projection before them (:func:`input_projection`), the
+weight, bias and input gradients once after them (:func:`weight_and_input_grads`).  Tensors follow the
+op layout of ``_op.py``."""
 
 from __future__ import annotations
 
@@ -20,12 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._op import channels_last, empty_channels_last
+from .._contract import same_padding
+from ._layout import channels_last, empty_channels_last
 
 
 def padding(weight: Tensor, dilation: list[int]) -> list[int]:
-    """'Same' padding of ``weight`` (O, I, kh, kw) at ``dilation``: ``d * (k - 1) // 2``."""
-    return [d * (k - 1) // 2 for k, d in zip(weight.shape[2:], dilation)]
+    """'Same' padding of ``weight`` (O, I, kh, kw) at ``dilation``."""
+    return list(same_padding(weight.shape[2:], dilation))
 
 
 def conv_backward(grad: Tensor, inp: Tensor, weight: Tensor, dilation: list[int],
@@ -52,12 +44,11 @@ def input_bias(bias_ih: Optional[Tensor], bias_hh: Optional[Tensor], reset_after
     return bias_ih + bias_hh
 
 
-def input_projection(x: Tensor, weight_ih: Tensor, bias_ih: Optional[Tensor], bias_hh: Optional[Tensor],
-                     dilation: list[int], reset_after: bool) -> Tensor:
-    """``W*x_t + input_bias`` for every step: (T, B, 3C, H, W), channels-last, one convolution."""
+def input_projection(x: Tensor, weight_ih: Tensor, bias_x: Optional[Tensor], dilation: list[int]) -> Tensor:
+    """``W*x_t + bias_x`` for every step (``bias_x`` from :func:`input_bias`): (T, B, 3C, H, W), channels-last,
+    one convolution."""
     T, B, Cin, H, W = x.shape
-    gx = F.conv2d(x.view(T * B, Cin, H, W), weight_ih, input_bias(bias_ih, bias_hh, reset_after),
-                  1, padding(weight_ih, dilation), dilation)
+    gx = F.conv2d(x.view(T * B, Cin, H, W), weight_ih, bias_x, 1, padding(weight_ih, dilation), dilation)
     return channels_last(gx.view(T, B, weight_ih.shape[0], H, W))
 
 

@@ -1,47 +1,59 @@
-"""The two ops every fused backend implements, written down once.
+"""The op pair every fused backend implements, and the one composition around each backend's time loops.
 
-Each fused backend (``torch``, ``triton``, ``cuda``) provides a *forward* and a
-*backward* op in the ``convgru_ext`` namespace with exactly these schemas::
+The design, described here once: a fused backend computes only the recurrence, **its two time
+loops**.  Everything a layer call does outside them is composed around them by this module, the
+same for every backend:
 
-    {name}_forward(Tensor x, Tensor h0, Tensor weight_ih, Tensor weight_hh,
-                   Tensor? bias_ih, Tensor? bias_hh, int[] dilation, bool reset_after)
-        -> (Tensor out, Tensor gates)
+* forward: the input projection ``W*x + b`` of all T steps is one convolution over the T*B
+  frames, before the loop (``_hoisted.input_projection``; a backend may instead convolve ``x``
+  inside its step kernels when ``hoists(T)`` says so, as Triton does for a cell call);
+  then the backend's forward loop, per step the recurrent convolution(s) with the gate math,
+  writing every state ``out`` and the ``gates`` the backward needs;
+* backward: the backend's backward loop, per step in reverse the data gradient of the recurrent
+  convolution(s) with the gate-gradient math, giving every step's gate gradients ``dgh`` (and
+  ``dxn``) and ``dh0``; then, once over all T*B frames, the weight and bias gradients and ``dx``
+  (``_hoisted.weight_and_input_grads``).
 
-    {name}_backward(Tensor grad_out, Tensor x, Tensor h0, Tensor out, Tensor gates,
-                    Tensor weight_ih, Tensor weight_hh, int[] dilation, bool reset_after,
-                    bool need_dx)
-        -> (Tensor dx, Tensor dh0, Tensor dweight_ih, Tensor dweight_hh,
-            Tensor dbias_ih, Tensor dbias_hh)
+Each backend registers ``convgru_ext::{name}_forward`` / ``{name}_backward`` through
+:func:`define_op_pair`, with the schemas :data:`FORWARD_SCHEMA` / :data:`BACKWARD_SCHEMA`:
 
-Shapes (one dtype, T >= 1): ``x`` (T, B, Cin, H, W), ``h0`` (B, C, H, W),
+Shapes (one dtype, T >= 0): ``x`` (T, B, Cin, H, W), ``h0`` (B, C, H, W),
 ``weight_ih`` (3C, Cin, kh, kw), ``weight_hh`` (3C, C, kh, kw), biases (3C,),
 ``out`` (T, B, C, H, W) = every state h_1..h_T.
 
-Layout: the activations (``x``, ``h0``, ``out``, ``gates``, ``grad_out``,
-``dx``, ``dh0``) are *channels-last*: logically (..., C, H, W) as above, in
-memory (..., H, W, C) and dense (see :func:`channels_last`).  That is the
-layout the convolution libraries and our kernels run fastest in (channels are
-the GEMM's reduction dimension).  Weights and biases are contiguous.
+Layout: the activations (``x``, ``h0``, ``out``, ``gates``, ``grad_out``, ``dx``, ``dh0``) are
+*channels-last*: logically (..., C, H, W) as above, in memory (..., H, W, C) and dense
+(``_layout.py``), the layout the convolution libraries and our kernels run fastest in (channels
+are the GEMM's reduction dimension).  Weights and biases are contiguous.
 
-``gates`` is what the forward saves for the backward, in the input dtype:
-(T, B, G*C, H, W) holding, channel block by channel block, the activations
-``r, z, n`` (G = 3) and, for ``reset_after``, also ``U_n*h + b_hn`` (G = 4).
-Together with ``x``, ``h0`` and ``out`` this is all the backward needs; the
-input projection ``W*x`` is not saved.  The bias values do not enter the
-backward at all.  ``dx`` is an empty (0,) tensor when ``need_dx`` is false;
-``dbias_*`` are returned even when the bias was None (autograd drops them).
+``gates`` is what the forward saves for the backward, in the input dtype: (T, B, G*C, H, W)
+holding, channel block by channel block, the activations ``r, z, n`` (G = 3) and, for
+``reset_after``, also ``U_n*h + b_hn`` (G = 4).  Together with ``x``, ``h0`` and ``out`` this is
+all the backward needs; the input projection is not saved and the biases do not enter the
+backward.  ``dx`` is an empty (0,) tensor when ``need_dx`` is false; ``dbias_*`` are returned even
+when the bias was None (autograd drops them).
 
-This module registers the fake (meta) kernels and the autograd formula for such
-a pair, so that every backend gets ``torch.compile`` support and the same
-autograd behaviour from one piece of code.
+The fake (meta) kernels and the autograd formula are registered here for every pair, so that
+every backend gets ``torch.compile`` support and the same autograd behaviour from one piece of code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Optional
+from typing import Optional, Protocol
 
 import torch
+from torch import Tensor
+
+from ._hoisted import input_bias, input_projection, weight_and_input_grads
+from ._layout import channels_last, empty_channels_last, logical, physical  # noqa: F401 (the layout's home for importers)
+
+#: ``convgru_ext::{name}_forward``
+FORWARD_SCHEMA = ("(Tensor x, Tensor h0, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, "
+                  "int[] dilation, bool reset_after) -> (Tensor, Tensor)")
+#: ``convgru_ext::{name}_backward``: (dx, dh0, dweight_ih, dweight_hh, dbias_ih, dbias_hh)
+BACKWARD_SCHEMA = ("(Tensor grad_out, Tensor x, Tensor h0, Tensor out, Tensor gates, Tensor weight_ih, "
+                   "Tensor weight_hh, int[] dilation, bool reset_after, bool need_dx) "
+                   "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")
 
 
 def gates_per_channel(reset_after: bool) -> int:
@@ -49,23 +61,62 @@ def gates_per_channel(reset_after: bool) -> int:
     return 4 if reset_after else 3
 
 
-def _to_channel_last_order(ndim: int) -> list[int]:
-    return list(range(ndim - 3)) + [ndim - 2, ndim - 1, ndim - 3]
+class StepLoops(Protocol):
+    """What a fused backend supplies: its two time loops (all tensors in the op layout above)."""
+
+    def hoists(self, T: int) -> bool:
+        """Whether the forward loop reads the hoisted projection ``gx``; if not, it convolves ``x`` itself."""
+        ...
+
+    def forward(self, x: Tensor, gx: Optional[Tensor], h0: Tensor, weight_ih: Tensor, weight_hh: Tensor,
+                bias_x: Optional[Tensor], bias_hn: Optional[Tensor], dilation: list[int],
+                reset_after: bool) -> tuple[Tensor, Tensor]:
+        """``(out, gates)`` of T >= 1 steps over B >= 1 frames.
+
+        ``gx`` (T, B, 3C, H, W) is ``W*x_t + bias_x``, or None when ``hoists(T)`` is false; ``bias_x``
+        is the bias that goes with ``W*x`` (``_hoisted.input_bias``), ``bias_hn`` the part of
+        ``b_hh`` that ``r`` multiplies under ``reset_after`` (else None)."""
+        ...
+
+    def backward(self, grad_out: Tensor, h0: Tensor, out: Tensor, gates: Tensor, weight_hh: Tensor,
+                 dilation: list[int], reset_after: bool) -> tuple[Tensor, Optional[Tensor], Tensor]:
+        """``(dgh, dxn, dh0)``: every step's gate pre-activation gradients (T, B, 3C, H, W) as the recurrent
+        convolution(s) see them; for ``reset_after`` the n-gradient as the input convolution sees it
+        (T, B, C, H, W; else None); and dL/dh0 (B, C, H, W, any layout)."""
+        ...
 
 
-def _from_channel_last_order(ndim: int) -> list[int]:
-    return list(range(ndim - 3)) + [ndim - 1, ndim - 3, ndim - 2]
+def compose_forward(loops: StepLoops):
+    """The forward op of a backend whose time loop is ``loops.forward`` (see the module docstring)."""
+
+    def forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after):
+        T, B, _, H, W = x.shape
+        C = weight_hh.shape[1]
+        if T == 0 or B == 0:
+            return fake_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after)
+        bias_x = input_bias(bias_ih, bias_hh, reset_after)
+        gx = input_projection(x, weight_ih, bias_x, dilation) if loops.hoists(T) else None
+        bias_hn = bias_hh[2 * C:] if reset_after and bias_hh is not None else None
+        return loops.forward(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, list(dilation), reset_after)
+
+    return forward
 
 
-def channels_last(t: torch.Tensor) -> torch.Tensor:
-    """``t`` (..., C, H, W) with the same values, dense in memory as (..., H, W, C); no copy if it already is."""
-    return t.permute(_to_channel_last_order(t.dim())).contiguous().permute(_from_channel_last_order(t.dim()))
+def compose_backward(loops: StepLoops):
+    """The backward op of a backend whose time loop is ``loops.backward`` (see the module docstring)."""
 
+    def backward(grad_out, x, h0, out, gates, weight_ih, weight_hh, dilation, reset_after, need_dx):
+        T, B = x.shape[:2]
+        if T == 0 or B == 0:  # no step or no frame: nothing flows back
+            zeros = [t.zero_() for t in fake_backward(grad_out, x, h0, out, gates, weight_ih, weight_hh, dilation,
+                                                      reset_after, need_dx)]
+            return tuple(zeros)
+        dgh, dxn, dh0 = loops.backward(grad_out, h0, out, gates, weight_hh, list(dilation), reset_after)
+        dx, dw_ih, dw_hh, db_ih, db_hh = weight_and_input_grads(
+            x, h0, out, gates, dgh, dxn, weight_ih, weight_hh, list(dilation), reset_after, need_dx)
+        return dx, channels_last(dh0.to(x.dtype)), dw_ih, dw_hh, db_ih, db_hh
 
-def empty_channels_last(like: torch.Tensor, *shape: int) -> torch.Tensor:
-    """An uninitialised channels-last tensor of logical ``shape`` (..., C, H, W), ``like``'s dtype and device."""
-    physical = [shape[i] for i in _to_channel_last_order(len(shape))]
-    return like.new_empty(physical).permute(_from_channel_last_order(len(shape)))
+    return backward
 
 
 def fake_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after):
@@ -87,7 +138,24 @@ def fake_backward(grad_out, x, h0, out, gates, weight_ih, weight_hh, dilation, r
     )
 
 
-def register_autograd(forward_op, backward_op: Callable) -> None:
+def define_op_pair(name: str, loops: StepLoops, *, triton: bool = False):
+    """Define ``convgru_ext::{name}_forward`` / ``{name}_backward`` around ``loops``: the composition above,
+    the fake kernels and autograd.  ``triton``: a ``torch.library.triton_op``, so that ``torch.compile``
+    sees the Triton kernels inside (through ``wrap_triton``); otherwise an opaque ``custom_op``.
+
+    Returns the two ops."""
+    define = torch.library.triton_op if triton else torch.library.custom_op
+    forward_op = define(f"convgru_ext::{name}_forward", compose_forward(loops), mutates_args=(),
+                        schema=FORWARD_SCHEMA)
+    backward_op = define(f"convgru_ext::{name}_backward", compose_backward(loops), mutates_args=(),
+                         schema=BACKWARD_SCHEMA)
+    forward_op.register_fake(fake_forward)
+    backward_op.register_fake(fake_backward)
+    register_autograd(forward_op, backward_op)
+    return forward_op, backward_op
+
+
+def register_autograd(forward_op, backward_op) -> None:
     """Make ``forward_op`` differentiable through ``backward_op`` (schemas above)."""
 
     def setup_context(ctx, inputs, output):
@@ -109,7 +177,7 @@ def register_autograd(forward_op, backward_op: Callable) -> None:
             ctx.dilation, ctx.reset_after, bool(need[0]),
         )
 
-        def keep(grad: torch.Tensor, wanted: bool) -> Optional[torch.Tensor]:
+        def keep(grad: Tensor, wanted: bool) -> Optional[Tensor]:
             return grad if wanted else None
 
         return (

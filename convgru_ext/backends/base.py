@@ -35,6 +35,8 @@ class Backend:
     experimental: bool = False
     #: False only for the reference (the spec); the fused backends implement the op pair of ``_op.py``
     fused: bool = True
+    #: True when a first call compiles kernels for its shapes (``make gpu-check`` compiles them ahead of time)
+    jit: bool = False
 
     def benchmark_reason(self) -> Optional[str]:
         """Why timing this backend in this process would mean nothing (it runs, but not at speed), or None."""

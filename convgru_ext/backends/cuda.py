@@ -1,34 +1,15 @@
-"""``backend="cuda"``: hand-written fused CUDA kernels (``csrc/``).  EXPERIMENTAL, UNVERIFIED ON A GPU.
+"""``backend="cuda"``: hand-written fused CUDA kernels (``csrc/``).
 
-The op pair of ``_op.py`` (``convgru_ext::cuda_forward`` / ``cuda_backward``) is
-declared, checked and run in C++ (``csrc/ops.cpp``); this module loads that extension,
-registers the fake kernels and the autograd formula, and exposes the backend.
+``csrc/ops.cpp`` implements the backend's two time loops as the ops ``convgru_ext::_cuda_forward_loop``
+/ ``_cuda_backward_loop`` (CUDA tensors launch the kernels; CPU tensors run every kernel's CPU
+emulation); this module loads that extension and composes the op pair of ``_op.py`` around the loops
+(``convgru_ext::cuda_forward`` / ``cuda_backward``, and the CPU-emulated twins
+``_cuda_emulate_forward`` / ``_cuda_emulate_backward`` for tests, which take the math mode as an extra
+argument).  ``csrc/convgru.h`` says what each kernel computes.  The math mode (bf16, fp16, TF32 when a
+float32 convolution may use it, exact fp32, fp64) is chosen here and passed to C++.
 
-Design (``csrc/convgru.h`` has the details):
-
-* forward: the input projection ``W*x + b`` of all T steps is one cuDNN convolution over
-  T*B frames; per step, the recurrent convolution is an implicit GEMM (M = B*H*W pixels,
-  N = the channel tile of every gate at once, K = taps x channels, channels-last so K is
-  contiguous) on tensor cores (bf16/fp16 with fp32 accumulation; TF32 for float32 when
-  ``torch.backends.cudnn.allow_tf32`` is true, exact fp32 FMA otherwise; fp64 FMA), with the
-  gate math in the epilogue: ``reset="before"`` takes two kernels per step (r, z and r*h;
-  then n and the new state), ``reset="after"`` one;
-* backward: per step in reverse, the data gradient of the recurrent convolution is the same
-  GEMM with the transposed, tap-flipped weight, and its epilogue completes dL/dh_{t-1} and
-  computes step t-1's gate gradients (two kernels per step for "before", one for "after");
-  the weight and bias gradients are computed once after the loop over all T*B frames
-  (cuDNN), as in the ``torch`` backend;
-* saved for the backward: ``gates`` as ``_op.py`` specifies, nothing else.
-
-What has been checked: the extension compiles and links in CI; every kernel's tiling,
-addressing, per-thread FMA code and gate math run on the CPU through the emulator ops
-(``_cuda_emulate_forward`` / ``_cuda_emulate_backward``, tests/test_cuda.py) and match
-the ``torch`` backend.  What has not: anything on a GPU (tensor-core fragments, the cp.async
-pipeline, launch configuration, speed).  Until a GPU run has, ``experimental`` stays True and
-``"auto"`` never picks this backend.
-
-Loading: the extension built by setup.py (``convgru_ext._cuda``) if present; otherwise, with
-a CUDA toolkit and a CUDA device present, the same sources are built with ninja on first use
+Loading: the extension built by setup.py (``convgru_ext._cuda``) if present; otherwise, with a CUDA
+toolkit and a CUDA device present, the same sources are built with ninja on first use
 (``torch.utils.cpp_extension.load``, cached under torch's extension folder), saying so once, unless
 ``CONVGRU_CUDA_JIT=0``.
 """
@@ -45,7 +26,9 @@ from typing import Optional
 import torch
 
 from .._contract import Problem
-from ._op import fake_backward, fake_forward, register_autograd
+from .._tf32 import conv_allows_tf32
+from ._layout import logical, physical
+from ._op import BACKWARD_SCHEMA, FORWARD_SCHEMA, compose_backward, compose_forward, define_op_pair
 from .base import Backend, capability_reasons
 
 #: the CUDA sources, present in a source checkout or an editable install
@@ -56,11 +39,26 @@ DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MIN_CAPABILITY = (8, 0)  # cp.async, bfloat16 tensor cores
 #: set to 0 to never build the extension on first use (``make gpu-check`` builds it beforehand)
 NO_JIT_VAR = "CONVGRU_CUDA_JIT"
+#: the C++ time loops' schemas (``csrc/ops.cpp`` defines them; tests/test_cuda.py holds the two equal).
+#: Activations are dense (..., H, W, C) tensors; ``x`` gives only sizes, dtype and device.
+LOOP_SCHEMAS = {
+    "_cuda_forward_loop": "(Tensor x, Tensor gx, Tensor h0, Tensor weight_hh, Tensor? bias_hn, int[] dilation, "
+                          "bool reset_after, str math) -> (Tensor, Tensor)",
+    "_cuda_backward_loop": "(Tensor grad_out, Tensor h0, Tensor out, Tensor gates, Tensor weight_hh, int[] dilation, "
+                           "bool reset_after, str math) -> (Tensor, Tensor, Tensor)",
+}
+_MATHS = {torch.float16: "f16", torch.bfloat16: "bf16", torch.float64: "f64"}
+
+
+def math_mode(dtype: torch.dtype) -> str:
+    """The kernels' math mode for ``dtype``: "f16", "bf16", "f64", and for float32 "tf32" exactly when a
+    float32 convolution may use TF32 (``_tf32.conv_allows_tf32``), else "f32"."""
+    return _MATHS.get(dtype) or ("tf32" if conv_allows_tf32() else "f32")
 
 
 def _ops_defined() -> bool:
     try:
-        torch.ops.convgru_ext.cuda_forward.default  # noqa: B018
+        torch.ops.convgru_ext._cuda_forward_loop.default  # noqa: B018
     except (AttributeError, RuntimeError):
         return False
     return True
@@ -98,16 +96,6 @@ class _Extension:
         self.loaded = False
         self.origin: Optional[str] = None  # "prebuilt", "jit" or "already loaded"
         self.error: Optional[str] = None  # why loading failed, once tried
-        self._python_side = False
-
-    def register_python_side(self) -> None:
-        """Fake kernels and autograd for the C++-defined ops (once)."""
-        if self._python_side:
-            return
-        torch.library.register_fake("convgru_ext::cuda_forward", fake_forward)
-        torch.library.register_fake("convgru_ext::cuda_backward", fake_backward)
-        register_autograd("convgru_ext::cuda_forward", torch.ops.convgru_ext.cuda_backward)
-        self._python_side = True
 
     def load(self) -> Optional[str]:
         """Load the extension if it is not loaded yet; None on success, else why not."""
@@ -116,9 +104,7 @@ class _Extension:
         with self._lock:
             if not self.loaded and self.error is None:
                 self.origin, self.error = self._load()
-                if self.error is None:
-                    self.register_python_side()
-                    self.loaded = True
+                self.loaded = self.error is None
             return self.error
 
     def _load(self) -> tuple[Optional[str], Optional[str]]:
@@ -176,9 +162,64 @@ def load_extension() -> Optional[str]:
     return _EXTENSION.load()
 
 
+class CudaLoops:
+    """The time loops of ``backend="cuda"`` (``_op.StepLoops``): the C++ ops, on CUDA tensors, or with
+    ``emulated_math`` on CPU tensors through the kernels' CPU emulation in that math mode."""
+
+    def __init__(self, emulated_math: Optional[str] = None):
+        self.emulated_math = emulated_math
+
+    def hoists(self, T: int) -> bool:
+        return True
+
+    def _math(self, t: torch.Tensor, direction: str) -> str:
+        if self.emulated_math is None and t.device.type != "cuda":
+            raise RuntimeError(f'convgru_ext::cuda_{direction} needs CUDA tensors: backend="cuda" runs hand-written '
+                               f'GPU kernels; got `x` on {t.device}. Use backend="torch" (or "auto") for CPU tensors.')
+        if self.emulated_math is not None and t.device.type != "cpu":
+            raise RuntimeError(f"convgru_ext::_cuda_emulate_{direction} emulates the kernels on CPU tensors; "
+                               f"got `x` on {t.device}")
+        reason = load_extension()
+        if reason:
+            raise RuntimeError(f'backend "cuda" is unavailable: {reason}')
+        return self.emulated_math or math_mode(t.dtype)
+
+    def forward(self, x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after):
+        math = self._math(x, "forward")
+        out, gates = torch.ops.convgru_ext._cuda_forward_loop(x, physical(gx), physical(h0), weight_hh, bias_hn,
+                                                              dilation, reset_after, math)
+        return logical(out), logical(gates)
+
+    def backward(self, grad_out, h0, out, gates, weight_hh, dilation, reset_after):
+        math = self._math(out, "backward")
+        dgh, dxn, dh0 = torch.ops.convgru_ext._cuda_backward_loop(
+            physical(grad_out), physical(h0), physical(out), physical(gates), weight_hh, dilation, reset_after, math)
+        return logical(dgh), logical(dxn) if reset_after else None, logical(dh0)
+
+
+cuda_forward, cuda_backward = define_op_pair("cuda", CudaLoops())
+
+
+def _with_math(schema: str) -> str:
+    return schema.replace(") ->", ", str math) ->", 1)  # the math mode, an argument after the contract's
+
+
+@torch.library.custom_op("convgru_ext::_cuda_emulate_forward", mutates_args=(), schema=_with_math(FORWARD_SCHEMA))
+def cuda_emulate_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after, math):
+    """``cuda_forward`` on CPU tensors, every kernel emulated in math mode ``math`` (tests)."""
+    return compose_forward(CudaLoops(math))(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after)
+
+
+@torch.library.custom_op("convgru_ext::_cuda_emulate_backward", mutates_args=(), schema=_with_math(BACKWARD_SCHEMA))
+def cuda_emulate_backward(grad_out, x, h0, out, gates, weight_ih, weight_hh, dilation, reset_after, need_dx, math):
+    """``cuda_backward`` on CPU tensors, every kernel emulated in math mode ``math`` (tests)."""
+    return compose_backward(CudaLoops(math))(grad_out, x, h0, out, gates, weight_ih, weight_hh, dilation,
+                                             reset_after, need_dx)
+
+
 class CudaBackend(Backend):
     name = "cuda"
-    experimental = True  # never run on a GPU yet; "auto" does not pick it
+    experimental = True  # until a GPU run has verified it: "auto" does not pick it
 
     def unavailable_reason(self) -> Optional[str]:
         if _EXTENSION.loaded and torch.cuda.is_available():
@@ -203,11 +244,6 @@ class CudaBackend(Backend):
         return reasons
 
     def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, problem):
-        out, _ = torch.ops.convgru_ext.cuda_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh,
-                                                    list(problem.dilation), problem.reset_after)
+        out, _ = cuda_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, list(problem.dilation),
+                              problem.reset_after)
         return out
-
-
-# Loaded already (e.g. torch imported this module for the ops' fake kernels): register now.
-if _ops_defined():
-    _EXTENSION.register_python_side()

@@ -14,7 +14,6 @@
 // __host__ __device__ function of (params, tile, thread id), so that emulate_gemm() can run
 // the very same code on the CPU thread by thread (tests/test_cuda.py).
 //
-// UNVERIFIED ON A GPU (see convgru.h).
 #pragma once
 
 #include <algorithm>

@@ -1,19 +1,14 @@
-"""``backend="triton"``: fused Triton kernels.  EXPERIMENTAL, NOT YET RUN ON A GPU.
+"""``backend="triton"``: fused Triton kernels (``_op.py`` holds the design every fused backend shares).
 
-* ``kernels.py``: the ``@triton.jit`` kernels of one time step (implicit-GEMM convolutions
-  whose epilogues do the gate math), with a table of what each computes;
-* ``ops.py``: configurations, weight packing, the time loops, and the op pair of ``_op.py``
-  (``convgru_ext::triton_forward`` / ``triton_backward``) with fake kernels and autograd.
+* ``kernels.py``: the ``@triton.jit`` kernels of one time step (implicit-GEMM convolutions whose
+  epilogues do the gate math), with a table of what each computes;
+* ``ops.py``: configurations, weight packing, the two time loops and the op pair
+  (``convgru_ext::triton_forward`` / ``triton_backward``);
+* ``compile_report.py``: the kernels compiled ahead of time for a GPU architecture, no GPU needed.
 
-This module imports without Triton: it only says why the backend is unavailable, and
-imports ``ops`` (which needs Triton) on first use.
-
-What has been checked: on the CPU, under ``TRITON_INTERPRET=1``, every kernel's tiling,
-masks, addressing and gate math run through Triton's interpreter and match the reference
-(outputs and every gradient, float32 and float64, gradcheck, opcheck; tests/test_triton.py
-and the shared parity tests).  What has not: compilation for and execution on a GPU
-(tensor-core ``tl.dot``, the autotuned configurations, speed).  Until a GPU run has,
-``experimental`` stays True and ``"auto"`` never picks this backend.
+This module imports without Triton: it only says why the backend is unavailable, and imports ``ops``
+(which needs Triton) on first use.  Without a GPU, ``TRITON_INTERPRET=1`` runs the kernels on the CPU
+through Triton's interpreter (the tests do).
 """
 
 from __future__ import annotations
@@ -50,7 +45,8 @@ def interpreted() -> bool:
 
 class TritonBackend(Backend):
     name = "triton"
-    experimental = True  # never run on a GPU yet; "auto" does not pick it
+    experimental = True  # until a GPU run has verified it: "auto" does not pick it
+    jit = True
 
     def unavailable_reason(self) -> Optional[str]:
         try:

@@ -1,42 +1,29 @@
-"""``convgru_ext::triton_forward`` / ``triton_backward``: launchers, time loops and registration.
+"""The Triton backend's time loops: configurations → weight packing → the launch of one step kernel → the
+forward and backward loops → the op pair (``_op.define_op_pair`` composes the projection and the weight
+gradients around the loops).  The kernels, and the table of what each computes, are in ``kernels.py``.
 
-Reads top to bottom: block-size configurations → weight packing → the launch of one
-step kernel → the forward and backward ops (the op pair of ``_op.py``) → fake kernels and
-autograd.  The kernels themselves, and the table of what each computes, are in
-``kernels.py``.
+Forward, per step: reset "before" launches FWD_RZ then FWD_N, reset "after" launches FWD_AFTER; in a
+sequence their epilogues read the hoisted projection; in a cell call (T == 1, RAFT-style: ``x``
+changes every call, so nothing is hoisted) the same kernels convolve ``x_t`` and ``h`` together (K
+spans both), so a cell step is 2 launches ("before") or 1 ("after") and nothing else.
 
-Forward, per call:
+Backward: BWD_INIT, then per step in reverse BWD_N + BWD_RZ ("before") or BWD_AFTER ("after"); the
+running state gradient lives in two float32 (float64) (M, C) buffers that the kernels read from one
+and write to the other, so that no launch reads what it writes (autotuning can replay any launch).
 
-* sequence (T > 1): the input projection ``W*x + b`` of all T steps is one cuDNN
-  convolution before the loop (``_hoisted.input_projection``); per step, reset "before"
-  launches FWD_RZ then FWD_N, reset "after" launches FWD_AFTER, and their epilogues read
-  the projection;
-* cell (T == 1, RAFT-style: x changes every call and nothing can be hoisted): the same
-  kernels convolve x_t and h together (K spans both), so a cell step is 2 launches
-  ("before") or 1 ("after") and nothing else.
+Saved for the backward (the op contract): ``gates`` in the input dtype.  Storing r, z, n (and
+U_n*h+b_hn) rather than float32 copies costs bfloat16's 8 bits of mantissa on values in [-1, 1] that
+enter the gradient linearly; the forward rounds them before using them, so the backward is the exact
+derivative of what was computed, and the low-precision GPU tests hold the result to PyTorch's own
+bfloat16 error (tests/test_gpu_kernels.py).
 
-Backward: BWD_INIT, then per step in reverse BWD_N + BWD_RZ ("before") or BWD_AFTER
-("after"); the running state gradient lives in two float32 (float64) (M, C) buffers that
-the kernels read from one and write to the other, so that no launch reads what it writes
-(autotuning can replay any launch).  After the loop, the weight and bias gradients and
-``dx`` are computed once over all T*B frames with cuDNN (``_hoisted.weight_and_input_grads``).
+Precision: float16/bfloat16 multiply on tensor cores and accumulate in float32; float32 uses TF32
+tensor cores exactly when a float32 convolution may (``_tf32.conv_allows_tf32``, read at each call),
+exact IEEE float32 otherwise; float64 accumulates in float64.
 
-Saved for the backward (the op contract): ``gates`` in the input dtype, which the forward
-writes anyway, plus references to x, h0 and the output.  Storing r, z, n (and U_n*h+b_hn)
-rather than float32 copies costs bfloat16's 8 bits of mantissa on values in [-1, 1] that
-enter the gradient linearly; the forward rounds them before using them, so the backward
-is the exact derivative of what was computed, and the low-precision GPU tests hold the
-result to PyTorch's own bfloat16 error (tests/test_gpu_kernels.py; not yet run on a GPU).
-
-Precision: float16/bfloat16 multiply on tensor cores and accumulate in float32; float32
-uses TF32 tensor cores exactly when a float32 convolution may (``_tf32.conv_allows_tf32``: PyTorch's
-default, read at each call), exact IEEE float32 otherwise; float64 accumulates
-in float64.
-
-Registration: with a GPU, ``torch.library.triton_op`` (torch.compile sees the kernels
-through ``wrap_triton``); under ``TRITON_INTERPRET=1`` (kernels run on the CPU through the
-interpreter, for tests) the op is an opaque ``custom_op``, because Inductor cannot compile
-interpreted kernels.  Either way the fake kernels and autograd of ``_op.py`` are registered.
+Registration: with a GPU, ``torch.library.triton_op`` (torch.compile sees the kernels through
+``wrap_triton``); under ``TRITON_INTERPRET=1`` an opaque ``custom_op``, because Inductor cannot compile
+interpreted kernels.
 """
 
 from __future__ import annotations
@@ -51,8 +38,8 @@ import triton
 from torch import Tensor
 
 from ..._tf32 import conv_allows_tf32
-from .._hoisted import input_bias, input_projection, weight_and_input_grads
-from .._op import channels_last, empty_channels_last, fake_backward, fake_forward, gates_per_channel, register_autograd
+from .._layout import empty_channels_last
+from .._op import define_op_pair, gates_per_channel
 from . import kernels as K
 
 #: kernels run on the CPU through Triton's interpreter (fixed when this module is imported)
@@ -204,76 +191,55 @@ def _launch(kernel, math: str, **args) -> None:
                                                num_stages=config.num_stages)
 
 
-# ----------------------------------------------------------------------------------------- ops
+# ---------------------------------------------------------------------------------------- loops
 
 
-def triton_forward(
-    x: Tensor,
-    h0: Tensor,
-    weight_ih: Tensor,
-    weight_hh: Tensor,
-    bias_ih: Optional[Tensor],
-    bias_hh: Optional[Tensor],
-    dilation: list[int],
-    reset_after: bool,
-) -> tuple[Tensor, Tensor]:
-    T, B, Cin, H, W = x.shape
-    C = weight_hh.shape[1]
-    M = B * H * W
-    out = empty_channels_last(x, T, B, C, H, W)
-    gates = empty_channels_last(x, T, B, gates_per_channel(reset_after) * C, H, W)
-    if M == 0:
+class TritonLoops:
+    """The time loops of ``backend="triton"`` (``_op.StepLoops``)."""
+
+    def hoists(self, T: int) -> bool:
+        return T > 1  # a cell call convolves x inside the step kernels
+
+    def forward(self, x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after):
+        T, B, Cin, H, W = x.shape
+        C = weight_hh.shape[1]
+        M = B * H * W
+        cell = gx is None
+        out = empty_channels_last(x, T, B, C, H, W)
+        gates = empty_channels_last(x, T, B, gates_per_channel(reset_after) * C, H, W)
+        rh = None if reset_after else x.new_empty(M, C)
+        math = math_mode(x.dtype)
+        unused = weight_hh  # for pointers a launch never touches (its flags say so): read-only, aliases nothing
+        has_bias_x = cell and bias_x is not None  # a sequence's bias_x is in gx
+        common = dict(
+            w_h_ptr=pack_forward(weight_hh),
+            w_x_ptr=pack_forward(weight_ih) if cell else unused,
+            bias_x_ptr=bias_x if has_bias_x else unused,
+            bias_hn_ptr=bias_hn if bias_hn is not None else unused,
+            Cin=Cin, HAS_X=cell, HAS_BIAS_X=has_bias_x, HAS_BIAS_HN=bias_hn is not None,
+            **_step_args(weight_hh, dilation, M, H, W, math),
+        )
+        kernel = _forward_kernel(math)
+        with _device_guard(x):
+            for t in range(T):
+                step = dict(common, h_ptr=h0 if t == 0 else out[t - 1], x_ptr=x[t] if cell else unused,
+                            gx_ptr=unused if cell else gx[t], gates_ptr=gates[t], out_ptr=out[t],
+                            rh_ptr=unused if rh is None else rh)
+                if reset_after:
+                    _launch(kernel, math, KIND=K.FWD_AFTER.value, **step)
+                else:
+                    _launch(kernel, math, KIND=K.FWD_RZ.value, **step)
+                    _launch(kernel, math, KIND=K.FWD_N.value, **step)
         return out, gates
-    cell = T == 1
-    bias_x = input_bias(bias_ih, bias_hh, reset_after) if cell else None  # else folded into gx
-    gx = None if cell else input_projection(x, weight_ih, bias_ih, bias_hh, dilation, reset_after)
-    bias_hn = bias_hh[2 * C:] if reset_after and bias_hh is not None else None
-    rh = None if reset_after else x.new_empty(M, C)
-    math = math_mode(x.dtype)
-    unused = weight_hh  # for pointers a launch never touches (its flags say so): read-only, aliases nothing written
-    common = dict(
-        w_h_ptr=pack_forward(weight_hh),
-        w_x_ptr=pack_forward(weight_ih) if cell else unused,
-        bias_x_ptr=unused if bias_x is None else bias_x,
-        bias_hn_ptr=bias_hn if bias_hn is not None else unused,
-        Cin=Cin, HAS_X=cell, HAS_BIAS_X=bias_x is not None, HAS_BIAS_HN=bias_hn is not None,
-        **_step_args(weight_hh, dilation, M, H, W, math),
-    )
-    kernel = _forward_kernel(math)
-    with _device_guard(x):
-        for t in range(T):
-            step = dict(common, h_ptr=h0 if t == 0 else out[t - 1], x_ptr=x[t] if cell else unused,
-                        gx_ptr=unused if cell else gx[t], gates_ptr=gates[t], out_ptr=out[t],
-                        rh_ptr=unused if rh is None else rh)
-            if reset_after:
-                _launch(kernel, math, KIND=K.FWD_AFTER.value, **step)
-            else:
-                _launch(kernel, math, KIND=K.FWD_RZ.value, **step)
-                _launch(kernel, math, KIND=K.FWD_N.value, **step)
-    return out, gates
 
-
-def triton_backward(
-    grad_out: Tensor,
-    x: Tensor,
-    h0: Tensor,
-    out: Tensor,
-    gates: Tensor,
-    weight_ih: Tensor,
-    weight_hh: Tensor,
-    dilation: list[int],
-    reset_after: bool,
-    need_dx: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    T, B, _, H, W = x.shape
-    C = weight_hh.shape[1]
-    M = B * H * W
-    math = math_mode(x.dtype)
-    acc_dtype = torch.float64 if math == "f64" else torch.float32
-    dgh = empty_channels_last(x, T, B, 3 * C, H, W)
-    dxn = empty_channels_last(x, T, B, C, H, W) if reset_after else None
-    dh, dh_other = x.new_empty(M, C, dtype=acc_dtype), x.new_empty(M, C, dtype=acc_dtype)
-    if M > 0:
+    def backward(self, grad_out, h0, out, gates, weight_hh, dilation, reset_after):
+        T, B, C, H, W = out.shape
+        M = B * H * W
+        math = math_mode(out.dtype)
+        acc_dtype = torch.float64 if math == "f64" else torch.float32
+        dgh = empty_channels_last(out, T, B, 3 * C, H, W)
+        dxn = empty_channels_last(out, T, B, C, H, W) if reset_after else None
+        dh, dh_other = out.new_empty(M, C, dtype=acc_dtype), out.new_empty(M, C, dtype=acc_dtype)
         unused = weight_hh  # for pointers a launch never touches (its flags say so): read-only, aliases nothing
 
         def state(t: int) -> Tensor:  # h_t; h_{-1} is h0
@@ -289,7 +255,7 @@ def triton_backward(
         last = prev(T)
         common = dict(w_t_ptr=pack_backward(weight_hh), **_step_args(weight_hh, dilation, M, H, W, math))
         kernel = _backward_kernel(math)
-        with _device_guard(x):
+        with _device_guard(out):
             init_m, init_n = 64, 32
             torch.library.wrap_triton(K.backward_init_kernel)[(triton.cdiv(M, init_m), triton.cdiv(C, init_n))](
                 grad_out[T - 1], dh, last["gates_prev_ptr"], last["h_prev_ptr"], last["dgh_prev_ptr"],
@@ -303,17 +269,9 @@ def triton_backward(
                 else:
                     _launch(kernel, math, KIND=K.BWD_N.value, dh_in_ptr=dh, dh_out_ptr=dh_other, **step)
                     _launch(kernel, math, KIND=K.BWD_RZ.value, dh_in_ptr=dh_other, dh_out_ptr=dh, **step)
-    dh0 = dh.to(x.dtype).view(B, H, W, C).permute(0, 3, 1, 2)
-    dx, dw_ih, dw_hh, db_ih, db_hh = weight_and_input_grads(
-        x, h0, out, gates, dgh, dxn, weight_ih, weight_hh, dilation, reset_after, need_dx)
-    return dx, channels_last(dh0), dw_ih, dw_hh, db_ih, db_hh
+        return dgh, dxn, dh.view(B, H, W, C).permute(0, 3, 1, 2)
 
 
 # ---------------------------------------------------------------------------------- registration
 
-_define = torch.library.custom_op if INTERPRET else torch.library.triton_op
-triton_forward_op = _define("convgru_ext::triton_forward", triton_forward, mutates_args=())
-triton_backward_op = _define("convgru_ext::triton_backward", triton_backward, mutates_args=())
-triton_forward_op.register_fake(fake_forward)
-triton_backward_op.register_fake(fake_backward)
-register_autograd(triton_forward_op, triton_backward_op)
+triton_forward_op, triton_backward_op = define_op_pair("triton", TritonLoops(), triton=not INTERPRET)
