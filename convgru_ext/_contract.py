@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Optional, Union
 
 import torch
+from torch import nn
 
 RESETS = ("before", "after")
 IntOrPair = Union[int, Sequence[int]]
@@ -60,22 +61,18 @@ class Problem:
 def pair(value: IntOrPair, name: str, *, odd: bool = False) -> tuple[int, int]:
     """``value`` as a pair of positive ints (odd ones if ``odd``), or a ValueError naming ``name``."""
     what = "a positive odd int or a pair of them" if odd else "a positive int or a pair of them"
-    if isinstance(value, bool):
-        raise TypeError(f"`{name}` must be {what}; got {value!r}")
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         value = (value, value)
     try:
         items = tuple(value)
-    except TypeError:
-        raise TypeError(f"`{name}` must be {what}; got {value!r}") from None
+    except TypeError:  # a bool or another non-iterable
+        items = ()
     if len(items) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
         raise TypeError(f"`{name}` must be {what}; got {value!r}")
     if any(v <= 0 for v in items):
         raise ValueError(f"`{name}` must be {what}; got {value!r} (sizes must be positive)")
     if odd and any(v % 2 == 0 for v in items):
-        raise ValueError(
-            f"`{name}` must be {what}; got {value!r} (even kernels have no symmetric 'same' padding)"
-        )
+        raise ValueError(f"`{name}` must be {what}; got {value!r} (even kernels have no symmetric 'same' padding)")
     return items  # type: ignore[return-value]
 
 
@@ -86,15 +83,17 @@ def check_reset(reset: str) -> bool:
     return reset == "after"
 
 
-def _check_tensor(t, name: str, fn: str, ndim: int, layout: str) -> None:
+def _check_is_tensor(t, name: str, fn: str) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{fn}: `{name}` must be a torch.Tensor; got {type(t).__name__}")
+
+
+def _check_tensor(t, name: str, fn: str, ndim: int, layout: str) -> None:
+    _check_is_tensor(t, name, fn)
     if not t.is_floating_point():
         raise TypeError(f"{fn}: `{name}` must be a floating-point tensor; got dtype {t.dtype}")
     if t.dim() != ndim:
-        raise ValueError(
-            f"{fn}: `{name}` must be {ndim}-D {layout}; got {t.dim()}-D with shape {tuple(t.shape)}"
-        )
+        raise ValueError(f"{fn}: `{name}` must be {ndim}-D {layout}; got {t.dim()}-D with shape {tuple(t.shape)}")
 
 
 def _shape(*dims) -> str:
@@ -122,33 +121,22 @@ def check(
     option) naming the offending argument.
     """
     hname = "h0" if sequence else "h"
-    if sequence:
-        _check_tensor(x, "x", fn, 5, "(T, B, C_in, H, W)")
-        T, B, Cin, H, W = x.shape
-    else:
-        _check_tensor(x, "x", fn, 4, "(B, C_in, H, W)")
-        B, Cin, H, W = x.shape
-        T = 1
+    _check_tensor(x, "x", fn, 5 if sequence else 4, "(T, B, C_in, H, W)" if sequence else "(B, C_in, H, W)")
+    T, B, Cin, H, W = x.shape if sequence else (1, *x.shape)
     _check_tensor(weight_hh, "weight_hh", fn, 4, "(3*hidden, hidden, kh, kw)")
     _check_tensor(weight_ih, "weight_ih", fn, 4, "(3*hidden, C_in, kh, kw)")
     C = weight_hh.shape[1]
     kernel = tuple(weight_hh.shape[2:])
     if C == 0 or weight_hh.shape[0] != 3 * C:
-        raise ValueError(
-            f"{fn}: `weight_hh` must have shape (3*hidden, hidden, kh, kw) with hidden >= 1; "
-            f"got {tuple(weight_hh.shape)}"
-        )
+        raise ValueError(f"{fn}: `weight_hh` must have shape (3*hidden, hidden, kh, kw) with hidden >= 1; "
+                         f"got {tuple(weight_hh.shape)}")
     if any(k % 2 == 0 for k in kernel):
-        raise ValueError(
-            f"{fn}: `weight_hh` must have odd kernel sizes (kh, kw) for 'same' padding; got {kernel}"
-        )
+        raise ValueError(f"{fn}: `weight_hh` must have odd kernel sizes (kh, kw) for 'same' padding; got {kernel}")
     expected_ih = (3 * C, Cin) + kernel
     if tuple(weight_ih.shape) != expected_ih:
-        raise ValueError(
-            f"{fn}: `weight_ih` must have shape (3*hidden, C_in, kh, kw) = {_shape(*expected_ih)} "
-            f"to match x's {Cin} input channels and weight_hh's hidden size {C} and kernel {kernel}; "
-            f"got {tuple(weight_ih.shape)}"
-        )
+        raise ValueError(f"{fn}: `weight_ih` must have shape (3*hidden, C_in, kh, kw) = {_shape(*expected_ih)} "
+                         f"to match x's {Cin} input channels and weight_hh's hidden size {C} and kernel {kernel}; "
+                         f"got {tuple(weight_ih.shape)}")
     if H == 0 or W == 0:
         raise ValueError(f"{fn}: `x` must have non-empty spatial dimensions; got H={H}, W={W}")
     for name, b in (("bias_ih", bias_ih), ("bias_hh", bias_hh)):
@@ -160,10 +148,8 @@ def check(
     if h is not None:
         _check_tensor(h, hname, fn, 4, "(B, hidden, H, W)")
         if tuple(h.shape) != (B, C, H, W):
-            raise ValueError(
-                f"{fn}: `{hname}` must have shape (B, hidden, H, W) = {_shape(B, C, H, W)}; "
-                f"got {tuple(h.shape)}"
-            )
+            raise ValueError(f"{fn}: `{hname}` must have shape (B, hidden, H, W) = {_shape(B, C, H, W)}; "
+                             f"got {tuple(h.shape)}")
     named = [("x", x), (hname, h), ("weight_ih", weight_ih), ("weight_hh", weight_hh),
              ("bias_ih", bias_ih), ("bias_hh", bias_hh)]
     for name, t in named[1:]:
@@ -171,9 +157,7 @@ def check(
             raise TypeError(f"{fn}: `{name}` has dtype {t.dtype} but `x` has {x.dtype}; they must match")
     for name, t in named[1:]:
         if t is not None and t.device != x.device:
-            raise ValueError(
-                f"{fn}: `{name}` is on {t.device} but `x` is on {x.device}; they must be on one device"
-            )
+            raise ValueError(f"{fn}: `{name}` is on {t.device} but `x` is on {x.device}; they must be on one device")
     return Problem(
         T=T, B=B, Cin=Cin, C=C, H=H, W=W,
         kernel=kernel,  # type: ignore[arg-type]
@@ -182,3 +166,104 @@ def check(
         dtype=x.dtype,
         device=x.device,
     )
+
+
+def _check_positive_int(value, name: str, owner: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{owner}: `{name}` must be a positive int; got {value!r}")
+
+
+def check_module_options(owner: str, input_size, hidden_size, kernel_size, dilation, reset, backend,
+                         num_layers=1, dropout=0.0) -> tuple[tuple[int, int], tuple[int, int]]:
+    """A module constructor's options (``num_layers``, ``dropout``: ConvGRU's); ``(kernel_size, dilation)`` as pairs."""
+    _check_positive_int(input_size, "input_size", owner)
+    _check_positive_int(hidden_size, "hidden_size", owner)
+    kernel, dil = pair(kernel_size, "kernel_size", odd=True), pair(dilation, "dilation")
+    check_reset(reset)
+    if backend != "auto":
+        from . import backends  # not at the top: the backends import this module
+        backends.get(backend)
+    _check_positive_int(num_layers, "num_layers", owner)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+        raise ValueError(f"{owner}: `dropout` must be a number in [0, 1]; got {dropout!r}")
+    return kernel, dil
+
+
+def check_sep_kernel(kernel_size) -> None:
+    """SepConvGRU's ``kernel_size`` is one int (its cells check that it is positive and odd)."""
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
+        raise TypeError(f"SepConvGRU: `kernel_size` must be a positive odd int; got {kernel_size!r}")
+
+
+def check_input_channels(owner: str, x, input_size: int, channel_dim: int) -> None:
+    """``x`` is a tensor with ``input_size`` channels in ``channel_dim`` (when it has 3 dims or more)."""
+    _check_is_tensor(x, "x", owner)
+    if x.dim() >= 3 and x.shape[channel_dim] != input_size:
+        raise ValueError(f"{owner}: `x` must have input_size={input_size} channels (dim {channel_dim}); "
+                         f"got shape {tuple(x.shape)}")
+
+
+def check_sequence_input(x, h0, input_size: int, hidden_size: int, num_states: int, batch_first: bool):
+    """ConvGRU.forward's ``x`` and ``h0``, returned time-major and batched, and whether ``x`` was unbatched."""
+    _check_is_tensor(x, "x", "ConvGRU")
+    unbatched = x.dim() == 4
+    if unbatched:
+        if h0 is not None and (not isinstance(h0, torch.Tensor) or h0.dim() != 4):
+            raise ValueError("ConvGRU: for unbatched 4-D `x`, `h0` must be 4-D (num_layers*D, hidden, H, W)")
+        x, h0 = x.unsqueeze(1), None if h0 is None else h0.unsqueeze(1)
+    elif x.dim() != 5:
+        layout = "(B, T, C_in, H, W)" if batch_first else "(T, B, C_in, H, W)"
+        raise ValueError(f"ConvGRU: `x` must be 5-D {layout} or unbatched 4-D (T, C_in, H, W); "
+                         f"got {x.dim()}-D with shape {tuple(x.shape)}")
+    elif batch_first:
+        x = x.transpose(0, 1)
+    check_input_channels("ConvGRU", x, input_size, channel_dim=2)
+    if h0 is not None:
+        expected = (num_states, x.shape[1], hidden_size, *x.shape[3:])
+        got = tuple(h0.shape) if isinstance(h0, torch.Tensor) else type(h0).__name__
+        if got != expected:
+            raise ValueError(f"ConvGRU: `h0` must have shape (num_layers*D, B, hidden, H, W) = "
+                             f"{expected}; got {got}")
+    return x, h0, unbatched
+
+
+def check_raft_convs(convz, convr, convq) -> tuple[int, int, tuple[int, int], tuple[int, int]]:
+    """``(Cin, C, kernel, dilation)`` of RAFT ConvGRU's three convs over ``cat([h, x])``, once checked."""
+    signature = None  # convz's (kernel_size, dilation, in_channels, out_channels), which the others must match
+    for name, conv in (("convz", convz), ("convr", convr), ("convq", convq)):
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"from_raft: `{name}` must be an nn.Conv2d; got {type(conv).__name__}")
+        same = same_padding(conv.kernel_size, conv.dilation)
+        if (conv.stride != (1, 1) or conv.groups != 1 or any(k % 2 == 0 for k in conv.kernel_size)
+                or tuple(conv.padding) != same or conv.padding_mode != "zeros"):
+            raise ValueError(
+                f"from_raft: `{name}` must be a stride-1, ungrouped conv with an odd kernel and zero 'same' "
+                f"padding {same}; got stride={conv.stride}, groups={conv.groups}, kernel={conv.kernel_size}, "
+                f"padding={conv.padding}, padding_mode={conv.padding_mode!r}")
+        got = (conv.kernel_size, conv.dilation, conv.in_channels, conv.out_channels)
+        if signature is not None and got != signature:
+            raise ValueError(f"from_raft: `{name}` must match convz's kernel size, dilation and channels "
+                             f"{signature}; got {got}")
+        signature = got
+    C = convz.out_channels
+    if convz.in_channels <= C:
+        raise ValueError(f"from_raft: `convz` must take cat([h, x]) with more than hidden={C} input "
+                         f"channels; got {convz.in_channels}")
+    return convz.in_channels - C, C, convz.kernel_size, convz.dilation
+
+
+def check_raft_sep(raft_gru) -> tuple[int, int, int, list, list]:
+    """``(Cin, C, k, first, second)`` of a RAFT SepConvGRU: its (1, k) and (k, 1) convs z, r, q, once checked."""
+    needed = ("convz1", "convr1", "convq1", "convz2", "convr2", "convq2")
+    missing = [n for n in needed if not hasattr(raft_gru, n)]
+    if missing:
+        raise TypeError(f"from_raft: `raft_gru` must have RAFT SepConvGRU's convs {needed}; missing {missing}")
+    first, second = ([getattr(raft_gru, n) for n in names] for names in (needed[:3], needed[3:]))
+    Cin, C, k1, d1 = check_raft_convs(*first)
+    Cin2, C2, k2, d2 = check_raft_convs(*second)
+    k = k1[1]
+    if k1 != (1, k) or k2 != (k, 1) or (Cin2, C2) != (Cin, C) or d1 != (1, 1) or d2 != (1, 1):
+        raise ValueError(f"from_raft: `raft_gru` must hold undilated (1, k) convs in convz1/convr1/convq1 "
+                         f"and (k, 1) convs of the same channels in convz2/convr2/convq2; got kernels "
+                         f"{k1} and {k2}, dilations {d1} and {d2}, channels {(Cin, C)} and {(Cin2, C2)}")
+    return Cin, C, k, first, second

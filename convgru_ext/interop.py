@@ -16,34 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def _check_raft_conv(conv, name: str, kernel=None) -> None:
-    if not isinstance(conv, nn.Conv2d):
-        raise TypeError(f"from_raft: `{name}` must be an nn.Conv2d; got {type(conv).__name__}")
-    kh, kw = conv.kernel_size
-    same = (conv.dilation[0] * (kh - 1) // 2, conv.dilation[1] * (kw - 1) // 2)
-    if (conv.stride != (1, 1) or conv.groups != 1 or kh % 2 == 0 or kw % 2 == 0
-            or tuple(conv.padding) != same or conv.padding_mode != "zeros"):
-        raise ValueError(
-            f"from_raft: `{name}` must be a stride-1, ungrouped conv with an odd kernel and zero 'same' "
-            f"padding {same}; got stride={conv.stride}, groups={conv.groups}, kernel={conv.kernel_size}, "
-            f"padding={conv.padding}, padding_mode={conv.padding_mode!r}")
-    if kernel is not None and (conv.kernel_size, conv.dilation, conv.in_channels, conv.out_channels) != kernel:
-        raise ValueError(f"from_raft: `{name}` must match convz's kernel size, dilation and channels "
-                         f"{kernel}; got {(conv.kernel_size, conv.dilation, conv.in_channels, conv.out_channels)}")
-
-
-def _raft_signature(convz, convr, convq):
-    """(Cin, C, kernel, dilation) of a checked RAFT ConvGRU's three convs."""
-    _check_raft_conv(convz, "convz")
-    signature = (convz.kernel_size, convz.dilation, convz.in_channels, convz.out_channels)
-    _check_raft_conv(convr, "convr", signature)
-    _check_raft_conv(convq, "convq", signature)
-    C = convz.out_channels
-    if convz.in_channels <= C:
-        raise ValueError(f"from_raft: `convz` must take cat([h, x]) with more than hidden={C} input "
-                         f"channels; got {convz.in_channels}")
-    return convz.in_channels - C, C, convz.kernel_size, convz.dilation
+from ._contract import check_raft_convs, check_raft_sep
 
 
 def _load_raft(cell, convz, convr, convq) -> None:
@@ -59,7 +32,7 @@ def _load_raft(cell, convz, convr, convq) -> None:
 
 def cell_from_raft(cell_cls, convz: nn.Conv2d, convr: nn.Conv2d, convq: nn.Conv2d, backend: str = "auto"):
     """A ``cell_cls`` (ConvGRUCell) equal to RAFT's ConvGRU(convz, convr, convq)."""
-    Cin, C, kernel, dilation = _raft_signature(convz, convr, convq)
+    Cin, C, kernel, dilation = check_raft_convs(convz, convr, convq)
     w = convz.weight
     cell = cell_cls(Cin, C, kernel_size=kernel, bias=True, dilation=dilation, reset="before",
                     backend=backend, device=w.device, dtype=w.dtype)
@@ -69,19 +42,7 @@ def cell_from_raft(cell_cls, convz: nn.Conv2d, convr: nn.Conv2d, convq: nn.Conv2
 
 def sep_from_raft(sep_cls, raft_gru: nn.Module, backend: str = "auto"):
     """A ``sep_cls`` (SepConvGRU) equal to RAFT's SepConvGRU module ``raft_gru``."""
-    needed = ("convz1", "convr1", "convq1", "convz2", "convr2", "convq2")
-    missing = [n for n in needed if not hasattr(raft_gru, n)]
-    if missing:
-        raise TypeError(f"from_raft: `raft_gru` must have RAFT SepConvGRU's convs {needed}; missing {missing}")
-    first = [getattr(raft_gru, n) for n in needed[:3]]
-    second = [getattr(raft_gru, n) for n in needed[3:]]
-    Cin, C, k1, d1 = _raft_signature(*first)
-    Cin2, C2, k2, d2 = _raft_signature(*second)
-    k = k1[1]
-    if k1 != (1, k) or k2 != (k, 1) or (Cin2, C2) != (Cin, C) or d1 != (1, 1) or d2 != (1, 1):
-        raise ValueError(f"from_raft: `raft_gru` must hold undilated (1, k) convs in convz1/convr1/convq1 "
-                         f"and (k, 1) convs of the same channels in convz2/convr2/convq2; got kernels "
-                         f"{k1} and {k2}, dilations {d1} and {d2}, channels {(Cin, C)} and {(Cin2, C2)}")
+    Cin, C, k, first, second = check_raft_sep(raft_gru)
     w = raft_gru.convz1.weight
     sep = sep_cls(Cin, C, kernel_size=k, bias=True, reset="before", backend=backend,
                   device=w.device, dtype=w.dtype)

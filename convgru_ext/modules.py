@@ -9,29 +9,9 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from . import backends, interop
-from ._contract import IntOrPair, check_reset, pair
+from . import interop
+from ._contract import IntOrPair, check_input_channels, check_module_options, check_sep_kernel, check_sequence_input
 from .functional import convgru_cell, convgru_sequence
-
-
-def _check_module_options(cls: str, input_size, hidden_size, kernel_size, dilation, reset, backend):
-    for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{cls}: `{name}` must be a positive int; got {value!r}")
-    kernel = pair(kernel_size, "kernel_size", odd=True)
-    dil = pair(dilation, "dilation")
-    check_reset(reset)
-    if backend != "auto":
-        backends.get(backend)
-    return kernel, dil
-
-
-def _check_channels(cls: str, x, input_size: int, channel_dim: int) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{cls}: `x` must be a torch.Tensor; got {type(x).__name__}")
-    if x.dim() >= 3 and x.shape[channel_dim] != input_size:
-        raise ValueError(f"{cls}: `x` must have input_size={input_size} channels (dim {channel_dim}); "
-                         f"got shape {tuple(x.shape)}")
 
 
 def _init_uniform(weight: Tensor, bias: Optional[Tensor]) -> None:
@@ -85,7 +65,7 @@ class ConvGRUCell(nn.Module):
                  dilation: IntOrPair = 1, reset: str = "before", backend: str = "auto",
                  device=None, dtype=None):
         super().__init__()
-        self.kernel_size, self.dilation = _check_module_options(
+        self.kernel_size, self.dilation = check_module_options(
             "ConvGRUCell", input_size, hidden_size, kernel_size, dilation, reset, backend)
         self.input_size, self.hidden_size = input_size, hidden_size
         self.bias, self.reset, self.backend = bias, reset, backend
@@ -113,7 +93,7 @@ class ConvGRUCell(nn.Module):
         return s + f", reset={self.reset!r}, backend={self.backend!r}"
 
     def forward(self, x: Tensor, h: Optional[Tensor] = None) -> Tensor:
-        _check_channels("ConvGRUCell", x, self.input_size, channel_dim=-3)
+        check_input_channels("ConvGRUCell", x, self.input_size, channel_dim=-3)
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
@@ -154,8 +134,7 @@ class SepConvGRU(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, kernel_size: int = 5, bias: bool = True,
                  reset: str = "before", backend: str = "auto", device=None, dtype=None):
         super().__init__()
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
-            raise TypeError(f"SepConvGRU: `kernel_size` must be a positive odd int; got {kernel_size!r}")
+        check_sep_kernel(kernel_size)
         kw = dict(bias=bias, reset=reset, backend=backend, device=device, dtype=dtype)
         self.horizontal = ConvGRUCell(input_size, hidden_size, (1, kernel_size), **kw)
         self.vertical = ConvGRUCell(input_size, hidden_size, (kernel_size, 1), **kw)
@@ -202,12 +181,8 @@ class ConvGRU(nn.Module):
                  bidirectional: bool = False, dilation: IntOrPair = 1, reset: str = "before",
                  backend: str = "auto", device=None, dtype=None):
         super().__init__()
-        self.kernel_size, self.dilation = _check_module_options(
-            "ConvGRU", input_size, hidden_size, kernel_size, dilation, reset, backend)
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers <= 0:
-            raise ValueError(f"ConvGRU: `num_layers` must be a positive int; got {num_layers!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
-            raise ValueError(f"ConvGRU: `dropout` must be a number in [0, 1]; got {dropout!r}")
+        self.kernel_size, self.dilation = check_module_options(
+            "ConvGRU", input_size, hidden_size, kernel_size, dilation, reset, backend, num_layers, dropout)
         if dropout > 0 and num_layers == 1:
             warnings.warn("ConvGRU: dropout applies to every layer's output except the last, so a non-zero "
                           f"dropout expects num_layers > 1; got dropout={dropout} and num_layers=1", stacklevel=2)
@@ -261,30 +236,8 @@ class ConvGRU(nn.Module):
 
     def forward(self, x: Tensor, h0: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         D = 2 if self.bidirectional else 1
-        LD = self.num_layers * D
-        if not isinstance(x, Tensor):
-            raise TypeError(f"ConvGRU: `x` must be a torch.Tensor; got {type(x).__name__}")
-        unbatched = x.dim() == 4
-        if unbatched:
-            x = x.unsqueeze(1)
-            if h0 is not None:
-                if not isinstance(h0, Tensor) or h0.dim() != 4:
-                    raise ValueError("ConvGRU: for unbatched 4-D `x`, `h0` must be 4-D (num_layers*D, hidden, H, W)")
-                h0 = h0.unsqueeze(1)
-        elif x.dim() != 5:
-            layout = "(B, T, C_in, H, W)" if self.batch_first else "(T, B, C_in, H, W)"
-            raise ValueError(f"ConvGRU: `x` must be 5-D {layout} or unbatched 4-D (T, C_in, H, W); "
-                             f"got {x.dim()}-D with shape {tuple(x.shape)}")
-        elif self.batch_first:
-            x = x.transpose(0, 1)
-        _check_channels("ConvGRU", x, self.input_size, channel_dim=2)
-        T, B, _, H, W = x.shape
-        if h0 is not None:
-            expected = (LD, B, self.hidden_size, H, W)
-            if not isinstance(h0, Tensor) or tuple(h0.shape) != expected:
-                got = tuple(h0.shape) if isinstance(h0, Tensor) else type(h0).__name__
-                raise ValueError(f"ConvGRU: `h0` must have shape (num_layers*D, B, hidden, H, W) = "
-                                 f"{expected}; got {got}")
+        x, h0, unbatched = check_sequence_input(x, h0, self.input_size, self.hidden_size, self.num_layers * D,
+                                                self.batch_first)
         kw = {"dilation": self.dilation, "reset": self.reset, "backend": self.backend}
         finals = []
         layer_in = x

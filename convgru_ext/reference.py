@@ -24,11 +24,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ._contract import same_padding
+
 
 def _same_conv(inp: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], dilation) -> torch.Tensor:
-    dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
-    kh, kw = weight.shape[2:]
-    return F.conv2d(inp, weight, bias, padding=(dh * (kh - 1) // 2, dw * (kw - 1) // 2), dilation=(dh, dw))
+    dilation = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
+    return F.conv2d(inp, weight, bias, padding=same_padding(weight.shape[2:], dilation), dilation=dilation)
 
 
 def convgru_cell_reference(

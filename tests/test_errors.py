@@ -144,3 +144,66 @@ def test_module_inputs_rejected():
         cell(torch.randn(1, 3, 6, 6), torch.randn(1, 4, 6, 5))
     with pytest.raises(TypeError, match="`x` must be a floating"):
         cell(torch.ones(1, 3, 6, 6, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("make,exc,message", [
+    (lambda: ConvGRU(0, 4), ValueError, "ConvGRU: `input_size` must be a positive int"),
+    (lambda: ConvGRU(3, -4), ValueError, "ConvGRU: `hidden_size` must be a positive int"),
+    (lambda: ConvGRUCell(True, 4), ValueError, "ConvGRUCell: `input_size` must be a positive int"),
+    (lambda: ConvGRUCell(3, "4"), ValueError, "ConvGRUCell: `hidden_size` must be a positive int"),
+    (lambda: ConvGRU(3, 4, kernel_size=(3, 3, 3)), TypeError, "`kernel_size` must be"),
+    (lambda: ConvGRU(3, 4, kernel_size=True), TypeError, "`kernel_size` must be"),
+    (lambda: ConvGRUCell(3, 4, dilation=(1, 1.0)), TypeError, "`dilation` must be"),
+    (lambda: ConvGRU(3, 4, reset="both"), ValueError, "`reset` must be"),
+    (lambda: ConvGRU(3, 4, backend="nope"), ValueError, "`backend` must be one of"),
+    (lambda: ConvGRU(3, 4, num_layers=True), ValueError, "ConvGRU: `num_layers` must be a positive int"),
+    (lambda: ConvGRU(3, 4, num_layers=2.0), ValueError, "ConvGRU: `num_layers` must be a positive int"),
+    (lambda: ConvGRU(3, 4, num_layers=2, dropout=-0.1), ValueError, "ConvGRU: `dropout` must be a number in"),
+    (lambda: ConvGRU(3, 4, num_layers=2, dropout="0.5"), ValueError, "ConvGRU: `dropout` must be a number in"),
+    (lambda: ConvGRU(3, 4, num_layers=2, dropout=True), ValueError, "ConvGRU: `dropout` must be a number in"),
+    (lambda: SepConvGRU(3, 4, kernel_size=True), TypeError, "SepConvGRU: `kernel_size` must be a positive odd int"),
+    (lambda: SepConvGRU(3, 4, kernel_size=5.0), TypeError, "SepConvGRU: `kernel_size` must be a positive odd int"),
+    (lambda: SepConvGRU(0, 4), ValueError, "ConvGRUCell: `input_size` must be a positive int"),
+])
+def test_more_module_options_rejected(make, exc, message):
+    """Each of a constructor's checks, with the module's name in front of the argument's."""
+    with pytest.raises(exc, match=message):
+        make()
+
+
+def test_module_options_accepted():
+    assert ConvGRU(3, 4, kernel_size=(1, 5), dilation=(2, 1), num_layers=2, dropout=1, backend="torch").dropout == 1
+    assert SepConvGRU(3, 4, kernel_size=3).vertical.kernel_size == (3, 1)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_convgru_forward_inputs_rejected(batch_first):
+    gru = ConvGRU(3, 4, num_layers=2, bidirectional=True, batch_first=batch_first)
+    layout = r"\(B, T, C_in, H, W\)" if batch_first else r"\(T, B, C_in, H, W\)"
+    with pytest.raises(ValueError, match=f"ConvGRU: `x` must be 5-D {layout} or unbatched 4-D"):
+        gru(torch.randn(1, 2, 1, 3, 6, 6))
+    with pytest.raises(ValueError, match=r"ConvGRU: `x` must have input_size=3 channels \(dim 2\)"):
+        gru(torch.randn(2, 2, 5, 6, 6))
+    with pytest.raises(ValueError, match=r"ConvGRU: `x` must have input_size=3 channels \(dim 2\)"):
+        gru(torch.randn(2, 5, 6, 6))  # unbatched
+    with pytest.raises(TypeError, match="ConvGRU: `x` must be a torch.Tensor; got list"):
+        gru([[1.0]])
+    x = torch.randn(2, 2, 3, 6, 6)
+    with pytest.raises(ValueError, match=r"`h0` must have shape \(num_layers\*D, .*\) = \(4, 2, 4, 6, 6\)"):
+        gru(x, torch.randn(2, 2, 4, 6, 6))  # num_layers states, not num_layers * D
+    with pytest.raises(ValueError, match="`h0` must have shape .*; got list"):
+        gru(x, [[1.0]])
+    with pytest.raises(ValueError, match="for unbatched 4-D `x`, `h0` must be 4-D"):
+        gru(x[:, 0], torch.randn(4, 1, 4, 6, 6))
+    with pytest.raises(ValueError, match="for unbatched 4-D `x`, `h0` must be 4-D"):
+        gru(x[:, 0], "h0")
+    with pytest.raises(ValueError, match=r"`h0` must have shape .* = \(4, 1, 4, 6, 6\); got \(4, 1, 4, 6, 5\)"):
+        gru(x[:, 0], torch.randn(4, 4, 6, 5))
+
+
+def test_cell_forward_inputs_rejected():
+    cell = ConvGRUCell(3, 4)
+    with pytest.raises(TypeError, match="ConvGRUCell: `x` must be a torch.Tensor; got list"):
+        cell([[1.0]])
+    with pytest.raises(ValueError, match=r"ConvGRUCell: `x` must have input_size=3 channels \(dim -3\)"):
+        cell(torch.randn(2, 6, 6))  # unbatched

@@ -145,3 +145,12 @@ def test_modules_move_and_cast():
 def test_dropout_with_one_layer_warns_like_nn_gru():
     with pytest.warns(UserWarning, match="num_layers > 1"):
         ConvGRU(3, 4, dropout=0.5)
+
+
+def test_reference_pads_same_for_any_dilation():
+    """The reference cell keeps H x W for asymmetric kernels and dilations, an int dilation meaning a pair."""
+    x, h = torch.randn(1, 2, 7, 8, **F64), torch.randn(1, 3, 7, 8, **F64)
+    w_ih, w_hh = torch.randn(9, 2, 3, 5, **F64), torch.randn(9, 3, 3, 5, **F64)
+    assert convgru_cell_reference(x, h, w_ih, w_hh, dilation=(2, 3)).shape == h.shape
+    assert torch.equal(convgru_cell_reference(x, h, w_ih, w_hh, dilation=2),
+                       convgru_cell_reference(x, h, w_ih, w_hh, dilation=(2, 2)))
