@@ -20,9 +20,12 @@ import pytest
 import torch
 
 from convgru_ext import backends
-from convgru_ext.bench import cost, runner
+from convgru_ext.bench import check as bench_check
+from convgru_ext.bench import cost
 from convgru_ext.bench.catalog import CATALOG
 from convgru_ext.bench.impls import COMPILE_MODE, NNGRUPeer, Ours, PublicPeer
+from convgru_ext.bench.results import DTYPES
+from convgru_ext.bench.sweep import input_sets_for, make_call
 from convgru_ext.bench.timing import measure_ceilings, synchronize
 from convgru_ext.testing import FUSED_BACKENDS
 
@@ -62,15 +65,15 @@ def _prepared(cache: dict, wl, device, dtype, pass_: str, quick: bool):
         del cache[key]  # keep one workload's data at a time
     case_key = ("workload", wl.name, str(device))
     if case_key not in cache:
-        cache[case_key] = {"case": runner.Case(wl, device, seed=0)}
+        cache[case_key] = {"case": bench_check.Case(wl, device, seed=0)}
     entry = cache[case_key]
     case = entry["case"]
     if ("sets", dtype) not in entry:
-        entry[("sets", dtype)] = case.input_sets(dtype, runner.input_sets_for(wl, dtype, device),
+        entry[("sets", dtype)] = case.input_sets(dtype, input_sets_for(wl, dtype, device),
                                                  train=not wl.inference_only)
     sets = entry[("sets", dtype)]
     if ("baseline", dtype, pass_) not in entry:
-        entry[("baseline", dtype, pass_)] = runner.reference_in_dtype(case, dtype, pass_, sets)
+        entry[("baseline", dtype, pass_)] = bench_check.reference_in_dtype(case, dtype, pass_, sets)
     ceil_key = ("ceilings", str(device), dtype)
     if ceil_key not in cache:
         cache[ceil_key] = measure_ceilings(device, [dtype], quick=quick)
@@ -80,7 +83,7 @@ def _prepared(cache: dict, wl, device, dtype, pass_: str, quick: bool):
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("workload,impl_name,pass_", list(_cases()))
 def test_workload(benchmark, bench_config, session_cache, workload, impl_name, pass_, target):
-    device, dtype = torch.device(target[0]), runner.DTYPES[target[1]]
+    device, dtype = torch.device(target[0]), DTYPES[target[1]]
     impl = _implementation(impl_name)
     if impl is None:
         pytest.skip(f"backend {impl_name!r} is not registered in this checkout")
@@ -94,11 +97,11 @@ def test_workload(benchmark, bench_config, session_cache, workload, impl_name, p
 
     case, sets, baseline, ceilings = _prepared(session_cache, wl, device, dtype, pass_, bench_config.smoke)
     train = pass_ == "fwd+bwd"
-    built, check, first_call_s = runner.check_impl(impl, case, dtype, pass_, sets, baseline)
+    built, check, first_call_s = bench_check.check_impl(impl, case, dtype, pass_, sets, baseline)
     assert check["passed"], (f"{impl_name} disagrees with the float64 reference on {workload} {target[1]} {pass_}: "
                              f"{check['worst']}: relative error {check['worst_err']:.2e} > {check['worst_tol']:.1e}")
 
-    call = runner.make_call(built, sets, train)
+    call = make_call(built, sets, train)
     counter = itertools.count()
 
     def one_call():

@@ -69,22 +69,11 @@ class Case:
 
 def make_inputs(case: Case, dtype, device, generator: torch.Generator) -> dict[str, Optional[torch.Tensor]]:
     """Fresh random leaf tensors (never zeros), keyed by argument name; weights scaled like
-    the modules' init so that the gates do not saturate."""
-
-    def rand(*shape, scale=1.0):
-        t = torch.randn(*shape, generator=generator, dtype=torch.float64) * scale
-        return t.to(device=device, dtype=dtype).requires_grad_()
-
-    kh, kw = case.kernel
-    C3 = 3 * case.C
-    return {
-        "x": rand(case.T, case.B, case.Cin, case.H, case.W),
-        "h0": rand(case.B, case.C, case.H, case.W) if case.h0 else None,
-        "weight_ih": rand(C3, case.Cin, kh, kw, scale=(case.Cin * kh * kw) ** -0.5),
-        "weight_hh": rand(C3, case.C, kh, kw, scale=(case.C * kh * kw) ** -0.5),
-        "bias_ih": rand(C3, scale=0.5) if case.bias else None,
-        "bias_hh": rand(C3, scale=0.5) if case.bias else None,
-    }
+    the modules' init so that the gates do not saturate (see :func:`random_params`)."""
+    inputs = {"x": random_tensor((case.T, case.B, case.Cin, case.H, case.W), generator, device=device),
+              "h0": random_tensor((case.B, case.C, case.H, case.W), generator, device=device) if case.h0 else None}
+    inputs.update(random_params(case.Cin, case.C, case.kernel, generator, device, case.bias))
+    return cast_inputs(inputs, dtype)
 
 
 def cast_inputs(inputs: dict, dtype) -> dict:
@@ -229,3 +218,30 @@ def run_check(check: Check, generator: torch.Generator) -> dict[str, tuple[float
             return errors(got, want, dtype, tf32=True)
         eager = run_with_grads("reference", given, case, generator, upstream=want["_upstream"])
         return errors(got, want, dtype, eager_lowp=eager)
+
+
+def random_tensor(shape, generator: torch.Generator, scale: float = 1.0, device=None) -> torch.Tensor:
+    """Fresh standard normal values times ``scale`` (never zeros), drawn in float64 on ``generator``'s device,
+    then moved to ``device`` (None: left there)."""
+    return (torch.randn(*shape, generator=generator, device=generator.device, dtype=torch.float64) * scale).to(device)
+
+
+def random_params(Cin: int, C: int, kernel, generator: torch.Generator, device=None,
+                  bias: bool = True) -> dict[str, Optional[torch.Tensor]]:
+    """One cell's float64 ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` (None without ``bias``), scaled
+    like the modules' init so that the gates do not saturate."""
+    kh, kw = kernel
+    return {"weight_ih": random_tensor((3 * C, Cin, kh, kw), generator, (Cin * kh * kw) ** -0.5, device),
+            "weight_hh": random_tensor((3 * C, C, kh, kw), generator, (C * kh * kw) ** -0.5, device),
+            "bias_ih": random_tensor((3 * C,), generator, 0.5, device) if bias else None,
+            "bias_hh": random_tensor((3 * C,), generator, 0.5, device) if bias else None}
+
+
+def reference_errors(got: dict, want64: dict, in_dtype: dict, dtype,
+                     tf32: bool = False) -> dict[str, tuple[float, float]]:
+    """:func:`errors` by the suite's rule, given the reference in float64 (``want64``) and run in ``dtype`` on the
+    same values (``in_dtype``): float64 and exact float32 compare with ``in_dtype`` within REL_TOL; float32 on
+    TF32 (``tf32``) and the low precisions with ``want64``, as :func:`run_check` does."""
+    if tf32 or dtype not in REL_TOL:
+        return errors(got, want64, dtype, eager_lowp=None if tf32 else in_dtype, tf32=tf32)
+    return errors(got, in_dtype, dtype)

@@ -17,8 +17,9 @@ from convgru_ext.bench import catalog, cost
 from convgru_ext.bench.catalog import CATALOG, Workload
 from convgru_ext.bench.cli import main as bench_main
 from convgru_ext.bench.impls import Built, Implementation, Ours, PublicPeer
-from convgru_ext.bench.runner import Settings, Sweep
+from convgru_ext.bench.sweep import Settings, Sweep
 from convgru_ext.bench.timing import time_calls
+from convgru_ext.testing import REL_TOL
 
 META_KEYS = ("date_utc", "device", "torch", "triton", "cuda_build", "git_commit", "scale", "command", "python")
 
@@ -37,7 +38,8 @@ def _tiny(name: str) -> Workload:
 
 
 def _sweep(impls, workloads=("raft-cell",), passes=("fwd", "fwd+bwd")) -> dict:
-    settings = Settings(device=torch.device("cpu"), workloads=[_tiny(n) for n in workloads],
+    workloads = [_tiny(w) if isinstance(w, str) else w for w in workloads]  # names, or Workloads
+    settings = Settings(device=torch.device("cpu"), workloads=workloads,
                         dtypes=[torch.float32], impls=impls, passes=passes, repeats=2, warmup=1,
                         min_warmup_s=0.0, min_sample_s=0.0, input_sets=2)
     return Sweep(settings).run({})
@@ -243,6 +245,17 @@ def test_a_wrong_implementation_fails_its_check_and_is_not_timed():
     assert all(r["status"] == "ok" for r in _rows(results, "eager").values())
 
 
+def test_a_dilated_workload_passes_the_check():
+    """At dilation 2 the eager peer (its padding follows the dilation) and ours compute the reference's function."""
+    for api in ("sequence", "sep"):
+        wl = Workload("dilated", api, T=2 if api == "sequence" else 1, B=2, Cin=3, C=4, H=9, W=8, dilation=(2, 2))
+        assert "dilation=2x2" in wl.sizes()
+        results = _sweep([PublicPeer(), Ours("torch")], workloads=[wl])
+        assert sorted((r["impl"], r["pass"], r["status"]) for r in results["rows"]) == [
+            ("eager", "fwd", "ok"), ("eager", "fwd+bwd", "ok"), ("torch", "fwd", "ok"), ("torch", "fwd+bwd", "ok")]
+        # the suite's rule: float32 within REL_TOL of the reference run in float32
+        assert {e["tol"] for r in results["rows"] for e in r["check"]["errors"].values()} == {REL_TOL[torch.float32]}
+
 
 def test_the_time_budget_skips_rows_and_says_why():
     from convgru_ext.bench.impls import COMPILE_MODE
@@ -262,7 +275,7 @@ def test_the_time_budget_skips_rows_and_says_why():
 
 
 def test_a_crash_of_the_sweep_keeps_what_was_measured(tmp_path, monkeypatch):
-    from convgru_ext.bench import runner
+    from convgru_ext.bench import sweep
 
     calls = []
 
@@ -272,8 +285,8 @@ def test_a_crash_of_the_sweep_keeps_what_was_measured(tmp_path, monkeypatch):
             raise RuntimeError("bug in the sweep")
         return real_derive(results)
 
-    real_derive = runner.derive
-    monkeypatch.setattr(runner, "derive", flaky_derive)
+    real_derive = sweep.derive
+    monkeypatch.setattr(sweep, "derive", flaky_derive)
     rc = bench_main(["--scale", "smoke", "-w", "gru-1x1", "--impl", "torch", "--pass", "fwd", "--no-plots",
                      "--repeats", "1", "--out", str(tmp_path)])
     assert rc == 1

@@ -7,8 +7,9 @@ Modules, top to bottom:
 * ``impls``: what runs side by side: the eager per-step peer most public code uses, the same under
   ``torch.compile``, ``torch.nn.GRU`` on the 1x1 anchor, and every usable ``convgru_ext`` backend;
 * ``timing``: warm-up, rotated inputs, median and spread, CUDA graphs, the measured ceilings;
-* ``runner``: the sweep: every row checked against the float64 reference before it is timed;
-  failures are caught and reported per row;
+* ``check``: the workload's random data, and one call checked against the reference (``convgru_ext.testing``'s rule);
+* ``results``: the schema of results.json (its rows, statuses, derived figures); ``meta``: where it was measured;
+* ``sweep``: every row checked before it is timed; failures are caught and reported per row;
 * ``report``: rich tables, results.json, results.md, PNG plots, ``--compare``;
 * ``cli``: the command line.
 

@@ -40,7 +40,7 @@ CPU_DEFAULT_SCALE = 0.01
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
-    """One benchmarked call.  ``T`` is the sequence length (1 for ``cell`` and ``sep``)."""
+    """One benchmarked call.  ``T`` is the sequence length (1 for ``cell`` and ``sep``); ``dilation``: every cell's."""
 
     name: str
     api: str
@@ -51,6 +51,7 @@ class Workload:
     H: int
     W: int
     kernel: tuple[int, int] = (3, 3)
+    dilation: tuple[int, int] = (1, 1)
     reset: str = "before"
     description: str = ""
     scale: float = 1.0
@@ -96,8 +97,9 @@ class Workload:
         """A short human-readable summary: ``T=16 B=16 Cin=64 C=64 56x56 k=3x3``."""
         k = "+".join(f"{kh}x{kw}" for kh, kw in self.cells)
         t = f"T={self.T} " if self.api in ("sequence", "stream") else ""
+        d = "" if self.dilation == (1, 1) else " dilation={}x{}".format(*self.dilation)
         r = "" if self.reset == "before" else f" reset={self.reset}"
-        return f"{t}B={self.B} Cin={self.Cin} C={self.C} {self.H}x{self.W} k={k}{r}"
+        return f"{t}B={self.B} Cin={self.Cin} C={self.C} {self.H}x{self.W} k={k}{d}{r}"
 
     def scaled(self, scale: float) -> Workload:
         """This workload with B*H*W multiplied by about ``scale`` (see the module docstring)."""

@@ -29,7 +29,9 @@ from . import catalog
 from .catalog import CATALOG, CPU_DEFAULT_SCALE, parse_scale
 from .cost import PASSES, flops
 from .impls import COMPILE_MODE, all_implementations
-from .runner import DTYPES, Settings, Sweep, collect_meta
+from .meta import collect_meta
+from .results import DTYPES
+from .sweep import Settings, Sweep
 
 #: the default time budget of a GPU sweep, seconds: it shares a 10-minute command with the build and tests
 GPU_BUDGET_S = 330.0

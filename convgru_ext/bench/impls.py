@@ -29,7 +29,6 @@ its own parameters, so that the benchmark can check it before timing it.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from typing import Optional
 
@@ -37,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import backends
-from .._contract import Problem
+from .._contract import Problem, same_padding
 from ..functional import convgru_cell, convgru_sequence
 from .catalog import Workload
 
@@ -122,22 +121,20 @@ class Ours(Implementation):
         self.experimental = bool(getattr(backends.get(backend), "experimental", False))
 
     def unavailable(self, wl, dtype, device):
-        if self.name == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
-            return "TRITON_INTERPRET=1: the Triton interpreter is for checking, timing it means nothing"
         backend = backends.get(self.name)
-        reason = backend.unavailable_reason()
+        reason = backend.benchmark_reason() or backend.unavailable_reason()
         if reason:
             return reason
         reasons = []
         for kernel in wl.cells:
-            problem = Problem(T=wl.T, B=wl.B, Cin=wl.Cin, C=wl.C, H=wl.H, W=wl.W, kernel=kernel, dilation=(1, 1),
-                              reset_after=wl.reset == "after", dtype=dtype, device=device)
+            problem = Problem(T=wl.T, B=wl.B, Cin=wl.Cin, C=wl.C, H=wl.H, W=wl.W, kernel=kernel,
+                              dilation=wl.dilation, reset_after=wl.reset == "after", dtype=dtype, device=device)
             reasons += [r for r in backend.why_not(problem) if r not in reasons]
         return "; ".join(reasons) or None
 
     def build(self, wl, params, train):
         cells = [{n: _leaf(p[n], train) for n in PARAM_NAMES} for p in params]
-        kw = {"reset": wl.reset, "backend": self.name}
+        kw = {"dilation": wl.dilation, "reset": wl.reset, "backend": self.name}
 
         def cell(c, x, h):
             return convgru_cell(x, h, *(c[n] for n in PARAM_NAMES), **kw)
@@ -168,15 +165,15 @@ class PublicConvGRUCell(nn.Module):
         n    = tanh(conv_can(cat([x, r * h])))                  conv_can:   Cin + C -> C
         h'   = (1 - z) * h + z * n
 
-    ``x`` (B, Cin, H, W), ``h`` (B, C, H, W) -> ``h'`` (B, C, H, W).
+    ``x`` (B, Cin, H, W), ``h`` (B, C, H, W) -> ``h'`` (B, C, H, W); both convolutions 'same'-padded at ``dilation``.
     """
 
-    def __init__(self, Cin: int, C: int, kernel: tuple[int, int], device=None, dtype=None):
+    def __init__(self, Cin: int, C: int, kernel: tuple[int, int], dilation=(1, 1), device=None, dtype=None):
         super().__init__()
         self.hidden = C
-        pad = (kernel[0] // 2, kernel[1] // 2)
-        self.conv_gates = nn.Conv2d(Cin + C, 2 * C, kernel, padding=pad, device=device, dtype=dtype)
-        self.conv_can = nn.Conv2d(Cin + C, C, kernel, padding=pad, device=device, dtype=dtype)
+        kw = {"padding": same_padding(kernel, dilation), "dilation": dilation, "device": device, "dtype": dtype}
+        self.conv_gates = nn.Conv2d(Cin + C, 2 * C, kernel, **kw)
+        self.conv_can = nn.Conv2d(Cin + C, C, kernel, **kw)
 
     def forward(self, x: Tensor, h: Tensor) -> Tensor:
         gates = torch.sigmoid(self.conv_gates(torch.cat([x, h], dim=1)))
@@ -206,10 +203,10 @@ class PublicConvGRUCell(nn.Module):
 class PublicSepConvGRU(nn.Module):
     """RAFT's separable update with public-style cells: ``vertical(x, horizontal(x, h))``."""
 
-    def __init__(self, Cin: int, C: int, kernels: list[tuple[int, int]], device=None, dtype=None):
+    def __init__(self, Cin: int, C: int, kernels: list[tuple[int, int]], dilation=(1, 1), device=None, dtype=None):
         super().__init__()
-        self.horizontal = PublicConvGRUCell(Cin, C, kernels[0], device, dtype)
-        self.vertical = PublicConvGRUCell(Cin, C, kernels[1], device, dtype)
+        self.horizontal = PublicConvGRUCell(Cin, C, kernels[0], dilation, device, dtype)
+        self.vertical = PublicConvGRUCell(Cin, C, kernels[1], dilation, device, dtype)
 
     def forward(self, x: Tensor, h: Tensor) -> Tensor:
         return self.vertical(x, self.horizontal(x, h))
@@ -234,10 +231,10 @@ class PublicPeer(Implementation):
         ref = params[0]["weight_hh"]
         kw = {"device": ref.device, "dtype": ref.dtype}
         if wl.api == "sep":
-            module = PublicSepConvGRU(wl.Cin, wl.C, wl.cells, **kw)
+            module = PublicSepConvGRU(wl.Cin, wl.C, wl.cells, wl.dilation, **kw)
             cells = [module.horizontal, module.vertical]
         else:
-            module = PublicConvGRUCell(wl.Cin, wl.C, wl.cells[0], **kw)
+            module = PublicConvGRUCell(wl.Cin, wl.C, wl.cells[0], wl.dilation, **kw)
             cells = [module]
         for cell, p in zip(cells, params):
             cell.load(p)

@@ -13,7 +13,7 @@ import os
 from typing import Optional
 
 from .catalog import CATALOG
-from .runner import STATUSES, derive
+from .results import STATUSES, derive
 
 PASS_ORDER = {"fwd": 0, "fwd+bwd": 1}
 DTYPE_ORDER = {"bfloat16": 0, "float16": 1, "float32": 2, "float64": 3}
@@ -187,8 +187,8 @@ def markdown(results: dict, plots: list[str]) -> str:
             "2·B·H·W·kh·kw·3C·(Cin+C) FLOPs per forward step and 3x that for forward+backward; % roofline is "
             "the time the measured ceilings allow (compute or bandwidth, minimal bytes) over the measured time "
             "(convgru_ext/bench/cost.py). max rel err: the worst norm-wise relative error of the output and "
-            "(fwd+bwd) every gradient against the float64 reference; every row passed its dtype's tolerance "
-            "unless it says FAILED CHECK.", ""]
+            "(fwd+bwd) every gradient against the reference (run in float64, or in the row's dtype for float64 "
+            "and exact float32); every row passed its dtype's tolerance unless it says FAILED CHECK.", ""]
     for name, wl in results["workloads"].items():
         mine = [r for r in rows if r["workload"] == name]
         if not mine:
