@@ -31,8 +31,6 @@ row, and the sweep goes on; after a failure on a GPU the CUDA context is
 probed, and if it is lost (a sticky error such as an illegal memory access)
 the remaining rows are marked as not run, rather than reported as failures of
 innocent implementations.
-
-The GPU path of this module has not been run on a GPU yet: unverified.
 """
 
 from __future__ import annotations
