@@ -198,26 +198,16 @@ def check_plan(backend_names, devices) -> list[Check]:
 
 
 def run_check(check: Check, generator: torch.Generator) -> dict[str, tuple[float, float]]:
-    """``check``'s backend against the reference on fresh inputs: (error, tolerance) per output and gradient.
-
-    float64 and exact float32 compare with the reference in the same dtype; float32 on TF32 and the
-    low precisions with the float64 reference (see :func:`errors`).
-    """
-    case, dtype, device = check.case, check.dtype, check.device
+    """``check``'s backend against the reference on fresh inputs: (error, tolerance) per output and gradient,
+    by :func:`reference_errors`'s rule."""
+    case = check.case
     with tf32(check.tf32):
-        if dtype in (torch.float64, torch.float32) and not check.tf32:
-            inputs = make_inputs(case, dtype, device, generator)
-            want = run_with_grads("reference", inputs, case, generator)
-            got = run_with_grads(check.backend, inputs, case, generator, upstream=want["_upstream"])
-            return errors(got, want, dtype)
-        inputs64 = make_inputs(case, torch.float64, device, generator)
-        want = run_with_grads("reference", inputs64, case, generator)
-        given = cast_inputs(inputs64, dtype)
-        got = run_with_grads(check.backend, given, case, generator, upstream=want["_upstream"])
-        if check.tf32:
-            return errors(got, want, dtype, tf32=True)
-        eager = run_with_grads("reference", given, case, generator, upstream=want["_upstream"])
-        return errors(got, want, dtype, eager_lowp=eager)
+        inputs64 = make_inputs(case, torch.float64, check.device, generator)
+        want64 = run_with_grads("reference", inputs64, case, generator)
+        given = cast_inputs(inputs64, check.dtype)
+        got = run_with_grads(check.backend, given, case, generator, upstream=want64["_upstream"])
+        in_dtype = run_with_grads("reference", given, case, generator, upstream=want64["_upstream"])
+        return reference_errors(got, want64, in_dtype, check.dtype, check.tf32)
 
 
 def random_tensor(shape, generator: torch.Generator, scale: float = 1.0, device=None) -> torch.Tensor:
@@ -241,7 +231,7 @@ def reference_errors(got: dict, want64: dict, in_dtype: dict, dtype,
                      tf32: bool = False) -> dict[str, tuple[float, float]]:
     """:func:`errors` by the suite's rule, given the reference in float64 (``want64``) and run in ``dtype`` on the
     same values (``in_dtype``): float64 and exact float32 compare with ``in_dtype`` within REL_TOL; float32 on
-    TF32 (``tf32``) and the low precisions with ``want64``, as :func:`run_check` does."""
+    TF32 (``tf32``) and the low precisions with ``want64``."""
     if tf32 or dtype not in REL_TOL:
         return errors(got, want64, dtype, eager_lowp=None if tf32 else in_dtype, tf32=tf32)
     return errors(got, in_dtype, dtype)
