@@ -3,7 +3,9 @@
 Public API::
 
     ConvGRUCell, ConvGRU, SepConvGRU          # nn.Modules
+    GRURCN                                    # the (stacked) GRU-RCN over several CNN levels
     convgru_cell, convgru_sequence            # functional, one layer and direction
+    patch_raft(model)                         # swap a RAFT-family model's GRUs for ours, in place
     available_backends()                      # which backends run here, and why not
 
 See README.md for the equations and the backends.
@@ -11,16 +13,20 @@ See README.md for the equations and the backends.
 
 from .backends import available_backends
 from .functional import convgru_cell, convgru_sequence
+from .grurcn import GRURCN
 from .modules import ConvGRU, ConvGRUCell, SepConvGRU
+from .raft_patch import patch_raft
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConvGRU",
     "ConvGRUCell",
+    "GRURCN",
     "SepConvGRU",
     "available_backends",
     "convgru_cell",
     "convgru_sequence",
+    "patch_raft",
     "__version__",
 ]

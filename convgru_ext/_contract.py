@@ -47,6 +47,8 @@ class Problem:
     reset_after: bool
     dtype: torch.dtype
     device: torch.device
+    #: the backward recomputes the gates instead of the forward saving them (``_op.py``)
+    recompute: bool = False
 
     @property
     def padding(self) -> tuple[int, int]:
@@ -112,6 +114,7 @@ def check(
     reset: str,
     *,
     sequence: bool,
+    recompute: bool = False,
 ) -> Problem:
     """Check one layer call and return its :class:`Problem`.
 
@@ -165,7 +168,64 @@ def check(
         reset_after=check_reset(reset),
         dtype=x.dtype,
         device=x.device,
+        recompute=check_flag(fn, "recompute", recompute),
     )
+
+
+def check_flag(fn: str, name: str, value) -> bool:
+    """``value`` if it is a bool, else a TypeError naming ``name``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{fn}: `{name}` must be a bool; got {value!r}")
+    return value
+
+
+def check_context(fn: str, context, problem: Problem, *, sequence: bool) -> Optional[torch.Tensor]:
+    """``context`` as one (Tc, B, 3C, H, W) tensor (Tc = 1: the same for every step, or T), or None.
+
+    Accepted: one tensor with 3C channels in gate order r, z, n, or a tuple ``(c_r, c_z, c_n)`` of
+    C-channel tensors, any of them None for zeros; each (B, ., H, W), or for a sequence also
+    (T, B, ., H, W) per step.  Raises TypeError or ValueError naming the argument."""
+    if context is None:
+        return None
+    C, what = problem.C, "a tensor with 3*hidden channels or a tuple (c_r, c_z, c_n)"
+    parts = list(context) if isinstance(context, (tuple, list)) else [context]
+    if len(parts) not in (1, 3) or (len(parts) == 1 and not isinstance(context, torch.Tensor)):
+        raise TypeError(f"{fn}: `context` must be {what}; got {type(context).__name__} of {len(parts)}")
+    names = ["context"] if len(parts) == 1 else ["context[0] (c_r)", "context[1] (c_z)", "context[2] (c_n)"]
+    given = [(n, t) for n, t in zip(names, parts) if t is not None]
+    if not given:
+        return None
+    layouts = [(problem.B, problem.H, problem.W)] + ([(problem.T, problem.B, problem.H, problem.W)] if sequence else [])
+    channels = 3 * C if len(parts) == 1 else C
+    first = None
+    for name, t in given:
+        _check_is_tensor(t, name, fn)
+        if t.dtype != problem.dtype or t.device != problem.device:
+            raise (TypeError if t.dtype != problem.dtype else ValueError)(
+                f"{fn}: `{name}` must be {problem.dtype} on {problem.device} like `x`; got {t.dtype} on {t.device}")
+        dims = tuple(t.shape[:-3]) + tuple(t.shape[-2:])
+        if t.dim() < 4 or t.shape[-3] != channels or dims not in layouts:
+            expected = " or ".join(_shape(*d[:-2], channels, *d[-2:]) for d in layouts)
+            raise ValueError(f"{fn}: `{name}` must have shape {expected}; got {tuple(t.shape)}")
+        if first is not None and t.shape != first.shape:
+            raise ValueError(f"{fn}: the context tensors must have one shape; got {tuple(first.shape)} and "
+                             f"{tuple(t.shape)}")
+        first = t
+    full = [t if t is not None else first.new_zeros(first.shape) for t in parts]
+    out = full[0] if len(full) == 1 else torch.cat(full, dim=-3)
+    return out if out.dim() == 5 else out.unsqueeze(0)
+
+
+def check_layer_contexts(context, num_layers: int) -> list:
+    """ConvGRU's ``context``: None, or a list or tuple of one entry per layer; returned as such a list."""
+    if context is None:
+        return [None] * num_layers
+    if not isinstance(context, (list, tuple)) or len(context) != num_layers:
+        got = f"{type(context).__name__} of {len(context)}" if isinstance(context, (list, tuple)) else \
+            type(context).__name__
+        raise TypeError(f"ConvGRU: `context` must be None or a list of num_layers={num_layers} entries (one per "
+                        f"layer, each None or a context); got {got}")
+    return list(context)
 
 
 def _check_positive_int(value, name: str, owner: str) -> None:
@@ -267,3 +327,99 @@ def check_raft_sep(raft_gru) -> tuple[int, int, int, list, list]:
                          f"and (k, 1) convs of the same channels in convz2/convr2/convq2; got kernels "
                          f"{k1} and {k2}, dilations {d1} and {d2}, channels {(Cin, C)} and {(Cin2, C2)}")
     return Cin, C, k, first, second
+
+
+POOLS = ("max", "avg")
+
+
+def check_grurcn_options(input_sizes, hidden_sizes, pool) -> int:
+    """GRURCN's ``input_sizes`` and ``hidden_sizes`` (L >= 1 positive ints each) and ``pool``; returns L."""
+    for name, sizes in (("input_sizes", input_sizes), ("hidden_sizes", hidden_sizes)):
+        if isinstance(sizes, (str, torch.Tensor)) or not isinstance(sizes, Sequence) or len(sizes) == 0:
+            raise TypeError(f"GRURCN: `{name}` must be a non-empty sequence of positive ints; got {sizes!r}")
+        for i, size in enumerate(sizes):
+            _check_positive_int(size, f"{name}[{i}]", "GRURCN")
+    if len(hidden_sizes) != len(input_sizes):
+        raise ValueError(f"GRURCN: `hidden_sizes` must have one entry per level, as many as input_sizes "
+                         f"({len(input_sizes)}); got {len(hidden_sizes)}")
+    if pool not in POOLS:
+        raise ValueError(f'GRURCN: `pool` must be "max" or "avg"; got {pool!r}')
+    return len(input_sizes)
+
+
+def check_percepts(percepts, input_sizes: Sequence[int], batch_first: bool) -> list[tuple[int, int]]:
+    """GRURCN.forward's ``percepts``: one 5-D tensor per level with ``input_sizes[l]`` channels, all of one
+    (T, B), dtype and device, each level's H and W dividing the previous level's; returns the L-1 ratios (rh, rw)."""
+    L = len(input_sizes)
+    if isinstance(percepts, torch.Tensor) or not isinstance(percepts, Sequence):
+        raise TypeError(f"GRURCN: `percepts` must be a list or tuple of {L} tensors (one per level); "
+                        f"got {type(percepts).__name__}")
+    if len(percepts) != L:
+        raise ValueError(f"GRURCN: `percepts` must hold one tensor per level ({L}); got {len(percepts)}")
+    layout = "(B, T, C_in, H, W)" if batch_first else "(T, B, C_in, H, W)"
+    leading = "(B, T)" if batch_first else "(T, B)"
+    ratios = []
+    for level, p in enumerate(percepts):
+        name = f"percepts[{level}]"
+        _check_tensor(p, name, "GRURCN", 5, layout)
+        if p.shape[2] != input_sizes[level]:
+            raise ValueError(f"GRURCN: `{name}` must have input_sizes[{level}]={input_sizes[level]} channels "
+                             f"(dim 2); got shape {tuple(p.shape)}")
+        if level == 0:
+            continue
+        first = percepts[0]
+        if p.shape[:2] != first.shape[:2]:
+            raise ValueError(f"GRURCN: `{name}` must have percepts[0]'s {leading} = {tuple(first.shape[:2])}; "
+                             f"got {tuple(p.shape[:2])}")
+        if p.dtype != first.dtype or p.device != first.device:
+            raise TypeError(f"GRURCN: `{name}` is {p.dtype} on {p.device} but `percepts[0]` is {first.dtype} "
+                            f"on {first.device}; they must match")
+        (Hp, Wp), (H, W) = percepts[level - 1].shape[3:], p.shape[3:]
+        if H == 0 or W == 0 or Hp % H or Wp % W:
+            raise ValueError(f"GRURCN: `{name}` must have H and W that divide percepts[{level - 1}]'s {Hp}x{Wp} "
+                             f"(a positive integer resolution ratio per dimension); got {H}x{W}")
+        ratios.append((Hp // H, Wp // W))
+    return ratios
+
+
+def check_patch_raft(model, backend: str) -> None:
+    """patch_raft's arguments: ``model`` an nn.Module, ``backend`` a known backend."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"patch_raft: `model` must be an nn.Module; got {type(model).__name__}")
+    if backend != "auto":
+        from . import backends  # not at the top: the backends import this module
+        backends.get(backend)
+
+
+def check_raft_gru(name: str, module, updates, call: Optional[str], calls: Sequence[str], signature: str) -> None:
+    """Why patch_raft cannot replace ``module``, a RAFT-family GRU by its class and conv names, as a ValueError.
+
+    ``name``: its name in the model; ``updates``: the names of its (z, r, q) convs for each GRU update it makes, in
+    order; ``call``: the form of its ``forward`` (``signature``), one of ``calls`` or None.
+    """
+    if not name:
+        raise ValueError("it is the model itself, which cannot be replaced in place; patch a module that holds it")
+    if call not in calls:
+        raise ValueError(f"its forward{signature} is not RAFT's forward(h, x)"
+                         + (" nor RAFT-Stereo's forward(h, cz, cr, cq, *x_list)" if "stereo" in calls else ""))
+    for names in updates:
+        convs = [getattr(module, n, None) for n in names]
+        try:
+            check_raft_convs(*convs)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"its convs {', '.join(names)}: {e}") from None
+        unbiased = [n for n, conv in zip(names, convs) if conv.bias is None]
+        if unbiased:
+            raise ValueError(f"it has convs without a bias ({', '.join(unbiased)}); RAFT's have one per gate")
+    expected = {f"{n}.{kind}" for names in updates for n in names for kind in ("weight", "bias")}
+    extra = sorted({n for n, _ in module.named_parameters()} - expected) + [n for n, _ in module.named_buffers()]
+    if extra:
+        raise ValueError(f"it holds parameters or buffers besides its convs' weights and biases: {extra}")
+    if len({p.requires_grad for p in module.parameters()}) > 1:
+        raise ValueError("it mixes frozen (requires_grad=False) and trainable parameters")
+
+
+def raft_checkpoint_mismatch(key: str, got, expected) -> str:
+    """The load_state_dict error for a RAFT GRU's checkpoint entry of the wrong shape (worded as torch's)."""
+    return (f"size mismatch for {key}: copying a param with shape {tuple(got)} from checkpoint, "
+            f"the shape in current model is {tuple(expected)}.")

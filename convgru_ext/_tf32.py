@@ -54,11 +54,14 @@ def tf32(conv: bool, matmul: bool | None = None) -> Iterator[None]:
     """Inside the block, float32 convolutions (and matmuls: ``matmul``, default the same as ``conv``)
     use TF32 exactly when told to; the previous settings come back afterwards.
 
-    Sets the per-operator precisions where PyTorch has them, so that it never mixes the two APIs
-    in a way that makes the legacy getters raise; the legacy flags otherwise.
+    Uses the legacy flags while they agree with the per-operator precisions (they set both, and PyTorch's
+    own code, ``torch.export`` among it, still reads the legacy cuDNN flag), else, once a user has set the
+    convolution's precision apart, the per-operator precisions.
     """
     matmul = conv if matmul is None else matmul
-    if _new_api():
+    try:
+        saved_legacy = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    except RuntimeError:  # the two APIs disagree: set the convolution's and the matmul's precisions
         saved = {op: torch._C._get_fp32_precision_getter("cuda", op) for op in ("conv", "matmul")}
         torch.backends.cudnn.conv.fp32_precision = "tf32" if conv else "ieee"
         torch.backends.cuda.matmul.fp32_precision = "tf32" if matmul else "ieee"
@@ -67,10 +70,9 @@ def tf32(conv: bool, matmul: bool | None = None) -> Iterator[None]:
         finally:
             for op, value in saved.items():
                 torch._C._set_fp32_precision_setter("cuda", op, value)
-    else:
-        saved_legacy = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved_legacy
+        return
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved_legacy

@@ -7,12 +7,15 @@ from typing import Optional
 import torch
 
 from . import backends
-from ._contract import IntOrPair, check
+from ._contract import IntOrPair, check, check_context
 from .backends._op import channels_last
 
 
-def _run(fn, x, h, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset, backend, *, sequence):
-    problem = check(fn, x, h, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset, sequence=sequence)
+def _run(fn, x, h, weight_ih, weight_hh, bias_ih, bias_hh, context, dilation, reset, backend, recompute, *,
+         sequence):
+    problem = check(fn, x, h, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset, sequence=sequence,
+                    recompute=recompute)
+    context = check_context(fn, context, problem, sequence=sequence)
     impl = backends.select(backend, problem)
     if not sequence:
         x = x.unsqueeze(0)
@@ -21,7 +24,7 @@ def _run(fn, x, h, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset, back
     if problem.T == 0:
         return x.new_zeros(0, problem.B, problem.C, problem.H, problem.W), h.clone()
     weights = [t if t is None else t.contiguous() for t in (weight_ih, weight_hh, bias_ih, bias_hh)]
-    out = impl.sequence(channels_last(x), channels_last(h), *weights, problem)
+    out = impl.sequence(channels_last(x), channels_last(h), *weights, context, problem)
     return out, out[-1]
 
 
@@ -33,9 +36,11 @@ def convgru_sequence(
     bias_ih: Optional[torch.Tensor] = None,
     bias_hh: Optional[torch.Tensor] = None,
     *,
+    context=None,
     dilation: IntOrPair = 1,
     reset: str = "before",
     backend: str = "auto",
+    recompute: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run one ConvGRU layer (one direction) over a time-major sequence.
 
@@ -45,10 +50,18 @@ def convgru_sequence(
         weight_ih: (3C, Cin, kh, kw) input-to-hidden weights, gate blocks r, z, n.
         weight_hh: (3C, C, kh, kw) hidden-to-hidden weights, gate blocks r, z, n.
         bias_ih, bias_hh: (3C,) biases or None.
+        context: per-gate terms added to the input projections (RAFT-Stereo's ``cz, cr, cq``): None, one
+            tensor with 3C channels in gate order r, z, n, or a tuple ``(c_r, c_z, c_n)`` of C-channel
+            tensors (any None for zeros); each (B, ., H, W), the same at every step, or (T, B, ., H, W).
+            ``r = sigmoid(W_r*x + b_ir + c_r + U_r*h + b_hr)``, z likewise, ``c_n`` adds to ``W_n*x + b_in``.
+            Differentiable.
         dilation: int or (dh, dw); padding is "same", ``dilation*(k-1)//2``.
         reset: ``"before"`` (GRU-RCN, RAFT: ``U_n*(r*h)``) or ``"after"``
             (cuDNN: ``r*(U_n*h + b_hn)``).
         backend: ``"auto"``, ``"reference"``, ``"torch"``, ``"triton"`` or ``"cuda"``.
+        recompute: save only the inputs and the states for the backward, which recomputes the gates
+            (every step at once, one more forward step over the T*B frames): less memory held between
+            forward and backward, for about one more forward step's time.
 
     Returns:
         ``(output, h_T)``: all states (T, B, C, H, W) and the last one (B, C, H, W).
@@ -62,8 +75,8 @@ def convgru_sequence(
         >>> out.shape, h.shape
         (torch.Size([4, 2, 8, 16, 16]), torch.Size([2, 8, 16, 16]))
     """
-    return _run("convgru_sequence", x, h0, weight_ih, weight_hh, bias_ih, bias_hh,
-                dilation, reset, backend, sequence=True)
+    return _run("convgru_sequence", x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context,
+                dilation, reset, backend, recompute, sequence=True)
 
 
 def convgru_cell(
@@ -74,15 +87,16 @@ def convgru_cell(
     bias_ih: Optional[torch.Tensor] = None,
     bias_hh: Optional[torch.Tensor] = None,
     *,
+    context=None,
     dilation: IntOrPair = 1,
     reset: str = "before",
     backend: str = "auto",
+    recompute: bool = False,
 ) -> torch.Tensor:
     """One ConvGRU step: ``x`` (B, Cin, H, W) and ``h`` (B, C, H, W; None = zeros) -> ``h'``.
 
-    Arguments as in :func:`convgru_sequence`.  Nothing is hoisted: each call
-    convolves its own ``x`` (RAFT-style update blocks, where ``x`` changes
-    every call).
+    Arguments as in :func:`convgru_sequence` (``context`` (B, ., H, W) or a tuple of them).  Each call
+    convolves its own ``x`` (RAFT-style update blocks, where ``x`` changes every call).
 
     Example::
 
@@ -91,5 +105,5 @@ def convgru_cell(
         >>> convgru_cell(torch.randn(B, Cin, H, W), None, w_ih, w_hh).shape
         torch.Size([2, 8, 16, 16])
     """
-    return _run("convgru_cell", x, h, weight_ih, weight_hh, bias_ih, bias_hh,
-                dilation, reset, backend, sequence=False)[1]
+    return _run("convgru_cell", x, h, weight_ih, weight_hh, bias_ih, bias_hh, context,
+                dilation, reset, backend, recompute, sequence=False)[1]

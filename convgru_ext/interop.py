@@ -8,7 +8,9 @@ concatenation ``cat([h, x])``::
 
 which is our cell with ``reset="before"``: the first C input channels of each
 conv are the recurrent weights ``U``, the rest the input weights ``W``, and the
-convs' biases become ``bias_ih`` (``bias_hh`` is zero).
+convs' biases become ``bias_ih`` (``bias_hh`` is zero).  :func:`raft_to_gates` and
+:func:`gates_to_raft` map the tensors both ways; ``patch_raft`` (:mod:`convgru_ext.raft_patch`) uses
+them for whole models and their checkpoints.
 """
 
 from __future__ import annotations
@@ -18,15 +20,33 @@ from torch import nn
 
 from ._contract import check_raft_convs, check_raft_sep
 
+#: RAFT's convs (z, r, q) in our gate order (r, z, n), and back: the permutation is its own inverse
+_GATE_ORDER = (1, 0, 2)
+
+
+def raft_to_gates(weights, biases):
+    """RAFT's z, r, q conv weights (C, C + Cin, kh, kw) and biases (C,) as our ``(weight_ih, weight_hh, bias_ih)``."""
+    C = weights[0].shape[0]
+    w = [weights[i] for i in _GATE_ORDER]
+    return (torch.cat([t[:, C:] for t in w]), torch.cat([t[:, :C] for t in w]),
+            torch.cat([biases[i] for i in _GATE_ORDER]))
+
+
+def gates_to_raft(weight_ih, weight_hh, bias):
+    """The inverse of :func:`raft_to_gates`: RAFT's ``([w_z, w_r, w_q], [b_z, b_r, b_q])`` from our weights and
+    ``bias`` (bias_ih + bias_hh, which add up in every gate with ``reset="before"``)."""
+    w, b = torch.cat([weight_hh, weight_ih], dim=1).chunk(3), bias.chunk(3)
+    return [w[i] for i in _GATE_ORDER], [b[i] for i in _GATE_ORDER]
+
 
 def _load_raft(cell, convz, convr, convq) -> None:
     """Copy RAFT's three convs into ``cell`` (shapes already checked to agree)."""
-    C = convz.out_channels
-    convs = (convr, convz, convq)  # our gate order: r, z, n
+    convs = (convz, convr, convq)
+    biases = [c.bias if c.bias is not None else c.weight.new_zeros(c.out_channels) for c in convs]
     with torch.no_grad():
-        cell.weight_hh.copy_(torch.cat([c.weight[:, :C] for c in convs]))
-        cell.weight_ih.copy_(torch.cat([c.weight[:, C:] for c in convs]))
-        cell.bias_ih.copy_(torch.cat([c.bias if c.bias is not None else c.weight.new_zeros(C) for c in convs]))
+        for param, value in zip((cell.weight_ih, cell.weight_hh, cell.bias_ih),
+                                raft_to_gates([c.weight for c in convs], biases)):
+            param.copy_(value)
         cell.bias_hh.zero_()
 
 

@@ -10,8 +10,25 @@ import torch
 from torch import Tensor, nn
 
 from . import interop
-from ._contract import IntOrPair, check_input_channels, check_module_options, check_sep_kernel, check_sequence_input
+from ._contract import (
+    IntOrPair,
+    check_flag,
+    check_input_channels,
+    check_layer_contexts,
+    check_module_options,
+    check_sep_kernel,
+    check_sequence_input,
+)
 from .functional import convgru_cell, convgru_sequence
+
+
+def _map_context(context, fn):
+    """``fn`` applied to the context's tensor, or to each tensor of its ``(c_r, c_z, c_n)`` form."""
+    if isinstance(context, Tensor):
+        return fn(context)
+    if isinstance(context, (tuple, list)):
+        return tuple(None if t is None else fn(t) if isinstance(t, Tensor) else t for t in context)
+    return context  # None, or a bad value for _contract.check_context to name
 
 
 def _init_uniform(weight: Tensor, bias: Optional[Tensor]) -> None:
@@ -63,12 +80,13 @@ class ConvGRUCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, kernel_size: IntOrPair = 3, bias: bool = True,
                  dilation: IntOrPair = 1, reset: str = "before", backend: str = "auto",
-                 device=None, dtype=None):
+                 device=None, dtype=None, recompute: bool = False):
         super().__init__()
         self.kernel_size, self.dilation = check_module_options(
             "ConvGRUCell", input_size, hidden_size, kernel_size, dilation, reset, backend)
         self.input_size, self.hidden_size = input_size, hidden_size
         self.bias, self.reset, self.backend = bias, reset, backend
+        self.recompute = check_flag("ConvGRUCell", "recompute", recompute)
         kw = {"device": device, "dtype": dtype}
         self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size, *self.kernel_size, **kw))
         self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size, *self.kernel_size, **kw))
@@ -92,14 +110,17 @@ class ConvGRUCell(nn.Module):
             s += ", bias=False"
         return s + f", reset={self.reset!r}, backend={self.backend!r}"
 
-    def forward(self, x: Tensor, h: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, h: Optional[Tensor] = None, context=None) -> Tensor:
+        """``h'`` from ``x`` and ``h`` (None: zeros); ``context``: per-gate terms, as ``convgru_cell`` takes them."""
         check_input_channels("ConvGRUCell", x, self.input_size, channel_dim=-3)
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
             h = None if h is None else h.unsqueeze(0)
-        h_next = convgru_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
-                              dilation=self.dilation, reset=self.reset, backend=self.backend)
+            context = _map_context(context, lambda t: t.unsqueeze(0))
+        h_next = convgru_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, context=context,
+                              dilation=self.dilation, reset=self.reset, backend=self.backend,
+                              recompute=self.recompute)
         return h_next.squeeze(0) if unbatched else h_next
 
     @classmethod
@@ -132,15 +153,16 @@ class SepConvGRU(nn.Module):
     """
 
     def __init__(self, input_size: int, hidden_size: int, kernel_size: int = 5, bias: bool = True,
-                 reset: str = "before", backend: str = "auto", device=None, dtype=None):
+                 reset: str = "before", backend: str = "auto", device=None, dtype=None, recompute: bool = False):
         super().__init__()
         check_sep_kernel(kernel_size)
-        kw = dict(bias=bias, reset=reset, backend=backend, device=device, dtype=dtype)
+        kw = dict(bias=bias, reset=reset, backend=backend, device=device, dtype=dtype, recompute=recompute)
         self.horizontal = ConvGRUCell(input_size, hidden_size, (1, kernel_size), **kw)
         self.vertical = ConvGRUCell(input_size, hidden_size, (kernel_size, 1), **kw)
 
-    def forward(self, x: Tensor, h: Optional[Tensor] = None) -> Tensor:
-        return self.vertical(x, self.horizontal(x, h))
+    def forward(self, x: Tensor, h: Optional[Tensor] = None, context=None) -> Tensor:
+        """Both passes; ``context`` (per-gate terms, as ``ConvGRUCell`` takes them) enters both."""
+        return self.vertical(x, self.horizontal(x, h, context), context)
 
     @classmethod
     def from_raft(cls, raft_gru: nn.Module, backend: str = "auto") -> SepConvGRU:
@@ -179,10 +201,11 @@ class ConvGRU(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, kernel_size: IntOrPair = 3, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, dilation: IntOrPair = 1, reset: str = "before",
-                 backend: str = "auto", device=None, dtype=None):
+                 backend: str = "auto", device=None, dtype=None, recompute: bool = False):
         super().__init__()
         self.kernel_size, self.dilation = check_module_options(
             "ConvGRU", input_size, hidden_size, kernel_size, dilation, reset, backend, num_layers, dropout)
+        self.recompute = check_flag("ConvGRU", "recompute", recompute)
         if dropout > 0 and num_layers == 1:
             warnings.warn("ConvGRU: dropout applies to every layer's output except the last, so a non-zero "
                           f"dropout expects num_layers > 1; got dropout={dropout} and num_layers=1", stacklevel=2)
@@ -234,11 +257,21 @@ class ConvGRU(nn.Module):
                 s += f", {name}={getattr(self, name)}"
         return s + f", reset={self.reset!r}, backend={self.backend!r}"
 
-    def forward(self, x: Tensor, h0: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, h0: Optional[Tensor] = None, context=None) -> tuple[Tensor, Tensor]:
+        """``(output, h_n)`` as ``nn.GRU``.  ``context``: None or one entry per layer (None, or per-gate terms in
+        any form ``convgru_sequence`` takes, in this module's batch layout), the same for both directions."""
         D = 2 if self.bidirectional else 1
         x, h0, unbatched = check_sequence_input(x, h0, self.input_size, self.hidden_size, self.num_layers * D,
                                                 self.batch_first)
-        kw = {"dilation": self.dilation, "reset": self.reset, "backend": self.backend}
+        contexts = check_layer_contexts(context, self.num_layers)
+
+        def time_major(t):  # a context tensor in this module's layout -> convgru_sequence's
+            if unbatched:
+                return t.unsqueeze(1 if t.dim() == 4 else 0)
+            return t.transpose(0, 1) if self.batch_first and t.dim() == 5 else t
+
+        contexts = [_map_context(c, time_major) for c in contexts]
+        kw = {"dilation": self.dilation, "reset": self.reset, "backend": self.backend, "recompute": self.recompute}
         finals = []
         layer_in = x
         for layer in range(self.num_layers):
@@ -246,7 +279,9 @@ class ConvGRU(nn.Module):
             for d, suffix in enumerate(("", "_reverse")[:D]):
                 h = None if h0 is None else h0[layer * D + d]
                 seq = layer_in if d == 0 else layer_in.flip(0)
-                out, h_last = convgru_sequence(seq, h, *self._layer_params(layer, suffix), **kw)
+                ctx = contexts[layer] if d == 0 else _map_context(
+                    contexts[layer], lambda t: t.flip(0) if t.dim() == 5 else t)  # per-step: reversed time
+                out, h_last = convgru_sequence(seq, h, *self._layer_params(layer, suffix), context=ctx, **kw)
                 outs.append(out if d == 0 else out.flip(0))
                 finals.append(h_last)
             layer_in = outs[0] if D == 1 else torch.cat(outs, dim=2)

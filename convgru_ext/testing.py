@@ -65,6 +65,9 @@ class Case:
     reset: str = "before"
     bias: bool = True
     h0: bool = True
+    #: per-gate context: "none"; "shared" (one (B, 3C, H, W) tensor); "per-step" ((T, B, 3C, H, W));
+    #: "gates" (the tuple (c_r, None, c_n) of (B, C, H, W) tensors)
+    context: str = "none"
 
 
 def make_inputs(case: Case, dtype, device, generator: torch.Generator) -> dict[str, Optional[torch.Tensor]]:
@@ -73,7 +76,23 @@ def make_inputs(case: Case, dtype, device, generator: torch.Generator) -> dict[s
     inputs = {"x": random_tensor((case.T, case.B, case.Cin, case.H, case.W), generator, device=device),
               "h0": random_tensor((case.B, case.C, case.H, case.W), generator, device=device) if case.h0 else None}
     inputs.update(random_params(case.Cin, case.C, case.kernel, generator, device, case.bias))
+    frame = (case.B, case.C, case.H, case.W)
+    if case.context in ("shared", "per-step"):
+        shape = (case.T,) * (case.context == "per-step") + (case.B, 3 * case.C, case.H, case.W)
+        inputs["context"] = random_tensor(shape, generator, 0.5, device)
+    elif case.context == "gates":
+        inputs.update({k: random_tensor(frame, generator, 0.5, device) for k in ("c_r", "c_n")})
+    elif case.context != "none":
+        raise ValueError(f"Case.context must be none, shared, per-step or gates; got {case.context!r}")
     return cast_inputs(inputs, dtype)
+
+
+def context_arg(inputs: dict):
+    """The ``context=`` argument that ``inputs`` (from :func:`make_inputs`) hold, or None."""
+    if "context" in inputs:
+        return inputs["context"]
+    gates = tuple(inputs.get(k) for k in ("c_r", "c_z", "c_n"))
+    return gates if any(t is not None for t in gates) else None
 
 
 def cast_inputs(inputs: dict, dtype) -> dict:
@@ -90,14 +109,15 @@ def run_with_grads(backend: str, inputs: dict, case: Case, generator: torch.Gene
     ``_upstream`` entry of one result to another run to reuse its projection.
     """
     args = [inputs[k] for k in INPUT_NAMES]
-    out, h_T = convgru_sequence(*args, dilation=case.dilation, reset=case.reset, backend=backend)
+    out, h_T = convgru_sequence(*args, context=context_arg(inputs), dilation=case.dilation, reset=case.reset,
+                                backend=backend)
     if upstream is None:
         upstream = {
             "g_out": torch.randn(out.shape, generator=generator, dtype=torch.float64),
             "g_h": torch.randn(h_T.shape, generator=generator, dtype=torch.float64),
         }
     loss = (out * upstream["g_out"].to(out)).sum() + (h_T * upstream["g_h"].to(h_T)).sum()
-    names = [k for k in INPUT_NAMES if inputs[k] is not None]
+    names = [k for k, v in inputs.items() if v is not None]  # every input, the context's included
     grads = torch.autograd.grad(loss, [inputs[k] for k in names])
     result = {"output": out.detach(), "h_T": h_T.detach()}
     result.update({f"grad_{k}": g for k, g in zip(names, grads)})

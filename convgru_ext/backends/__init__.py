@@ -6,7 +6,7 @@ A backend is an object with a ``name`` and three methods:
   package or extension), or None;
 * ``why_not(problem)``: the reasons it cannot serve this particular call (wrong
   device, unsupported dtype, ...), an empty list when it can;
-* ``sequence(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, problem)``: the
+* ``sequence(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem)``: the
   layer's output, (T, B, C, H, W), differentiable with respect to every tensor
   argument.  It is called with checked arguments in the op layout of
   ``_op.py`` (activations channels-last, weights contiguous), ``h0`` never
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import os
 from typing import Optional
+
+import torch
 
 from .._contract import Problem
 from .base import Backend
@@ -77,6 +79,8 @@ def select(name: str, problem: Problem) -> Backend:
     """
     if not isinstance(name, str):
         raise TypeError(f"`backend` must be a str; got {type(name).__name__}")
+    if exporting():  # torch.export / ONNX: the graph is the reference's standard operators, whatever was asked
+        return _REGISTRY["reference"]
     if name == "auto":
         env = os.environ.get(ENV_VAR, "").strip()
         if env and env != "auto":
@@ -97,6 +101,16 @@ def select(name: str, problem: Problem) -> Backend:
         if backend.auto_ok(problem):
             return backend
     return _REGISTRY["torch"]
+
+
+def exporting() -> bool:
+    """Whether ``torch.export`` (and so ``torch.onnx.export(..., dynamo=True)``) or the TorchScript-based ONNX
+    exporter is tracing the call.  The fused backends' ops are opaque to an exported graph, and ONNX has no
+    such operators, so while exporting every call runs the ``reference`` backend: the spec written in
+    Conv, Sigmoid, Tanh, Mul, Add and Sub, one unrolled block per step."""
+    compiler = getattr(torch, "compiler", None)
+    is_exporting = getattr(compiler, "is_exporting", None)
+    return bool((is_exporting is not None and is_exporting()) or torch.onnx.is_in_onnx_export())
 
 
 def _register_optional(module: str, cls: str) -> None:

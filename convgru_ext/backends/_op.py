@@ -19,7 +19,9 @@ Each backend registers ``convgru_ext::{name}_forward`` / ``{name}_backward`` thr
 
 Shapes (one dtype, T >= 0): ``x`` (T, B, Cin, H, W), ``h0`` (B, C, H, W),
 ``weight_ih`` (3C, Cin, kh, kw), ``weight_hh`` (3C, C, kh, kw), biases (3C,),
-``out`` (T, B, C, H, W) = every state h_1..h_T.
+``out`` (T, B, C, H, W) = every state h_1..h_T; ``context`` (Tc, B, 3C, H, W), Tc = 1 (the same for
+every step) or T, added to the gate pre-activations ``W*x + b`` (blocks r, z, n): it enters the
+hoisted projection, so no backend needs to know of it.
 
 Layout: the activations (``x``, ``h0``, ``out``, ``gates``, ``grad_out``, ``dx``, ``dh0``) are
 *channels-last*: logically (..., C, H, W) as above, in memory (..., H, W, C) and dense
@@ -31,7 +33,13 @@ holding, channel block by channel block, the activations ``r, z, n`` (G = 3) and
 ``reset_after``, also ``U_n*h + b_hn`` (G = 4).  Together with ``x``, ``h0`` and ``out`` this is
 all the backward needs; the input projection is not saved and the biases do not enter the
 backward.  ``dx`` is an empty (0,) tensor when ``need_dx`` is false; ``dbias_*`` are returned even
-when the bias was None (autograd drops them).
+when the bias was None (autograd drops them); ``dcontext`` (``context_steps``, B, 3C, H, W) is the
+gradient of the projection, summed over the steps when ``context_steps`` is 1, and an empty (0,)
+tensor when ``context_steps`` is 0 (no context).
+
+With ``recompute`` the autograd formula saves ``x``, ``h0``, ``out``, the parameters and the context
+but not ``gates``, and its backward recomputes the gates first: every step at once, as one forward
+step (T = 1) over the T*B frames, since ``out`` holds every step's entering state.
 
 The fake (meta) kernels and the autograd formula are registered here for every pair, so that
 every backend gets ``torch.compile`` support and the same autograd behaviour from one piece of code.
@@ -49,11 +57,11 @@ from ._layout import channels_last, empty_channels_last, logical, physical  # no
 
 #: ``convgru_ext::{name}_forward``
 FORWARD_SCHEMA = ("(Tensor x, Tensor h0, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, "
-                  "int[] dilation, bool reset_after) -> (Tensor, Tensor)")
-#: ``convgru_ext::{name}_backward``: (dx, dh0, dweight_ih, dweight_hh, dbias_ih, dbias_hh)
+                  "int[] dilation, bool reset_after, Tensor? context=None, bool recompute=False) -> (Tensor, Tensor)")
+#: ``convgru_ext::{name}_backward``: (dx, dh0, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dcontext)
 BACKWARD_SCHEMA = ("(Tensor grad_out, Tensor x, Tensor h0, Tensor out, Tensor gates, Tensor weight_ih, "
-                   "Tensor weight_hh, int[] dilation, bool reset_after, bool need_dx) "
-                   "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")
+                   "Tensor weight_hh, int[] dilation, bool reset_after, bool need_dx, int context_steps=0) "
+                   "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")
 
 
 def gates_per_channel(reset_after: bool) -> int:
@@ -73,7 +81,8 @@ class StepLoops(Protocol):
                 reset_after: bool) -> tuple[Tensor, Tensor]:
         """``(out, gates)`` of T >= 1 steps over B >= 1 frames.
 
-        ``gx`` (T, B, 3C, H, W) is ``W*x_t + bias_x``, or None when ``hoists(T)`` is false; ``bias_x``
+        ``gx`` (T, B, 3C, H, W) is ``W*x_t + bias_x`` (plus the context, if any), or None when ``hoists(T)``
+        is false and there is no context; ``bias_x``
         is the bias that goes with ``W*x`` (``_hoisted.input_bias``), ``bias_hn`` the part of
         ``b_hh`` that ``r`` multiplies under ``reset_after`` (else None)."""
         ...
@@ -89,13 +98,17 @@ class StepLoops(Protocol):
 def compose_forward(loops: StepLoops):
     """The forward op of a backend whose time loop is ``loops.forward`` (see the module docstring)."""
 
-    def forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after):
+    def forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after, context=None, recompute=False):
         T, B, _, H, W = x.shape
         C = weight_hh.shape[1]
         if T == 0 or B == 0:
             return fake_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after)
         bias_x = input_bias(bias_ih, bias_hh, reset_after)
-        gx = input_projection(x, weight_ih, bias_x, dilation) if loops.hoists(T) else None
+        gx = None
+        if loops.hoists(T) or context is not None:  # context adds to the projection
+            gx = input_projection(x, weight_ih, bias_x, dilation)
+            if context is not None:
+                gx.add_(context)
         bias_hn = bias_hh[2 * C:] if reset_after and bias_hh is not None else None
         return loops.forward(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, list(dilation), reset_after)
 
@@ -105,29 +118,35 @@ def compose_forward(loops: StepLoops):
 def compose_backward(loops: StepLoops):
     """The backward op of a backend whose time loop is ``loops.backward`` (see the module docstring)."""
 
-    def backward(grad_out, x, h0, out, gates, weight_ih, weight_hh, dilation, reset_after, need_dx):
+    def backward(grad_out, x, h0, out, gates, weight_ih, weight_hh, dilation, reset_after, need_dx,
+                 context_steps=0):
         T, B = x.shape[:2]
         if T == 0 or B == 0:  # no step or no frame: nothing flows back
-            zeros = [t.zero_() for t in fake_backward(grad_out, x, h0, out, gates, weight_ih, weight_hh, dilation,
-                                                      reset_after, need_dx)]
-            return tuple(zeros)
+            return tuple(t.zero_() for t in fake_backward(grad_out, x, h0, out, gates, weight_ih, weight_hh,
+                                                          dilation, reset_after, need_dx, context_steps))
         dgh, dxn, dh0 = loops.backward(grad_out, h0, out, gates, weight_hh, list(dilation), reset_after)
         dx, dw_ih, dw_hh, db_ih, db_hh = weight_and_input_grads(
             x, h0, out, gates, dgh, dxn, weight_ih, weight_hh, list(dilation), reset_after, need_dx)
-        return dx, channels_last(dh0.to(x.dtype)), dw_ih, dw_hh, db_ih, db_hh
+        # dgh now holds the projection's gradient (weight_and_input_grads put dxn in its n block), the context's
+        dcontext = dgh if context_steps == T else channels_last(dgh.sum(0, keepdim=True)) if context_steps else \
+            x.new_empty(0)
+        return dx, channels_last(dh0.to(x.dtype)), dw_ih, dw_hh, db_ih, db_hh, dcontext
 
     return backward
 
 
-def fake_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after):
+def fake_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after, context=None,
+                 recompute=False):
     T, B, _, H, W = x.shape
     C = weight_hh.shape[1]
     G = gates_per_channel(reset_after)
     return empty_channels_last(x, T, B, C, H, W), empty_channels_last(x, T, B, G * C, H, W)
 
 
-def fake_backward(grad_out, x, h0, out, gates, weight_ih, weight_hh, dilation, reset_after, need_dx):
+def fake_backward(grad_out, x, h0, out, gates, weight_ih, weight_hh, dilation, reset_after, need_dx,
+                  context_steps=0):
     C3 = weight_hh.shape[0]
+    _, B, _, H, W = x.shape
     return (
         empty_channels_last(x, *x.shape) if need_dx else x.new_empty(0),
         empty_channels_last(h0, *h0.shape),
@@ -135,6 +154,7 @@ def fake_backward(grad_out, x, h0, out, gates, weight_ih, weight_hh, dilation, r
         torch.empty_like(weight_hh),
         x.new_empty(C3),
         x.new_empty(C3),
+        empty_channels_last(x, context_steps, B, C3, H, W) if context_steps else x.new_empty(0),
     )
 
 
@@ -155,26 +175,51 @@ def define_op_pair(name: str, loops: StepLoops, *, triton: bool = False):
     return forward_op, backward_op
 
 
+def recompute_gates(forward_op, x, h0, out, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after,
+                    context) -> Tensor:
+    """Every step's ``gates`` again, from the states the forward returned: one forward step over T*B frames."""
+    T, B, Cin, H, W = x.shape
+    C = weight_hh.shape[1]
+    h_prev = empty_channels_last(out, T, B, C, H, W)  # the state entering each step
+    h_prev[0].copy_(h0)
+    h_prev[1:].copy_(out[:-1])
+    if context is not None:
+        context = channels_last(context.expand(T, -1, -1, -1, -1)).view(1, T * B, 3 * C, H, W)
+    _, gates = forward_op(channels_last(x).view(1, T * B, Cin, H, W), h_prev.view(T * B, C, H, W), weight_ih,
+                          weight_hh, bias_ih, bias_hh, dilation, reset_after, context)
+    return gates.view(T, B, -1, H, W)
+
+
 def register_autograd(forward_op, backward_op) -> None:
     """Make ``forward_op`` differentiable through ``backward_op`` (schemas above)."""
 
     def setup_context(ctx, inputs, output):
-        x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after = inputs
+        x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after, context, recompute = inputs
         out, gates = output
         ctx.mark_non_differentiable(gates)
         ctx.set_materialize_grads(False)  # no zero-filled gradient for `gates`
-        ctx.save_for_backward(x, h0, out, gates, weight_ih, weight_hh)
+        ctx.recompute = recompute
+        if recompute:
+            ctx.save_for_backward(x, h0, out, weight_ih, weight_hh, bias_ih, bias_hh, context)
+        else:
+            ctx.save_for_backward(x, h0, out, gates, weight_ih, weight_hh)
         ctx.dilation = list(dilation)
         ctx.reset_after = reset_after
+        ctx.context_steps = 0 if context is None else context.shape[0]
 
     def backward(ctx, grad_out, _grad_gates):
-        x, h0, out, gates, weight_ih, weight_hh = ctx.saved_tensors
+        if ctx.recompute:
+            x, h0, out, weight_ih, weight_hh, bias_ih, bias_hh, context = ctx.saved_tensors
+            gates = recompute_gates(forward_op, x, h0, out, weight_ih, weight_hh, bias_ih, bias_hh, ctx.dilation,
+                                    ctx.reset_after, context)
+        else:
+            x, h0, out, gates, weight_ih, weight_hh = ctx.saved_tensors
         need = ctx.needs_input_grad
         if grad_out is None:
             grad_out = torch.zeros_like(out)
-        dx, dh0, dw_ih, dw_hh, db_ih, db_hh = backward_op(
+        dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dcontext = backward_op(
             channels_last(grad_out), x, h0, out, gates, weight_ih, weight_hh,
-            ctx.dilation, ctx.reset_after, bool(need[0]),
+            ctx.dilation, ctx.reset_after, bool(need[0]), ctx.context_steps if need[8:9] == (True,) else 0,
         )
 
         def keep(grad: Tensor, wanted: bool) -> Optional[Tensor]:
@@ -189,6 +234,8 @@ def register_autograd(forward_op, backward_op) -> None:
             keep(db_hh, need[5]),
             None,
             None,
-        )
+            keep(dcontext, need[8:9] == (True,)),
+            None,
+        )[: len(need)]  # a call that left `context` (and `recompute`) out has no gradient slot for them
 
     torch.library.register_autograd(forward_op, backward, setup_context=setup_context)

@@ -62,7 +62,9 @@ class Backend:
         weight_hh: torch.Tensor,
         bias_ih: Optional[torch.Tensor],
         bias_hh: Optional[torch.Tensor],
+        context: Optional[torch.Tensor],
         problem: Problem,
     ) -> torch.Tensor:
-        """All hidden states, (T, B, C, H, W); differentiable in every tensor argument."""
+        """All hidden states, (T, B, C, H, W); differentiable in every tensor argument.  ``context`` is None or
+        (Tc, B, 3C, H, W), Tc = 1 or T, added to the gate pre-activations (see ``_op.py``)."""
         raise NotImplementedError

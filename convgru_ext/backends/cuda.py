@@ -201,20 +201,25 @@ cuda_forward, cuda_backward = define_op_pair("cuda", CudaLoops())
 
 
 def _with_math(schema: str) -> str:
-    return schema.replace(") ->", ", str math) ->", 1)  # the math mode, an argument after the contract's
+    """The contract's schema with the math mode as an argument before its defaulted last one."""
+    return schema.replace("Tensor? context=None", "str math, Tensor? context=None").replace(
+        "int context_steps=0", "str math, int context_steps=0")
 
 
 @torch.library.custom_op("convgru_ext::_cuda_emulate_forward", mutates_args=(), schema=_with_math(FORWARD_SCHEMA))
-def cuda_emulate_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after, math):
+def cuda_emulate_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after, math, context=None,
+                         recompute=False):
     """``cuda_forward`` on CPU tensors, every kernel emulated in math mode ``math`` (tests)."""
-    return compose_forward(CudaLoops(math))(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after)
+    return compose_forward(CudaLoops(math))(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after,
+                                            context)
 
 
 @torch.library.custom_op("convgru_ext::_cuda_emulate_backward", mutates_args=(), schema=_with_math(BACKWARD_SCHEMA))
-def cuda_emulate_backward(grad_out, x, h0, out, gates, weight_ih, weight_hh, dilation, reset_after, need_dx, math):
+def cuda_emulate_backward(grad_out, x, h0, out, gates, weight_ih, weight_hh, dilation, reset_after, need_dx, math,
+                          context_steps=0):
     """``cuda_backward`` on CPU tensors, every kernel emulated in math mode ``math`` (tests)."""
     return compose_backward(CudaLoops(math))(grad_out, x, h0, out, gates, weight_ih, weight_hh, dilation,
-                                             reset_after, need_dx)
+                                             reset_after, need_dx, context_steps)
 
 
 class CudaBackend(Backend):
@@ -243,7 +248,7 @@ class CudaBackend(Backend):
             reasons.append(f'backend "cuda" supports float16, bfloat16, float32 and float64; got {problem.dtype}')
         return reasons
 
-    def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, problem):
+    def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem):
         out, _ = cuda_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, list(problem.dilation),
-                              problem.reset_after)
+                              problem.reset_after, context, problem.recompute)
         return out

@@ -103,7 +103,7 @@ torch_forward, torch_backward = define_op_pair("torch", TorchLoops())
 class TorchBackend(Backend):
     name = "torch"
 
-    def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, problem):
+    def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem):
         out, _ = torch_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh,
-                               list(problem.dilation), problem.reset_after)
+                               list(problem.dilation), problem.reset_after, context, problem.recompute)
         return out

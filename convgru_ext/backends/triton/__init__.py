@@ -82,8 +82,8 @@ class TritonBackend(Backend):
                            f"got tensors on {problem.device}")
         return reasons
 
-    def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, problem):
+    def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem):
         out, _ = _ops().triton_forward_op(x, h0, weight_ih, weight_hh, bias_ih, bias_hh,
-                                          list(problem.dilation), problem.reset_after)
+                                          list(problem.dilation), problem.reset_after, context, problem.recompute)
         return out
 
