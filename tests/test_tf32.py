@@ -20,14 +20,17 @@ needs_new_api = pytest.mark.skipif(not NEW_API, reason=f"torch {torch.__version_
 
 @pytest.fixture
 def conv_precision():
-    """Set ``torch.backends.cudnn.conv.fp32_precision`` (the new API only); restored afterwards."""
-    saved = torch._C._get_fp32_precision_getter("cuda", "conv")
+    """Set ``torch.backends.cudnn.conv.fp32_precision`` (the new API only) from PyTorch's default state of the
+    RNN's precision ("tf32"); both restored afterwards."""
+    saved = {op: torch._C._get_fp32_precision_getter("cuda", op) for op in ("conv", "rnn")}
 
     def set_to(value: str) -> None:
+        torch.backends.cudnn.rnn.fp32_precision = "tf32"  # as a fresh process has it
         torch.backends.cudnn.conv.fp32_precision = value
 
     yield set_to
-    torch._C._set_fp32_precision_setter("cuda", "conv", saved)
+    for op, value in saved.items():
+        torch._C._set_fp32_precision_setter("cuda", op, value)
 
 
 @needs_new_api
@@ -36,7 +39,6 @@ def test_the_new_api_alone_is_read_and_breaks_nothing(value, conv_precision, rng
     """The convolution's precision set apart from the RNN's: the legacy getter raises, our reading does
     not; every backend usable here runs; the bench metadata records the flag."""
     conv_precision(value)
-    torch.backends.cudnn.rnn.fp32_precision  # noqa: B018 (untouched: "tf32" by default)
     if value == "ieee":
         with pytest.raises(RuntimeError, match="TF32"):
             torch.backends.cudnn.allow_tf32  # noqa: B018 (the crash this file is about)
