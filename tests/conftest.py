@@ -23,6 +23,20 @@ os.environ.setdefault("CONVGRU_TRITON_AUTOTUNE", "0")
 
 import pytest  # noqa: E402
 
+# Hypothesis (tests/test_properties.py): the profile named by CONVGRU_HYPOTHESIS_PROFILE, "ci" (the default,
+# bounded) or "long".  Draws are random per run (derandomize=False); a failure prints its shrunk example and a
+# @reproduce_failure blob, `pytest --hypothesis-seed=N` fixes a run's draws, and failing examples are saved in
+# .hypothesis/ (which hypothesis git-ignores itself) and replayed first on the next run.
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # test_properties.py skips itself
+    pass
+else:
+    _hypothesis_settings.register_profile("ci", max_examples=120, deadline=None, derandomize=False,
+                                          print_blob=True)
+    _hypothesis_settings.register_profile("long", parent=_hypothesis_settings.get_profile("ci"), max_examples=1600)
+    _hypothesis_settings.load_profile(os.environ.get("CONVGRU_HYPOTHESIS_PROFILE", "ci"))
+
 BASE_SEED = int(os.environ.get("CONVGRU_TEST_SEED", random.SystemRandom().randrange(2**31)))
 
 
