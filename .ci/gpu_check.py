@@ -308,7 +308,7 @@ def _bench_rows() -> list:
     jit = _jit_backends()
     kept = []
     for dtype, wl, pass_, impl in rows:
-        compiles = (isinstance(impl, Ours) and impl.name in jit) or (
+        compiles = (isinstance(impl, Ours) and impl.backend in jit) or (
             isinstance(impl, PublicPeer) and impl.compile_mode is not None)
         usable = compiles and impl.unavailable(wl, dtype, settings.device) is None
         kept.append((settings, dtype, wl, pass_, impl) if usable else None)

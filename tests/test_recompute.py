@@ -12,6 +12,7 @@ import torch
 import convgru_ext
 from convgru_ext import ConvGRU, convgru_sequence
 from convgru_ext.bench.impls import PublicConvGRUCell
+from convgru_ext.bench.timing import saved_bytes
 from convgru_ext.testing import INPUT_NAMES, context_arg
 from helpers import DEVICES, FUSED_BACKENDS, REL_TOL, Case, make_inputs, rel_err, run_with_grads, skip_unusable
 
@@ -77,19 +78,6 @@ def test_compiled_with_recompute_matches_eager(backend, device):
         results.append([out, *torch.autograd.grad((out * out).sum() + h_n.sum(), [x, *gru.parameters()])])
     for i, (got, want) in enumerate(zip(*results)):
         assert rel_err(got, want) < 10 * REL_TOL[torch.float32], f"result {i}"
-
-
-def saved_bytes(fn) -> int:
-    """Bytes of the distinct storages autograd saves for the backward while ``fn()`` runs its forward."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(storages.values())
 
 
 #: the bench's video workload (T=16, B=16, 64 channels, 56x56) with B and the pixels shrunk for the CPU

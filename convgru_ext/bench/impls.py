@@ -77,6 +77,10 @@ class Implementation:
         """Whether this implementation has a row for ``wl`` at all."""
         return True
 
+    def applies_to_pass(self, pass_: str) -> bool:
+        """Whether this implementation has a row for ``pass_`` ("fwd" or "fwd+bwd")."""
+        return True
+
     def unavailable(self, wl: Workload, dtype: torch.dtype, device: torch.device) -> Optional[str]:
         """Why it cannot run ``wl`` in ``dtype`` on ``device`` here (the row says so), or None."""
         return None
@@ -112,16 +116,21 @@ def _sequence_loop(step: Callable[[Tensor, Tensor], Tensor], x: Tensor, h: Tenso
 
 
 class Ours(Implementation):
-    """A ``convgru_ext`` backend, through the public functional API."""
+    """A ``convgru_ext`` backend, through the public functional API; with ``recompute``, that backend's
+    ``recompute=True`` mode (named ``<backend>+recompute``; only a forward+backward row tells it apart)."""
 
     kind = "ours"
 
-    def __init__(self, backend: str):
-        self.name = backend
+    def __init__(self, backend: str, recompute: bool = False):
+        self.backend, self.recompute = backend, recompute
+        self.name = backend + ("+recompute" if recompute else "")
         self.experimental = bool(getattr(backends.get(backend), "experimental", False))
 
+    def applies_to_pass(self, pass_):
+        return pass_ == "fwd+bwd" or not self.recompute
+
     def unavailable(self, wl, dtype, device):
-        backend = backends.get(self.name)
+        backend = backends.get(self.backend)
         reason = backend.benchmark_reason() or backend.unavailable_reason()
         if reason:
             return reason
@@ -134,7 +143,7 @@ class Ours(Implementation):
 
     def build(self, wl, params, train):
         cells = [{n: _leaf(p[n], train) for n in PARAM_NAMES} for p in params]
-        kw = {"dilation": wl.dilation, "reset": wl.reset, "backend": self.name}
+        kw = {"dilation": wl.dilation, "reset": wl.reset, "backend": self.backend, "recompute": self.recompute}
 
         def cell(c, x, h):
             return convgru_cell(x, h, *(c[n] for n in PARAM_NAMES), **kw)
@@ -303,10 +312,11 @@ class NNGRUPeer(Implementation):
 
 
 def all_implementations(compile_mode: Optional[str] = COMPILE_MODE) -> list[Implementation]:
-    """Every implementation, in the order their rows are run: peers, then every registered backend,
-    then the compiled peer (the slowest to prepare) unless ``compile_mode`` is None."""
+    """Every implementation, in the order their rows are run: peers, then every registered backend and every
+    fused one's recompute mode, then the compiled peer (the slowest to prepare) unless ``compile_mode`` is None."""
     impls: list[Implementation] = [PublicPeer(), NNGRUPeer()]
     impls += [Ours(name) for name in backends.names()]
+    impls += [Ours(name, recompute=True) for name in backends.names() if backends.get(name).fused]
     if compile_mode is not None:
         impls.append(PublicPeer(compile_mode))
     return impls

@@ -84,6 +84,8 @@ def columns(rows: list[dict]) -> list[str]:
         cols.insert(5, "graph median")
     if any(r.get("peak_mem_extra_bytes") is not None for r in rows):
         cols.append("peak MiB")
+    if any(r.get("saved_bytes") is not None for r in rows):
+        cols.append("saved MiB")
     return cols + ["max rel err", "notes"]
 
 
@@ -103,6 +105,7 @@ def cells(row: dict, cols: list[str], markup: bool = True) -> list[str]:
         "% roofline": fmt_pct(row.get("roofline_pct")),
         "peak MiB": fmt_num(None if row.get("peak_mem_extra_bytes") is None
                             else row["peak_mem_extra_bytes"] / 2**20, ".4g"),
+        "saved MiB": fmt_num(None if row.get("saved_bytes") is None else row["saved_bytes"] / 2**20, ".4g"),
         "max rel err": fmt_num((row.get("check") or {}).get("max_rel_err"), ".1e"),
         "notes": notes(row, markup),
     }
@@ -172,7 +175,8 @@ def print_tables(results: dict, console) -> None:
             table.add_row(*cells(r, cols))
         console.print(table)
     console.print("speedup: median time of the eager peer (or nn.GRU on gru-1x1) / this median; % roofline: "
-                  "see convgru_ext/bench/cost.py; peak MiB: GPU memory one call allocates above its inputs")
+                  "see convgru_ext/bench/cost.py; peak MiB: GPU memory one call allocates above its inputs; "
+                  "saved MiB: what autograd saves for the backward (saved_tensors_hooks, every device)")
 
 
 # ------------------------------------------------------------------------------------- markdown

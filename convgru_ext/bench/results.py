@@ -25,7 +25,8 @@ def new_row(dtype: torch.dtype, wl: Workload, pass_: str, impl: Implementation, 
             "status": "ok", "reason": None, "flops": cost.flops(wl, pass_),
             "min_bytes": cost.min_bytes(wl, pass_, torch.empty(0, dtype=dtype).element_size()),
             "check": None, "time": None, "graph_time": None, "graph_error": None, "first_call_s": None,
-            "compile_s": None, "peak_mem_bytes": None, "peak_mem_extra_bytes": None, "input_sets": None}
+            "compile_s": None, "peak_mem_bytes": None, "peak_mem_extra_bytes": None, "saved_bytes": None,
+            "input_sets": None}
 
 
 def derive(results: dict) -> None:

@@ -50,7 +50,7 @@ from .catalog import Workload
 from .check import Case, check_impl, reference_in_dtype
 from .impls import Built, Implementation, PublicPeer
 from .results import SCHEMA_VERSION, derive, dtype_name, new_row
-from .timing import measure_ceilings, synchronize, time_calls, time_graph
+from .timing import measure_ceilings, saved_bytes, synchronize, time_calls, time_graph
 
 
 @dataclasses.dataclass
@@ -125,7 +125,8 @@ class Sweep:
     def plan(self) -> list[tuple[torch.dtype, Workload, str, Implementation]]:
         """Every row, in run order."""
         return [(dtype, wl, p, impl) for dtype in self.s.dtypes for wl in self.s.workloads
-                for p in wl.passes if p in self.s.passes for impl in self.s.impls if impl.applies_to(wl)]
+                for p in wl.passes if p in self.s.passes for impl in self.s.impls
+                if impl.applies_to(wl) and impl.applies_to_pass(p)]
 
     def run(self, meta: Optional[dict] = None) -> dict:
         s = self.s
@@ -251,6 +252,8 @@ class Sweep:
         timing = time_calls(call, device, repeats=s.repeats, warmup=s.warmup, min_warmup_s=s.min_warmup_s,
                             min_sample_s=s.min_sample_s)
         row["time"] = timing.to_dict()
+        if train:
+            row["saved_bytes"] = saved_bytes(lambda: call(0))
         if _compiles(impl):
             row["compile_s"] = max(0.0, row["first_call_s"] - timing.median)
             self.max_compile_s = max(self.max_compile_s, row["compile_s"])

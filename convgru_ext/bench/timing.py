@@ -55,6 +55,20 @@ class Timing:
                 "warmup_calls": self.warmup_calls}
 
 
+def saved_bytes(fn: Callable[[], object]) -> int:
+    """Bytes of the distinct storages autograd saves for the backward while ``fn()`` runs (its forward), on any
+    device (``torch.autograd.graph.saved_tensors_hooks``).  Inputs and parameters count when they are saved."""
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
