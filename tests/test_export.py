@@ -81,3 +81,25 @@ def test_onnx_export_runs_in_onnxruntime_with_a_dynamic_batch(name, tmp_path):
         assert len(got) == len(want)
         for g, w in zip(got, want):
             assert rel_err(torch.from_numpy(g), w) <= EXPORT_TOL, f"batch {B}"
+
+
+@pytest.mark.slow
+def test_a_patched_torchvision_raft_exports_to_onnx(tmp_path):
+    """patch_raft's replacements export like the rest of RAFT (issue 13's drop-in, deployed through ONNX)."""
+    optical_flow = pytest.importorskip("torchvision.models.optical_flow", reason="torchvision is not installed")
+    from convgru_ext import patch_raft
+
+    torch.manual_seed(0)
+    model = optical_flow.raft_small().eval()
+    assert patch_raft(model, backend="torch") == 1
+    images = (torch.rand(1, 3, 128, 128), torch.rand(1, 3, 128, 128))
+    kwargs = {"num_flow_updates": 2}
+    path = tmp_path / "raft.onnx"
+    torch.onnx.export(model, images, kwargs=kwargs, dynamo=True).save(str(path))
+    assert all(node.domain in ("", "ai.onnx") for node in onnx.load(str(path)).graph.node)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {i.name: a.numpy() for i, a in zip(session.get_inputs(), images)})
+    with torch.no_grad():
+        want = model(*images, **kwargs)
+    # a whole RAFT in float32, its correlation volume and lookups included: more rounding than one ConvGRU
+    assert rel_err(torch.from_numpy(got[-1]), want[-1]) <= 10 * EXPORT_TOL
