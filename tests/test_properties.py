@@ -49,7 +49,7 @@ from hypothesis import currently_in_test_context, given, note, settings  # noqa:
 from hypothesis import strategies as st  # noqa: E402
 
 from convgru_ext import backends, convgru_cell, convgru_sequence  # noqa: E402
-from convgru_ext.testing import FUSED_BACKENDS, errors, unusable_reason  # noqa: E402
+from convgru_ext.testing import FUSED_BACKENDS, Case, errors, unusable_reason  # noqa: E402
 
 BACKENDS = ("reference",) + FUSED_BACKENDS
 DEVICE = "cpu"
@@ -61,28 +61,18 @@ LAYOUTS = ("contiguous", "channels_last", "transposed", "strided", "expanded")
 SLOW_SHARE = 10
 
 
-@dataclasses.dataclass(frozen=True)
-class Problem:
-    """One drawn call: sizes, options, the context's form, every tensor's layout, the dtype and the seed."""
+@dataclasses.dataclass
+class Problem(Case):
+    """One drawn call: ``Case``'s sizes and options, the API, the context's form, every tensor's layout, the
+    dtype and the seed."""
 
-    api: str  # "sequence" or "cell" (T = 1 only)
-    T: int
-    B: int
-    Cin: int
-    C: int
-    H: int
-    W: int
-    kernel: tuple
-    dilation: tuple
-    reset: str
-    bias: bool
-    h0: bool
-    context: str  # "none", "tensor" (3C channels) or "tuple" ((c_r, c_z, c_n))
-    context_per_step: bool  # (T, B, ., H, W) rather than (B, ., H, W)
-    context_given: tuple  # for "tuple": which of c_r, c_z, c_n are tensors (the others None)
-    dtype: torch.dtype
-    layouts: tuple  # ((argument name, layout), ...); layout "expanded:<dim>" has stride 0 along <dim>
-    seed: int
+    context: str = "none"  # here "none", "tensor" (3C channels) or "tuple" ((c_r, c_z, c_n))
+    api: str = "sequence"  # or "cell" (T = 1 only)
+    context_per_step: bool = False  # (T, B, ., H, W) rather than (B, ., H, W)
+    context_given: tuple = ()  # for "tuple": which of c_r, c_z, c_n are tensors (the others None)
+    dtype: torch.dtype = torch.float64
+    layouts: tuple = ()  # ((argument name, layout), ...); layout "expanded:<dim>" has stride 0 along <dim>
+    seed: int = 0
 
 
 def _names(p: Problem) -> list[str]:
