@@ -17,11 +17,12 @@ class _SwappedGates(TorchBackend):
 
     name = "swapped-test"
 
-    def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, problem):
+    def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem):
         def swap(t):
             return None if t is None else torch.cat(list(reversed(t.chunk(3)[:2])) + [t.chunk(3)[2]])
 
-        return super().sequence(x, h0, swap(weight_ih), swap(weight_hh), swap(bias_ih), swap(bias_hh), problem)
+        return super().sequence(x, h0, swap(weight_ih), swap(weight_hh), swap(bias_ih), swap(bias_hh), context,
+                                problem)
 
 
 @pytest.fixture
