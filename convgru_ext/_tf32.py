@@ -7,7 +7,7 @@ PyTorch has two APIs for them: the legacy flags (``torch.backends.cudnn.allow_tf
 operator's own is ``"none"``).  Reading the legacy cuDNN flag raises once a user has set the
 convolution's precision apart from the RNN's through the new API, so everything here reads the
 *convolution operator's* flag, as cuDNN's convolutions do: the fused kernels use TF32 for float32
-exactly when a float32 ``conv2d`` would.  The C++ twin is ``csrc/tf32.h``.
+exactly when a float32 ``conv2d`` would; the CUDA backend passes the math mode it implies to C++.
 """
 
 from __future__ import annotations
