@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -29,7 +30,7 @@ from triton.compiler import ASTSource
 
 from . import kernels as K
 
-#: the report's math modes: (Triton element type, ops.TILES key, tl.dot input precision)
+#: the report's math modes: (Triton element type, ops.MATHS key, tl.dot input precision)
 MATHS = {"bf16": ("bf16", "mma", "tf32"), "f16": ("fp16", "mma", "tf32"), "tf32": ("fp32", "tf32", "tf32"),
          "ieee": ("fp32", "ieee", "ieee"), "f64": ("fp64", "f64", "ieee")}
 FORWARD_KINDS = {"FWD_RZ": K.FWD_RZ.value, "FWD_N": K.FWD_N.value, "FWD_AFTER": K.FWD_AFTER.value}
@@ -62,7 +63,7 @@ class Variant:
             fn = K.forward_step_kernel
             pointers = {p: f"*{t}" for p in ("h_ptr", "rh_ptr", "w_h_ptr", "x_ptr", "w_x_ptr", "gx_ptr",
                                              "bias_x_ptr", "bias_hn_ptr", "gates_ptr", "out_ptr")}
-            ints = ("M", "H", "W", "C", "Cin", "DIL_H", "DIL_W")
+            ints = ("M", "H", "W", "C", "Cin", "NP", "KP_H", "KP_X", "DIL_H", "DIL_W")
             kind = FORWARD_KINDS[self.kind]
             flags = dict(KIND=kind, HAS_X=self.cell, HAS_BIAS_X=self.cell, HAS_BIAS_HN=kind == K.FWD_AFTER.value)
         else:
@@ -71,18 +72,19 @@ class Variant:
             pointers = {p: f"*{t}" for p in ("dgh_ptr", "w_t_ptr", "gates_ptr", "h_ptr", "grad_prev_ptr",
                                              "gates_prev_ptr", "h_prev_ptr", "dgh_prev_ptr", "dxn_prev_ptr")}
             pointers.update(dh_in_ptr=f"*{acc}", dh_out_ptr=f"*{acc}")
-            ints = ("M", "H", "W", "C", "DIL_H", "DIL_W")
+            ints = ("M", "H", "W", "C", "NP", "KP", "DIL_H", "DIL_W")
             flags = dict(KIND=BACKWARD_KINDS[self.kind], HAS_PREV=not self.cell)
         if self.kind != "INIT":
             constexprs = dict(flags, KH=self.kernel[0], KW=self.kernel[1], IS_F64=t == "fp64", PRECISION=precision,
-                              BLOCK_M=m, BLOCK_N=n, BLOCK_K=k)
+                              BLOCK_M=m, BLOCK_N=n, BLOCK_K=k, EVEN_K=self.aligned)
         signature = {name: pointers.get(name, "i32" if name in ints else "constexpr") for name in fn.arg_names}
         missing = set(fn.arg_names) - set(pointers) - set(ints) - set(constexprs)
         assert not missing, f"compile_report does not know the arguments {missing}"
         # What Triton's launcher specializes on for the usual call: 16-byte aligned tensors and
         # channel counts that are multiples of 16 (all the benchmark's workloads); without these
         # hints no load is vectorized and register use doubles.
-        aligned = [n for n in fn.arg_names if n in pointers or (self.aligned and n in ("C", "Cin"))]
+        padded = ("NP", "KP", "KP_H", "KP_X")  # the packed weights' sizes: multiples of 16 (ops.py pads them)
+        aligned = [n for n in fn.arg_names if n in pointers or n in padded or (self.aligned and n in ("C", "Cin"))]
         return ASTSource(fn=fn, signature=signature,
                          constexprs={(fn.arg_names.index(c),): v for c, v in constexprs.items()},
                          attrs={(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned})
@@ -100,8 +102,34 @@ def _tool(name: str) -> str:
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
 
 
+_LABEL = re.compile(r"^(\$L__BB\d+_\d+):")
+_BRANCH = re.compile(r"\bbra(?:\.uni)?\s+(\$L__BB\d+_\d+);")
+_PRODUCT = re.compile(r"wgmma\.mma_async|mma\.sync|\bfma\.rn")
+_WAIT = re.compile(r"(cp\.async\.wait_group|wgmma\.wait_group\.sync\.aligned)\s+(\d+);")
+
+
+def pipeline_facts(ptx: str) -> dict:
+    """The main loops of a kernel's PTX and the pipeline waits inside them.
+
+    A loop is a backward branch to a label; a *main* loop is one whose body multiplies (wgmma, mma.sync
+    or FMA).  A *full drain* is ``cp.async.wait_group 0`` or ``wgmma.wait_group 0``: it empties the
+    pipeline, so inside a main loop it would serialize loads and products (the old per-tap loops ended
+    in one each).  ``waits`` lists the waits inside the main loops as "cp N" / "wgmma N"."""
+    lines = ptx.splitlines()
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := _LABEL.match(line.strip()))}
+    loops = [(labels[m.group(1)], i) for i, line in enumerate(lines)
+             if (m := _BRANCH.search(line)) and labels.get(m.group(1), i) < i]
+    main = [(a, b) for a, b in loops if any(_PRODUCT.search(lines[j]) for j in range(a, b))]
+    waits = [(("cp " if w.group(1).startswith("cp") else "wgmma ") + w.group(2))
+             for a, b in main for j in range(a, b) if (w := _WAIT.search(lines[j]))]
+    drains = sum(1 for line in lines if (w := _WAIT.search(line)) and w.group(2) == "0")
+    return {"main_loops": len(main), "drains_in_loops": sum(w.endswith(" 0") for w in waits),
+            "drains": drains, "waits": " ".join(sorted(set(waits)))}
+
+
 def compile_variant(variant: Variant, arch: int) -> dict:
-    """Compile ``variant`` for sm_``arch``: registers, spill stack (bytes), shared memory, tensor-core use."""
+    """Compile ``variant`` for sm_``arch``: registers, spill stack (bytes), shared memory, tensor-core
+    instruction, and the pipeline facts of its main loops (:func:`pipeline_facts`)."""
     start = time.perf_counter()
     compiled = triton.compile(variant.source(), target=GPUTarget("cuda", arch, 32),
                               options={"num_warps": 4, "num_stages": variant.tile[3]})
@@ -114,31 +142,74 @@ def compile_variant(variant: Variant, arch: int) -> dict:
     fields = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", usage))
     ptx = compiled.asm["ptx"]
     mma = "wgmma" if "wgmma" in ptx else "mma.sync" if "mma.sync" in ptx else "none (FMA)"
-    return {"variant": variant.label(), "registers": int(fields["REG"]), "spill_stack": int(fields["STACK"]),
-            "shared": compiled.metadata.shared, "tensor_cores": mma, "compile_s": round(seconds, 1)}
+    return {"variant": variant.label(), "kind": variant.kind, "math": variant.math, "tile": list(variant.tile),
+            "cell": variant.cell, "aligned": variant.aligned,
+            "registers": int(fields["REG"]), "spill_stack": int(fields["STACK"]),
+            "shared": compiled.metadata.shared, "tensor_cores": mma, **pipeline_facts(ptx),
+            "compile_s": round(seconds, 1)}
 
 
-def default_variants(maths=("bf16", "tf32", "ieee", "f64")) -> list[Variant]:
-    """Every kernel kind at every tile autotuning keeps for its math mode (``ops.TILES``)."""
-    from .ops import TILES
+def _gates(kind: str) -> int:
+    from .ops import GATES
 
-    return [Variant(kind, math, tile) for math in maths for kind in list(FORWARD_KINDS) + list(BACKWARD_KINDS)
-            for tile in TILES[MATHS[math][1]]]
+    return GATES[{**FORWARD_KINDS, **BACKWARD_KINDS}[kind]]
+
+
+def default_variants(maths=("bf16", "f16", "tf32", "ieee", "f64")) -> list[Variant]:
+    """Every kernel kind and path (sequence, cell or t = 0) at every tile a launch can use
+    (``ops.kept_tiles``; float16 at the untuned tiles only: its code is bfloat16's), and the init kernel."""
+    from .ops import kept_tiles
+
+    variants = []
+    for math in maths:
+        key = MATHS[math][1]
+        for kind in list(FORWARD_KINDS) + list(BACKWARD_KINDS):
+            for tile in kept_tiles(key, _gates(kind), tuned=math != "f16"):
+                variants += [Variant(kind, math, tile), Variant(kind, math, tile, cell=True)]
+            if math in ("bf16", "tf32"):  # channel counts not multiples of 16: the narrower tiles
+                variants += [Variant(kind, math, tile, cell=cell, aligned=False) for cell in (False, True)
+                             for tile in kept_tiles(key, _gates(kind), tuned=False, aligned=False)]
+        variants.append(Variant("INIT", math, (64, 32, 0, 1), cell=True))
+    return variants + [Variant("INIT", "bf16", (64, 32, 0, 1))]
 
 
 def quick_variants() -> list[Variant]:
-    """One compile of every kernel and code path (CI's check): each kind at its first tile in bfloat16,
-    the cell and t = 0 paths, a 1x5 kernel, the other math modes once, the backward's init kernel."""
-    from .ops import TILES
+    """One compile of every kernel and code path (CI's check): each kind and path at its widest bfloat16
+    tile, a 1x5 kernel, channel counts that are not multiples of 16, the other math modes at their
+    widest reset "after" tiles, and the backward's init kernel."""
+    from .ops import kept_tiles
 
-    first = {math: TILES[key][0] for math, (_, key, _) in MATHS.items()}
+    def widest(math, kind, aligned=True):
+        return kept_tiles(MATHS[math][1], _gates(kind), tuned=False, aligned=aligned)[-1]
+
     kinds = list(FORWARD_KINDS) + list(BACKWARD_KINDS)
-    return ([Variant(kind, "bf16", first["bf16"]) for kind in kinds]
-            + [Variant(kind, "bf16", first["bf16"], cell=True) for kind in ("FWD_RZ", "FWD_AFTER", "BWD_AFTER")]
-            + [Variant("FWD_N", "bf16", first["bf16"], cell=True, kernel=(1, 5))]
-            + [Variant(kind, math, first[math]) for math in ("f16", "tf32", "ieee", "f64")
-               for kind in ("FWD_AFTER", "BWD_N")]
+    return ([Variant(kind, "bf16", widest("bf16", kind), cell=cell) for kind in kinds for cell in (False, True)]
+            + [Variant("FWD_N", "bf16", widest("bf16", "FWD_N"), cell=True, kernel=(1, 5)),
+               Variant("FWD_AFTER", "bf16", widest("bf16", "FWD_AFTER", False), aligned=False),
+               Variant("BWD_RZ", "bf16", widest("bf16", "BWD_RZ", False), aligned=False)]
+            + [Variant(kind, math, widest(math, kind), cell=cell) for math in ("f16", "tf32", "ieee", "f64")
+               for kind in ("FWD_AFTER", "BWD_AFTER") for cell in (False, True)]
             + [Variant("INIT", "bf16", (64, 32, 0, 1)), Variant("INIT", "f64", (64, 32, 0, 1), cell=True)])
+
+
+def failures(rows: list[dict], max_spill: int = 0) -> list[str]:
+    """The CPU-checkable targets a report's rows miss: spills above ``max_spill`` bytes, and more than one
+    full pipeline drain per main loop where the channel counts are multiples of 16.  (Otherwise Triton
+    cannot prove A's rows 16-byte aligned: A is loaded through registers, outside the async copies, and
+    each wgmma waits for its predecessor: one drain per gate's dot; reported, not held.)"""
+    found = [f"{r['variant']}: spills {r['spill_stack']} B" for r in rows if r["spill_stack"] > max_spill]
+    found += [f"{r['variant']}: {r['drains_in_loops']} full drains inside its {r['main_loops']} main loop(s)"
+              for r in rows if r["aligned"] and r["drains_in_loops"] > r["main_loops"]]
+    return found
+
+
+def markdown(rows: list[dict], header: str) -> str:
+    """The report as a markdown table."""
+    out = [header, "", "| variant | regs | spill B | smem B | tensor cores | main loops | waits in loop | drains |",
+           "|---|---:|---:|---:|---|---:|---|---:|"]
+    out += [f"| `{r['variant']}` | {r['registers']} | {r['spill_stack']} | {r['shared']} | {r['tensor_cores']} | "
+            f"{r['main_loops']} | {r['waits'] or '-'} | {r['drains']} |" for r in rows]
+    return "\n".join(out) + "\n"
 
 
 def main(argv=None) -> int:
@@ -146,33 +217,43 @@ def main(argv=None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", type=int, default=90, help="compute capability x 10 (80 = A100, 90 = H100)")
     parser.add_argument("--math", action="append", choices=list(MATHS),
-                        help="repeatable; default bf16, tf32, ieee (exact float32), f64")
-    parser.add_argument("--kind", action="append", choices=list(FORWARD_KINDS) + list(BACKWARD_KINDS))
+                        help="repeatable; default every math mode")
+    parser.add_argument("--kind", action="append", choices=list(FORWARD_KINDS) + list(BACKWARD_KINDS) + ["INIT"])
     parser.add_argument("--quick", action="store_true", help="one compile of every kernel and code path (CI)")
     parser.add_argument("--max-spill", type=int, default=None,
-                        help="exit with status 1 if a variant spills more bytes than this")
+                        help="exit with status 1 if a variant spills more bytes than this, or drains its "
+                             "pipeline inside a main loop")
+    parser.add_argument("--out", help="write <out>.json and <out>.md (the committed report)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count())
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "") == "1":
         parser.error("TRITON_INTERPRET=1 is set: the kernels are interpreted functions, not compilable; unset it")
-    if args.quick:
-        variants = quick_variants()
-    else:
-        variants = default_variants(tuple(args.math or ("bf16", "tf32", "ieee", "f64")))
+    variants = quick_variants() if args.quick else default_variants(tuple(args.math or MATHS))
     if args.kind:
         variants = [v for v in variants if v.kind in args.kind]
-    print(f"Triton {triton.__version__}, sm_{args.arch}, {len(variants)} kernel variants, 4 warps", flush=True)
-    print(f"{'variant':40s} {'regs':>5s} {'spill B':>8s} {'smem B':>8s}  tensor cores  compile s")
-    spilled, worst = 0, 0
+    header = (f"Triton {triton.__version__}, sm_{args.arch}, {len(variants)} kernel variants, 4 warps "
+              f"(python -m convgru_ext.backends.triton.compile_report{' --quick' if args.quick else ''})")
+    print(header, flush=True)
+    print(f"{'variant':44s} {'regs':>5s} {'spill B':>8s} {'smem B':>8s}  tensor cores  loops  waits in loop  drains")
+    rows = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for r in pool.map(compile_variant, variants, [args.arch] * len(variants)):
-            spilled += r["spill_stack"] > 0
-            worst = max(worst, r["spill_stack"])
-            print(f"{r['variant']:40s} {r['registers']:5d} {r['spill_stack']:8d} {r['shared']:8d}  "
-                  f"{r['tensor_cores']:12s}  {r['compile_s']:.1f}", flush=True)
-    print(f"{spilled} of {len(variants)} variants spill registers (at most {worst} bytes)")
-    if args.max_spill is not None and worst > args.max_spill:
-        print(f"FAIL: a variant spills {worst} bytes, more than --max-spill {args.max_spill}")
+            rows.append(r)
+            print(f"{r['variant']:44s} {r['registers']:5d} {r['spill_stack']:8d} {r['shared']:8d}  "
+                  f"{r['tensor_cores']:12s}  {r['main_loops']:5d}  {r['waits'] or '-':13s}  {r['drains']:6d}",
+                  flush=True)
+    missed = failures(rows, args.max_spill or 0)
+    print(f"{sum(r['spill_stack'] > 0 for r in rows)} of {len(rows)} variants spill registers; "
+          f"{sum(r['drains_in_loops'] > 0 for r in rows)} drain their pipeline inside a main loop")
+    if args.out:
+        meta = {"triton": triton.__version__, "arch": args.arch, "quick": args.quick,
+                "date": time.strftime("%Y-%m-%d"), "command": header.split("(")[-1].rstrip(")")}
+        with open(args.out + ".json", "w") as f:
+            json.dump({"meta": meta, "rows": rows, "missed": missed}, f, indent=1)
+        with open(args.out + ".md", "w") as f:
+            f.write(markdown(rows, f"# Triton kernels compiled for sm_{args.arch}: {header}"))
+    if args.max_spill is not None and missed:
+        print("FAIL:\n  " + "\n  ".join(missed))
         return 1
     return 0
 

@@ -8,13 +8,39 @@ row-major matrix whose rows are pixels.
 
 One step of the recurrence is an implicit GEMM -- a convolution without im2col::
 
-    acc_g[m, c] = sum_{tap, k} A[nbr(m, tap), k] * Wp[tap, k, g*C + c]
+    acc_g[m, c] = sum_{tap, k} A[nbr(m, tap), k] * Wp[tap, g, c, k]
 
 where ``nbr(m, tap)`` is pixel m moved by the tap's offset (zero outside the image), A an
-(M, K) activation and Wp a packed weight (see ``ops.py``).  A program computes
-BLOCK_M pixels x BLOCK_N channels of up to three gates at once, so that its epilogue holds
-every gate of a (pixel, channel) and applies the gate math there: no gate pre-activation
-makes a round trip through global memory.
+(M, K) activation and Wp a packed weight (``ops.pack_forward``/``pack_backward``: K-contiguous,
+as TF32 wgmma wants its B operand, and zero-padded so that no B load needs a mask).  A program
+computes BLOCK_M pixels x BLOCK_N channels of up to three gates at once, so that its epilogue holds
+every gate of a (pixel, channel) and applies the gate math there: no gate pre-activation makes a
+round trip through global memory.
+
+The main loop (``_conv_tile``) is **one loop over taps x channel chunks**: the software pipeline
+keeps the next tap's copies in flight while this one multiplies, and drains once, after the loop
+(a cell call has two loops, x's and h's).  Every gate's ``tl.dot`` reads the same A tile, and
+BLOCK_N spans every channel of a gate up to 64 (``ops.tile_for``), so A is read once per tap for all
+gates up to C = 64 (twice at C = 128).  One dot per gate rather than one over the gates
+interleaved: Triton's blocks are powers of two, so three gates would pad N by a third, and a split
+of the accumulator in the epilogue costs a layout conversion through shared memory.  These loops are
+safe at ``num_warps=4``, the launchers' setting: the miscompile of pytorch/pytorch#173068 was seen
+at 8.  The compile report (``compile_report.py``, committed under ``benchmarks/results/compile/``)
+holds every kept tile to 0 spills and at most one full pipeline drain per main loop.
+
+Decisions taken from the static cost model (``convgru_ext/bench/plan.py``), not measured:
+
+* **pixel tiles stay 1-D** (BLOCK_M consecutive pixels; each tap a masked, shifted row gather that
+  the L2 serves).  At the video shape the model puts a bf16 FWD_RZ step at 212 MB of L2 traffic, of
+  which the taps' A tiles are 58 MB and the weights' B tiles 116 MB: a 2-D tile with its halo in
+  shared memory would save part of the 58, and Triton cannot index a shared-memory window per tap,
+  so it would need a TMA descriptor per tap anyway.  The larger lever is BLOCK_M (B is re-read by
+  every pixel block), which 4 warps cannot raise without spilling.
+* **reset "before" keeps two kernels per step.**  One pass would need r on the halo of each pixel
+  tile to convolve r*h: with 64-pixel rows at W = 56 that is 3 rows x 66 pixels, ~3x the r
+  convolution, +70% of the step's MMA work, to save one launch (which the CUDA graph of
+  ``graphs.py`` already takes off the host) and the r*h round trip (M*C written, read back through
+  L2: 64 of the step's 360 MB of L2 traffic).
 
 =============  ==  ===================================  ===============================================
 kernel / KIND  NG  A operand (this step)                epilogue
@@ -35,10 +61,6 @@ float64 (a multiply-and-sum on the CUDA cores: ``tl.dot`` has no float64 path in
 Triton release we support).  Values a later kernel reads back (r, z, ghn) are rounded to
 the storage dtype before they are used, so the backward differentiates exactly what the
 forward stored.
-
-Taps are unrolled at compile time (``tl.static_range``): the single flattened tap x K loop
-is the pattern that Triton miscompiles at ``num_warps=8`` (pytorch/pytorch#173068), and
-the launchers in ``ops.py`` keep ``num_warps <= 4`` for these kernels anyway.
 """
 
 from __future__ import annotations
@@ -94,50 +116,68 @@ def _conv_tile(
     src_ptr,            # A: the activation, A[p, k] = src_ptr[p * src_stride + k] for k < K
     src_stride,         # elements between consecutive pixels of A
     K,                  # channels of one tap in the reduction
-    w_ptr,              # B of gate g: w_ptr[tap * w_tap_stride + k * w_k_stride + g * w_gate_stride + n]
-    w_tap_stride,
-    w_k_stride,
+    w_ptr,              # B of gate g, K-contiguous: B[tap, g][k, n] = w_ptr[tap * w_tap_stride + g * w_gate_stride
+    w_tap_stride,       #   + n * w_n_stride + k], zero-padded past K and past the channels (no mask needed)
     w_gate_stride,
-    img, py, px,        # (BLOCK_M,) int64: frame, row and column of the tile's pixels
+    w_n_stride,
+    offs_p,             # (BLOCK_M,) int64: the tile's pixel indices (rows of A at tap offset 0)
+    py, px,             # (BLOCK_M,) row and column of the tile's pixels in their frame
     m_mask,             # (BLOCK_M,) pixel in range
-    offs_n, n_mask,     # (BLOCK_N,) output channel within the gate, and in range
+    offs_n,             # (BLOCK_N,) output channel within the gate
     H, W,
     DIL_H, DIL_W,       # dilation (runtime: one compiled kernel serves every dilation)
     NG: tl.constexpr,
     KH: tl.constexpr, KW: tl.constexpr,
-    BLOCK_K: tl.constexpr, IS_F64: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr, IS_F64: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """Add the 'same' convolution of A with NG gates of W to the accumulators."""
+    """Add the 'same' convolution of A with NG gates of W to the accumulators.
+
+    One loop over taps x channel chunks (iteration kk: tap kk // chunks, channels from
+    (kk % chunks) * BLOCK_K), so that the software pipeline keeps the next tap's loads in flight
+    while this one multiplies, and drains once, after the loop.  Every gate's dot reads the same A
+    tile: A is loaded once per (tap, chunk) for all NG gates.
+    """
     offs_k = tl.arange(0, BLOCK_K)
-    for tap in tl.static_range(KH * KW):
-        y = py + ((tap // KW) * DIL_H - DIL_H * (KH - 1) // 2)
-        x = px + ((tap % KW) * DIL_W - DIL_W * (KW - 1) // 2)
+    chunks = tl.cdiv(K, BLOCK_K)
+    for kk in range(0, KH * KW * chunks):
+        tap = kk // chunks
+        k0 = (kk - tap * chunks) * BLOCK_K
+        dy = (tap // KW) * DIL_H - DIL_H * (KH - 1) // 2
+        dx = (tap % KW) * DIL_W - DIL_W * (KW - 1) // 2
+        y = py + dy
+        x = px + dx
         inside = m_mask & (y >= 0) & (y < H) & (x >= 0) & (x < W)
-        p_a = src_ptr + ((img * H + y) * W + x)[:, None] * src_stride + offs_k[None, :]
-        p_w = w_ptr + tap * w_tap_stride + offs_k[:, None] * w_k_stride + offs_n[None, :]
-        for k0 in range(0, K, BLOCK_K):
-            k_mask = offs_k < K - k0
-            b_a = tl.load(p_a + k0, mask=inside[:, None] & k_mask[None, :], other=0.0)
-            w_mask = k_mask[:, None] & n_mask[None, :]
-            p_wk = p_w + k0 * w_k_stride
-            acc0 = _mma(acc0, b_a, tl.load(p_wk, mask=w_mask, other=0.0), IS_F64, PRECISION)
-            if NG >= 2:
-                acc1 = _mma(acc1, b_a, tl.load(p_wk + w_gate_stride, mask=w_mask, other=0.0), IS_F64, PRECISION)
-            if NG >= 3:
-                acc2 = _mma(acc2, b_a, tl.load(p_wk + 2 * w_gate_stride, mask=w_mask, other=0.0), IS_F64, PRECISION)
+        # the shifted pixel is in the same frame whenever it is inside the image
+        p_a = src_ptr + (offs_p + (dy * W + dx))[:, None] * src_stride + (k0 + offs_k)[None, :]
+        if EVEN_K:
+            b_a = tl.load(p_a, mask=inside[:, None], other=0.0)
+        else:
+            b_a = tl.load(p_a, mask=inside[:, None] & (offs_k < K - k0)[None, :], other=0.0)
+        p_w = w_ptr + tap * w_tap_stride + offs_n[None, :] * w_n_stride + (k0 + offs_k)[:, None]
+        acc0 = _mma(acc0, b_a, tl.load(p_w), IS_F64, PRECISION)
+        if NG >= 2:
+            acc1 = _mma(acc1, b_a, tl.load(p_w + w_gate_stride), IS_F64, PRECISION)
+        if NG >= 3:
+            acc2 = _mma(acc2, b_a, tl.load(p_w + 2 * w_gate_stride), IS_F64, PRECISION)
     return acc0, acc1, acc2
 
 
 @triton.jit
 def _pixels(M, H, W, BLOCK_M: tl.constexpr):
-    """This program's BLOCK_M pixels: int64 index, in-range mask, frame, row, column."""
-    offs_m = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    """This program's BLOCK_M pixels: the first one (int64), their int32 offsets from it, their int64
+    indices, the in-range mask, and their row and column in the frame.
+
+    The epilogue addresses ``ptr + row0 * stride + (loc * stride + channel)``: a scalar 64-bit base and
+    32-bit offsets, which halves the registers its pointer tensors would hold as 64-bit offsets."""
+    row0 = tl.program_id(0).to(tl.int64) * BLOCK_M
+    loc = tl.arange(0, BLOCK_M)
+    offs_m = row0 + loc
     hw = offs_m % (H * W)
-    return offs_m, offs_m < M, offs_m // (H * W), hw // W, hw % W
+    return row0, loc, offs_m, offs_m < M, hw // W, hw % W
 
 
 @triton.jit
-def _input_part(gx_ptr, bias_x_ptr, offs_m, offs_n, mask, C, gate: tl.constexpr,
+def _input_part(gx_ptr, bias_x_ptr, row0, loc, offs_n, mask, C, gate: tl.constexpr,
                 HAS_X: tl.constexpr, HAS_BIAS_X: tl.constexpr, acc):
     """The part of gate ``gate``'s pre-activation that comes from x, as far as it is not in ``acc``.
 
@@ -149,12 +189,12 @@ def _input_part(gx_ptr, bias_x_ptr, offs_m, offs_n, mask, C, gate: tl.constexpr,
             b = tl.load(bias_x_ptr + gate * C + offs_n, mask=offs_n < C, other=0.0)
             return tl.zeros_like(acc) + b[None, :].to(acc.dtype)
         return tl.zeros_like(acc)
-    p = gx_ptr + offs_m[:, None] * (3 * C) + gate * C + offs_n[None, :]
+    p = gx_ptr + row0 * (3 * C) + (loc[:, None] * (3 * C) + gate * C + offs_n[None, :])
     return tl.load(p, mask=mask, other=0.0).to(acc.dtype)
 
 
 @triton.jit
-def _gate_grads_prev(dh, offs_m, offs_n, mask, C,
+def _gate_grads_prev(dh, row0, loc, offs_n, mask, C,
                      gates_prev_ptr, h_prev_ptr, dgh_prev_ptr, dxn_prev_ptr, RESET_AFTER: tl.constexpr):
     """Step t-1's gate-gradients from dh = dL/dh_{t-1} (BLOCK_M, BLOCK_N).
 
@@ -165,19 +205,20 @@ def _gate_grads_prev(dh, offs_m, offs_n, mask, C,
     = dn_pre*r, dr_pre = dn_pre*ghn*r*(1 - r).
     """
     G: tl.constexpr = 4 if RESET_AFTER else 3
-    p_g = gates_prev_ptr + offs_m[:, None] * (G * C) + offs_n[None, :]
+    p_g = gates_prev_ptr + row0 * (G * C) + (loc[:, None] * (G * C) + offs_n[None, :])
     z = tl.load(p_g + C, mask=mask, other=0.0).to(dh.dtype)
     n = tl.load(p_g + 2 * C, mask=mask, other=0.0).to(dh.dtype)
-    p_mc = offs_m[:, None] * C + offs_n[None, :]
-    h = tl.load(h_prev_ptr + p_mc, mask=mask, other=0.0).to(dh.dtype)
-    p_d = dgh_prev_ptr + offs_m[:, None] * (3 * C) + offs_n[None, :]
+    mc0 = row0 * C
+    p_mc = loc[:, None] * C + offs_n[None, :]
+    h = tl.load(h_prev_ptr + mc0 + p_mc, mask=mask, other=0.0).to(dh.dtype)
+    p_d = dgh_prev_ptr + row0 * (3 * C) + (loc[:, None] * (3 * C) + offs_n[None, :])
     ty = dgh_prev_ptr.dtype.element_ty
     tl.store(p_d + C, (dh * (n - h) * z * (1.0 - z)).to(ty), mask=mask)
     dn = dh * z * (1.0 - n * n)
     if RESET_AFTER:
         r = tl.load(p_g, mask=mask, other=0.0).to(dh.dtype)
         ghn = tl.load(p_g + 3 * C, mask=mask, other=0.0).to(dh.dtype)
-        tl.store(dxn_prev_ptr + p_mc, dn.to(ty), mask=mask)
+        tl.store(dxn_prev_ptr + mc0 + p_mc, dn.to(ty), mask=mask)
         tl.store(p_d + 2 * C, (dn * r).to(ty), mask=mask)
         tl.store(p_d, (dn * ghn * r * (1.0 - r)).to(ty), mask=mask)
     else:
@@ -191,15 +232,17 @@ def _gate_grads_prev(dh, offs_m, offs_n, mask, C,
 def forward_step_kernel(
     h_ptr,          # (M, C)          h_{t-1}, the state entering step t
     rh_ptr,         # (M, C)          r*h_{t-1}: FWD_RZ writes it, FWD_N convolves it (reset "before")
-    w_h_ptr,        # (taps, C, 3C)   weight_hh packed: w_h[tap, k, g*C + c] = weight_hh[g*C + c, k, tap]
+    w_h_ptr,        # (taps, 3, NP, KP_H)  weight_hh packed (ops.pack_forward):
+                    #                 [tap, g, c, k] = weight_hh[g*C + c, k, tap]
     x_ptr,          # (M, Cin)        x_t (cell mode, HAS_X)
-    w_x_ptr,        # (taps, Cin, 3C) weight_ih packed likewise (HAS_X)
+    w_x_ptr,        # (taps, 3, NP, KP_X)  weight_ih packed likewise (HAS_X)
     gx_ptr,         # (M, 3C)         W*x_t + input bias, hoisted before the loop (not HAS_X)
     bias_x_ptr,     # (3C,)           input bias (HAS_X and HAS_BIAS_X)
     bias_hn_ptr,    # (C,)            b_hn (reset "after" and HAS_BIAS_HN)
     gates_ptr,      # (M, G*C)        step t's saved gates r, z, n [, ghn]
     out_ptr,        # (M, C)          h_t
     M, H, W, C, Cin,
+    NP, KP_H, KP_X,              # the packed weights' padded channel and reduction sizes
     KIND: tl.constexpr,          # FWD_RZ, FWD_N or FWD_AFTER
     HAS_X: tl.constexpr,         # cell mode: convolve x_t here (K spans x and h) instead of reading gx
     HAS_BIAS_X: tl.constexpr,
@@ -209,15 +252,15 @@ def forward_step_kernel(
     IS_F64: tl.constexpr,        # float64 storage: float64 accumulation on the CUDA cores
     PRECISION: tl.constexpr,     # tl.dot input precision for float32: "tf32" or "ieee"
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    EVEN_K: tl.constexpr,        # C % BLOCK_K == 0 and (not HAS_X or Cin % BLOCK_K == 0): no channel mask on A
 ):
-    offs_m, m_mask, img, py, px = _pixels(M, H, W, BLOCK_M)
+    row0, loc, offs_m, m_mask, py, px = _pixels(M, H, W, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < C
     acc0 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64 if IS_F64 else tl.float32)
     acc1 = tl.zeros_like(acc0)
     acc2 = tl.zeros_like(acc0)
     acc_xn = tl.zeros_like(acc0)  # reset "after", cell mode: W_n*x_t, kept apart from U_n*h
-    C3 = 3 * C
     # The gates this kernel convolves for (NG of them, from gate FIRST on) and its A operand.
     NG: tl.constexpr = 2 if KIND == FWD_RZ else (1 if KIND == FWD_N else 3)
     FIRST: tl.constexpr = 2 if KIND == FWD_N else 0
@@ -225,54 +268,55 @@ def forward_step_kernel(
         a_ptr = rh_ptr
     else:
         a_ptr = h_ptr
-    acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, a_ptr, C, C, w_h_ptr + FIRST * C, C * C3, C3, C,
-                                  img, py, px, m_mask, offs_n, n_mask, H, W,
-                                  DIL_H, DIL_W, NG, KH, KW, BLOCK_K, IS_F64, PRECISION)
-    if HAS_X:  # cell mode: K spans x_t too; W_n*x stays apart from U_n*h under reset "after"
+    acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, a_ptr, C, C, w_h_ptr + FIRST * NP * KP_H, 3 * NP * KP_H,
+                                  NP * KP_H, KP_H, offs_m, py, px, m_mask, offs_n, H, W,
+                                  DIL_H, DIL_W, NG, KH, KW, BLOCK_K, EVEN_K, IS_F64, PRECISION)
+    if HAS_X:  # cell mode: a second loop over x_t; W_n*x stays apart from U_n*h under reset "after"
         if KIND == FWD_AFTER:
-            acc0, acc1, acc_xn = _conv_tile(acc0, acc1, acc_xn, x_ptr, Cin, Cin, w_x_ptr, Cin * C3, C3, C,
-                                            img, py, px, m_mask, offs_n, n_mask, H, W,
-                                            DIL_H, DIL_W, NG, KH, KW, BLOCK_K, IS_F64, PRECISION)
+            acc0, acc1, acc_xn = _conv_tile(acc0, acc1, acc_xn, x_ptr, Cin, Cin, w_x_ptr, 3 * NP * KP_X,
+                                            NP * KP_X, KP_X, offs_m, py, px, m_mask, offs_n, H, W,
+                                            DIL_H, DIL_W, NG, KH, KW, BLOCK_K, EVEN_K, IS_F64, PRECISION)
         else:
-            acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, x_ptr, Cin, Cin, w_x_ptr + FIRST * C, Cin * C3, C3, C,
-                                          img, py, px, m_mask, offs_n, n_mask, H, W,
-                                          DIL_H, DIL_W, NG, KH, KW, BLOCK_K, IS_F64, PRECISION)
+            acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, x_ptr, Cin, Cin, w_x_ptr + FIRST * NP * KP_X,
+                                          3 * NP * KP_X, NP * KP_X, KP_X, offs_m, py, px, m_mask, offs_n, H, W,
+                                          DIL_H, DIL_W, NG, KH, KW, BLOCK_K, EVEN_K, IS_F64, PRECISION)
 
     # ---- epilogue: the gate math of (pixel, channel), in the accumulation type
     mask = m_mask[:, None] & n_mask[None, :]
-    p_mc = offs_m[:, None] * C + offs_n[None, :]
+    mc0 = row0 * C
+    p_mc = loc[:, None] * C + offs_n[None, :]
     G: tl.constexpr = 4 if KIND == FWD_AFTER else 3
-    p_g = gates_ptr + offs_m[:, None] * (G * C) + offs_n[None, :]
+    p_g = gates_ptr + row0 * (G * C) + (loc[:, None] * (G * C) + offs_n[None, :])
     ty = gates_ptr.dtype.element_ty
-    h = tl.load(h_ptr + p_mc, mask=mask, other=0.0).to(acc0.dtype)
+    h = tl.load(h_ptr + mc0 + p_mc, mask=mask, other=0.0).to(acc0.dtype)
     if KIND == FWD_RZ:
-        r = _round(_sigmoid(acc0 + _input_part(gx_ptr, bias_x_ptr, offs_m, offs_n, mask, C, 0,
+        r = _round(_sigmoid(acc0 + _input_part(gx_ptr, bias_x_ptr, row0, loc, offs_n, mask, C, 0,
                                                HAS_X, HAS_BIAS_X, acc0)), gates_ptr)
-        z = _sigmoid(acc1 + _input_part(gx_ptr, bias_x_ptr, offs_m, offs_n, mask, C, 1, HAS_X, HAS_BIAS_X, acc0))
+        z = _sigmoid(acc1 + _input_part(gx_ptr, bias_x_ptr, row0, loc, offs_n, mask, C, 1, HAS_X, HAS_BIAS_X, acc0))
         tl.store(p_g, r.to(ty), mask=mask)
         tl.store(p_g + C, z.to(ty), mask=mask)
-        tl.store(rh_ptr + p_mc, (r * h).to(ty), mask=mask)
+        tl.store(rh_ptr + mc0 + p_mc, (r * h).to(ty), mask=mask)
     elif KIND == FWD_N:
-        n = _tanh(acc0 + _input_part(gx_ptr, bias_x_ptr, offs_m, offs_n, mask, C, 2, HAS_X, HAS_BIAS_X, acc0))
+        n = _tanh(acc0 + _input_part(gx_ptr, bias_x_ptr, row0, loc, offs_n, mask, C, 2, HAS_X, HAS_BIAS_X, acc0))
         z = tl.load(p_g + C, mask=mask, other=0.0).to(acc0.dtype)
         tl.store(p_g + 2 * C, n.to(ty), mask=mask)
-        tl.store(out_ptr + p_mc, (h + z * (n - h)).to(ty), mask=mask)
+        tl.store(out_ptr + mc0 + p_mc, (h + z * (n - h)).to(ty), mask=mask)
     else:
-        r = _round(_sigmoid(acc0 + _input_part(gx_ptr, bias_x_ptr, offs_m, offs_n, mask, C, 0,
+        r = _round(_sigmoid(acc0 + _input_part(gx_ptr, bias_x_ptr, row0, loc, offs_n, mask, C, 0,
                                                HAS_X, HAS_BIAS_X, acc0)), gates_ptr)
-        z = _round(_sigmoid(acc1 + _input_part(gx_ptr, bias_x_ptr, offs_m, offs_n, mask, C, 1,
+        z = _round(_sigmoid(acc1 + _input_part(gx_ptr, bias_x_ptr, row0, loc, offs_n, mask, C, 1,
                                                HAS_X, HAS_BIAS_X, acc0)), gates_ptr)
         ghn = acc2
         if HAS_BIAS_HN:
             ghn += tl.load(bias_hn_ptr + offs_n, mask=n_mask, other=0.0).to(acc0.dtype)[None, :]
         ghn = _round(ghn, gates_ptr)
-        xn = acc_xn + _input_part(gx_ptr, bias_x_ptr, offs_m, offs_n, mask, C, 2, HAS_X, HAS_BIAS_X, acc0)
+        xn = acc_xn + _input_part(gx_ptr, bias_x_ptr, row0, loc, offs_n, mask, C, 2, HAS_X, HAS_BIAS_X, acc0)
         n = _tanh(xn + r * ghn)
         tl.store(p_g, r.to(ty), mask=mask)
         tl.store(p_g + C, z.to(ty), mask=mask)
         tl.store(p_g + 2 * C, n.to(ty), mask=mask)
         tl.store(p_g + 3 * C, ghn.to(ty), mask=mask)
-        tl.store(out_ptr + p_mc, (h + z * (n - h)).to(ty), mask=mask)
+        tl.store(out_ptr + mc0 + p_mc, (h + z * (n - h)).to(ty), mask=mask)
 
 
 # ------------------------------------------------------------------------------------ backward
@@ -290,20 +334,23 @@ def backward_init_kernel(
     RESET_AFTER: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    offs_m = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row0 = tl.program_id(0).to(tl.int64) * BLOCK_M
+    loc = tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask = (offs_m < M)[:, None] & (offs_n < C)[None, :]
-    p_mc = offs_m[:, None] * C + offs_n[None, :]
-    dh = tl.load(grad_last_ptr + p_mc, mask=mask, other=0.0).to(dh_ptr.dtype.element_ty)
-    tl.store(dh_ptr + p_mc, dh, mask=mask)
-    _gate_grads_prev(dh, offs_m, offs_n, mask, C, gates_prev_ptr, h_prev_ptr, dgh_prev_ptr, dxn_prev_ptr,
+    mask = (row0 + loc < M)[:, None] & (offs_n < C)[None, :]
+    mc0 = row0 * C
+    p_mc = loc[:, None] * C + offs_n[None, :]
+    dh = tl.load(grad_last_ptr + mc0 + p_mc, mask=mask, other=0.0).to(dh_ptr.dtype.element_ty)
+    tl.store(dh_ptr + mc0 + p_mc, dh, mask=mask)
+    _gate_grads_prev(dh, row0, loc, offs_n, mask, C, gates_prev_ptr, h_prev_ptr, dgh_prev_ptr, dxn_prev_ptr,
                      RESET_AFTER)
 
 
 @triton.jit(do_not_specialize=["M", "H", "W", "DIL_H", "DIL_W"])
 def backward_step_kernel(
     dgh_ptr,        # (M, 3C)     dgh[t], step t's gate pre-activation gradients (dr, dz, dn)
-    w_t_ptr,        # (taps, 3C, C) weight_hh transposed, taps flipped: w_t[tap, o, c] = weight_hh[o, c, taps-1-tap]
+    w_t_ptr,        # (taps, NP, KP) weight_hh transposed, taps flipped (ops.pack_backward):
+                    #             [tap, c, o] = weight_hh[o, c, taps-1-tap]
     gates_ptr,      # (M, G*C)    gates[t]
     h_ptr,          # (M, C)      h_{t-1}
     dh_in_ptr,      # (M, C)      acc dtype: BWD_N, BWD_AFTER: dL/dh_t;  BWD_RZ: BWD_N's partial
@@ -314,14 +361,16 @@ def backward_step_kernel(
     dgh_prev_ptr,   # (M, 3C)     dgh[t-1] (written)   (HAS_PREV)
     dxn_prev_ptr,   # (M, C)      dxn[t-1] (written)   (HAS_PREV, reset "after")
     M, H, W, C,
+    NP, KP,                      # the packed weight's padded channel and reduction sizes
     KIND: tl.constexpr,          # BWD_N, BWD_RZ or BWD_AFTER
     HAS_PREV: tl.constexpr,      # t > 0: complete dL/dh_{t-1} with grad_out[t-1], compute step t-1's gate grads
     DIL_H, DIL_W,                # dilation
     KH: tl.constexpr, KW: tl.constexpr,
     IS_F64: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    EVEN_K: tl.constexpr,        # (this kind's reduction size) % BLOCK_K == 0: no channel mask on A
 ):
-    offs_m, m_mask, img, py, px = _pixels(M, H, W, BLOCK_M)
+    row0, loc, offs_m, m_mask, py, px = _pixels(M, H, W, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < C
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64 if IS_F64 else tl.float32)
@@ -330,27 +379,28 @@ def backward_step_kernel(
     # BWD_N: U_n^T dn_pre = d(r*h);  BWD_RZ: U_rz^T [dr_pre, dz_pre];  BWD_AFTER: U^T [dr_pre, dz_pre, dghn]
     FIRST: tl.constexpr = 2 if KIND == BWD_N else 0
     BLOCKS: tl.constexpr = 1 if KIND == BWD_N else (2 if KIND == BWD_RZ else 3)
-    acc, _, _ = _conv_tile(acc, acc, acc, dgh_ptr + FIRST * C, C3, BLOCKS * C, w_t_ptr + FIRST * C * C, C3 * C, C, 0,
-                           img, py, px, m_mask, offs_n, n_mask, H, W,
-                           DIL_H, DIL_W, 1, KH, KW, BLOCK_K, IS_F64, PRECISION)
+    acc, _, _ = _conv_tile(acc, acc, acc, dgh_ptr + FIRST * C, C3, BLOCKS * C, w_t_ptr + FIRST * C, NP * KP, 0, KP,
+                           offs_m, py, px, m_mask, offs_n, H, W,
+                           DIL_H, DIL_W, 1, KH, KW, BLOCK_K, EVEN_K, IS_F64, PRECISION)
 
     # ---- epilogue
     mask = m_mask[:, None] & n_mask[None, :]
-    p_mc = offs_m[:, None] * C + offs_n[None, :]
+    mc0 = row0 * C
+    p_mc = loc[:, None] * C + offs_n[None, :]
     G: tl.constexpr = 4 if KIND == BWD_AFTER else 3
-    p_g = gates_ptr + offs_m[:, None] * (G * C) + offs_n[None, :]
-    dh_in = tl.load(dh_in_ptr + p_mc, mask=mask, other=0.0)
+    p_g = gates_ptr + row0 * (G * C) + (loc[:, None] * (G * C) + offs_n[None, :])
+    dh_in = tl.load(dh_in_ptr + mc0 + p_mc, mask=mask, other=0.0)
     if KIND == BWD_N:
         # acc = d(r*h): dr_pre -> dgh[t]'s r block; dh_{t-1} but for the r/z convolutions' part
         r = tl.load(p_g, mask=mask, other=0.0).to(acc.dtype)
         z = tl.load(p_g + C, mask=mask, other=0.0).to(acc.dtype)
-        h = tl.load(h_ptr + p_mc, mask=mask, other=0.0).to(acc.dtype)
-        p_dr = dgh_ptr + offs_m[:, None] * C3 + offs_n[None, :]
+        h = tl.load(h_ptr + mc0 + p_mc, mask=mask, other=0.0).to(acc.dtype)
+        p_dr = dgh_ptr + row0 * C3 + (loc[:, None] * C3 + offs_n[None, :])
         tl.store(p_dr, (acc * h * r * (1.0 - r)).to(dgh_ptr.dtype.element_ty), mask=mask)
         dh = acc * r + dh_in * (1.0 - z)
         if HAS_PREV:
-            dh += tl.load(grad_prev_ptr + p_mc, mask=mask, other=0.0).to(acc.dtype)
-        tl.store(dh_out_ptr + p_mc, dh, mask=mask)
+            dh += tl.load(grad_prev_ptr + mc0 + p_mc, mask=mask, other=0.0).to(acc.dtype)
+        tl.store(dh_out_ptr + mc0 + p_mc, dh, mask=mask)
     else:
         if KIND == BWD_RZ:  # acc = U_rz^T [dr, dz]: dh_{t-1} = acc + BWD_N's partial
             dh = acc + dh_in
@@ -358,8 +408,8 @@ def backward_step_kernel(
             z = tl.load(p_g + C, mask=mask, other=0.0).to(acc.dtype)
             dh = acc + dh_in * (1.0 - z)
             if HAS_PREV:
-                dh += tl.load(grad_prev_ptr + p_mc, mask=mask, other=0.0).to(acc.dtype)
-        tl.store(dh_out_ptr + p_mc, dh, mask=mask)
+                dh += tl.load(grad_prev_ptr + mc0 + p_mc, mask=mask, other=0.0).to(acc.dtype)
+        tl.store(dh_out_ptr + mc0 + p_mc, dh, mask=mask)
         if HAS_PREV:
-            _gate_grads_prev(dh, offs_m, offs_n, mask, C, gates_prev_ptr, h_prev_ptr, dgh_prev_ptr,
+            _gate_grads_prev(dh, row0, loc, offs_n, mask, C, gates_prev_ptr, h_prev_ptr, dgh_prev_ptr,
                              dxn_prev_ptr, KIND == BWD_AFTER)

@@ -1,6 +1,7 @@
 """The Triton backend's time loops: configurations → weight packing → the launch of one step kernel → the
 forward and backward loops → the op pair (``_op.define_op_pair`` composes the projection and the weight
-gradients around the loops).  The kernels, and the table of what each computes, are in ``kernels.py``.
+gradients around the loops).  The kernels, and the table of what each computes, are in ``kernels.py``;
+the CUDA-graph replay of a whole loop is in ``graphs.py``.
 
 Forward, per step: reset "before" launches FWD_RZ then FWD_N, reset "after" launches FWD_AFTER; in a
 sequence their epilogues read the hoisted projection; in a cell call (T == 1, RAFT-style: ``x``
@@ -21,6 +22,12 @@ Precision: float16/bfloat16 multiply on tensor cores and accumulate in float32; 
 tensor cores exactly when a float32 convolution may (``_tf32.conv_allows_tf32``, read at each call),
 exact IEEE float32 otherwise; float64 accumulates in float64.
 
+Configurations: no autotuning by default.  :func:`tile_for` picks each launch's tile from its math
+mode, its number of gates and its shape bucket, deterministically; every tile it can return is in
+:func:`kept_tiles`, which ``compile_report`` compiles for sm_90 (the committed report under
+``benchmarks/results/compile/`` holds them to 0 spills on Triton 3.6 and 3.8).
+``CONVGRU_TRITON_AUTOTUNE=1`` times at most 3 candidates per launch key (M bucketed to a power of 2).
+
 Registration: with a GPU, ``torch.library.triton_op`` (torch.compile sees the kernels through
 ``wrap_triton``); under ``TRITON_INTERPRET=1`` an opaque ``custom_op``, because Inductor cannot compile
 interpreted kernels.
@@ -29,7 +36,6 @@ interpreted kernels.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 from typing import Optional
 
@@ -40,6 +46,7 @@ from torch import Tensor
 from ..._tf32 import conv_allows_tf32
 from .._layout import empty_channels_last
 from .._op import define_op_pair, gates_per_channel
+from . import graphs
 from . import kernels as K
 
 #: kernels run on the CPU through Triton's interpreter (fixed when this module is imported)
@@ -47,27 +54,44 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "") == "1"
 
 # ------------------------------------------------------------------------------ configurations
 
-#: (BLOCK_M, BLOCK_N, BLOCK_K, num_stages) autotuning chooses from, per math mode (``math_mode``).
-#: Every tile was compiled for sm_90 with Triton 3.8 by ``compile_report`` for every kernel kind
-#: (channel counts multiples of 16): 5 of the 78 kernels spill, 8 bytes each at most.  Larger
-#: tiles (128x64; BLOCK_K 64 in float32) spilled up to 6 KB (18 KB in exact float32).
-#: ``num_warps`` is 4 throughout: 8 warps miscompile tap-looping conv kernels (pytorch#173068).
-TILES = {
-    "mma": ((128, 32, 32, 4), (64, 64, 32, 4), (64, 64, 64, 3), (64, 32, 64, 4)),  # fp16/bf16, tensor cores
-    "tf32": ((64, 64, 32, 3), (64, 32, 32, 4), (128, 32, 16, 4), (64, 64, 16, 4)),  # float32 on TF32 tensor cores
-    "ieee": ((64, 32, 16, 2), (32, 64, 16, 2), (32, 32, 32, 2)),  # exact float32: FMA on the CUDA cores
-    "f64": ((16, 32, 8, 2), (32, 32, 4, 2)),  # float64: multiply-and-sum on the CUDA cores
-}
-#: the one configuration under the interpreter (no autotuning; a large M block is fast there)
-INTERPRET_TILE = (256, 16, 16, 1)
+#: ``num_warps`` of every step kernel: 8 warps miscompile tap-looping conv kernels (pytorch#173068)
 NUM_WARPS = 4
+class MathTiles:
+    """The tiles of one math mode: BLOCK_M, BLOCK_K, stages, and the widest BLOCK_N (channels of each
+    gate per program) for 1, 2 and 3 gates in a program."""
 
-#: CONVGRU_TRITON_AUTOTUNE=0 (the test suite and ``make gpu-check`` set it): no timing of
-#: configurations; every launch uses the one :func:`default_tile` picks for its math mode and shape,
-#: so that a process compiles one configuration per kernel and the compiles can be done ahead of time
-AUTOTUNE = os.environ.get("CONVGRU_TRITON_AUTOTUNE", "1").strip() != "0"
-#: multiprocessors the default tile aims to fill when the device cannot be asked (the H200's)
-DEFAULT_SMS = 132
+    def __init__(self, block_m: int, block_k: int, stages: int, widest: tuple[int, int, int], tuned: bool):
+        self.block_m, self.block_k, self.stages, self.widest, self.tuned = block_m, block_k, stages, widest, tuned
+
+
+#: per math mode (:func:`math_mode`).  "mma" (fp16/bf16) and "tf32" run tl.dot on wgmma; "ieee" and
+#: "f64" on the CUDA cores, where tiles stay small.  The bounds come from the compile report (sm_90):
+#: the epilogue holds the accumulators and 2-3 loaded (pixel, channel) tensors in the MMA layout at
+#: once, so a program of 4 warps spills beyond 64 x 64 outputs per gate (64 x 128 and 128 x 64 spill
+#: 32 B in FWD_N; TF32 spills at 3 gates x 64 channels).  ``tuned``: autotuning may add a stage.
+MATHS = {
+    "mma": MathTiles(64, 32, 3, (64, 64, 64), tuned=True),
+    "tf32": MathTiles(64, 32, 3, (64, 64, 32), tuned=True),
+    "ieee": MathTiles(32, 16, 2, (32, 32, 32), tuned=False),
+    "f64": MathTiles(16, 8, 2, (32, 16, 16), tuned=False),
+}
+#: the widest BLOCK_N for channel counts that are not multiples of 16
+UNALIGNED_WIDEST = 32
+#: the BLOCK_M under the interpreter (no GPU: fewer, larger programs run faster there)
+INTERPRET_BLOCK_M = 256
+
+#: CONVGRU_TRITON_AUTOTUNE=1: time up to 3 candidate tiles per launch key on first use, instead of
+#: :func:`tile_for`'s choice
+AUTOTUNE = os.environ.get("CONVGRU_TRITON_AUTOTUNE", "0").strip() == "1"
+
+
+def _cdiv(a: int, b: int) -> int:  # host arithmetic (triton.cdiv is a jit function: slow on the host)
+    return -(-a // b)
+
+
+def _pow2(n: int) -> int:
+    """The least power of 2 >= n (n >= 1)."""
+    return 1 << (n - 1).bit_length()
 
 
 def math_mode(dtype: torch.dtype) -> str:
@@ -83,53 +107,122 @@ def math_mode(dtype: torch.dtype) -> str:
     return "mma"
 
 
-def tiles(math: str) -> tuple[tuple[int, int, int, int], ...]:
-    """The tiles autotuning chooses from in math mode ``math``, in order of preference."""
-    return (INTERPRET_TILE,) if INTERPRET else TILES[math]
+def tile_for(math: str, ng: int, M: int, C: int, aligned: bool = True) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_stages) of a launch with ``ng`` gates per program over (M pixels) x
+    (C channels): BLOCK_N spans every channel of a gate (the next power of 2, from 16 up to the mode's
+    widest), so that a program reads each tap's A tile once for all its gates.  Deterministic: the
+    shape bucket is the channel count's power of 2, and whether the channel counts are ``aligned``
+    (multiples of 16, which Triton specializes on: otherwise no A load is vectorized, A stays out of
+    the async copies, and wider tiles spill, so BLOCK_N stops at :data:`UNALIGNED_WIDEST`)."""
+    spec = MATHS[math]
+    widest = spec.widest[ng - 1] if aligned else min(spec.widest[ng - 1], UNALIGNED_WIDEST)
+    block_n = min(max(_pow2(C), 16), widest)
+    return INTERPRET_BLOCK_M if INTERPRET else spec.block_m, block_n, spec.block_k, spec.stages
 
 
-def configs(math: str) -> list[triton.Config]:
-    """``tiles`` as autotuning configurations."""
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=NUM_WARPS, num_stages=s)
-            for m, n, k, s in tiles(math)]
+def kept_tiles(math: str, ng: int, tuned: bool = True, aligned: bool = True) -> list[tuple[int, int, int, int]]:
+    """Every tile a launch can use on a GPU for ``math`` and ``ng``: :func:`tile_for`'s and, with
+    ``tuned``, the ones autotuning may time.  What is compiled ahead of time and held to 0 spills."""
+    spec = MATHS[math]
+    stages = (spec.stages, spec.stages + 1) if tuned and spec.tuned else (spec.stages,)
+    widest = spec.widest[ng - 1] if aligned else min(spec.widest[ng - 1], UNALIGNED_WIDEST)
+    widths = sorted({min(2 ** i, widest) for i in range(4, 8)})
+    return [(spec.block_m, n, spec.block_k, s) for n in widths for s in stages]
 
 
-def default_tile(math: str, M: int, C: int) -> tuple[int, int, int, int]:
-    """The tile used without autotuning for an (M pixels) x (C channels) step: ``pick_tile`` over ``tiles(math)``."""
-    return pick_tile(tiles(math), M, C)
+def candidates(math: str, ng: int, M: int, C: int, aligned: bool = True) -> list[tuple[int, int, int, int]]:
+    """The (at most 3) tiles autotuning times: the kept tiles with :func:`tile_for`'s BLOCK_N and BLOCK_K
+    (the weight packing's), which differ in their pipeline depth."""
+    _, n, k, _ = tile_for(math, ng, M, C, aligned)
+    return [t for t in kept_tiles(math, ng, aligned=aligned) if t[1:3] == (n, k)][:3]
 
 
-def pick_tile(kept, M: int, C: int, sms: int = DEFAULT_SMS) -> tuple[int, int, int, int]:
-    """From ``kept`` tiles (in order of preference), chosen from the shape alone (deterministic):
-    the least padding of the C channels to whole channel blocks first, then the first tile whose grid
-    fills two waves of ``sms`` programs, else the one with the most programs."""
-
-    def waste(tile):
-        return triton.cdiv(C, tile[1]) * tile[1] - C
-
-    least = min(waste(t) for t in kept)
-    candidates = [t for t in kept if waste(t) == least]
-    programs = {t: triton.cdiv(M, t[0]) * triton.cdiv(C, t[1]) for t in candidates}
-    full = [t for t in candidates if programs[t] >= 2 * sms]
-    return full[0] if full else max(candidates, key=lambda t: programs[t])
+#: when set (tests), every launch uses this tile instead of :func:`tile_for`'s
+_FORCED: Optional[tuple[int, int, int, int]] = None
 
 
-def _tile_config(tile: tuple[int, int, int, int]) -> triton.Config:
-    m, n, k, stages = tile
-    return triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=NUM_WARPS, num_stages=stages)
+@contextlib.contextmanager
+def forced_tile(tile: tuple[int, int, int, int]):
+    """Run every kernel with ``tile`` (BLOCK_M, BLOCK_N, BLOCK_K, stages) inside the block."""
+    global _FORCED
+    saved, _FORCED = _FORCED, tile
+    try:
+        yield
+    finally:
+        _FORCED = saved
 
 
-_KEY = ["M", "C", "KH", "KW", "KIND"]
+def _tile(math: str, ng: int, M: int, C: int, aligned: bool) -> tuple[int, int, int, int]:
+    """The tile of a launch without autotuning (autotuning keeps BLOCK_N and BLOCK_K: the packing's)."""
+    return _FORCED or tile_for(math, ng, M, C, aligned)
 
 
-@functools.cache
-def _forward_kernel(math: str):
-    return triton.autotune(configs(math), key=_KEY + ["Cin", "HAS_X"])(K.forward_step_kernel)
+# ------------------------------------------------------------------------------------- packing
 
 
-@functools.cache
-def _backward_kernel(math: str):
-    return triton.autotune(configs(math), key=_KEY + ["HAS_PREV"])(K.backward_step_kernel)
+def pack_forward(weight: Tensor, n_pad: int, k_pad: int) -> Tensor:
+    """(3C, K, kh, kw) -> (taps, 3, n_pad, k_pad), zero-padded: ``w[tap, g, c, k] = weight[g*C + c, k, tap]``.
+
+    K-contiguous (each gate's B tile is read along its reduction dimension, as TF32 wgmma needs), and
+    padded so that no B load needs a mask."""
+    n_out, n_in, kh, kw = weight.shape
+    C = n_out // 3
+    packed = weight.new_zeros(kh * kw, 3, n_pad, k_pad)
+    packed[:, :, :C, :n_in] = weight.reshape(3, C, n_in, kh * kw).permute(3, 0, 1, 2)
+    return packed
+
+
+def pack_backward(weight_hh: Tensor, n_pad: int, k_pad: int) -> Tensor:
+    """(3C, C, kh, kw) -> (taps, n_pad, k_pad), zero-padded: ``w[tap, c, o] = weight_hh[o, c, taps-1-tap]`` (conv^T)."""
+    n_out, C, kh, kw = weight_hh.shape
+    packed = weight_hh.new_zeros(kh * kw, n_pad, k_pad)
+    packed[:, :C, :n_out] = weight_hh.flip(2, 3).reshape(n_out, C, kh * kw).permute(2, 1, 0)
+    return packed
+
+
+def _round_up(n: int, to: int) -> int:
+    return _cdiv(n, to) * to
+
+
+def _device_guard(t: Tensor):
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
+# -------------------------------------------------------------------------------------- launch
+
+#: autotuning's choices: launch key -> tile
+_TUNED: dict = {}
+#: kernel -> launchable kernel (``wrap_triton``, so that torch.compile sees the launches; the cost model
+#: stubs it out to time our loop's own host overhead)
+_LAUNCHER = torch.library.wrap_triton
+
+
+def _launch(kernel, tile: tuple[int, int, int, int], reductions: tuple[int, ...], **args) -> None:
+    """Launch step ``kernel`` with ``tile`` over (M pixels) x (C channels); EVEN_K says whether each of
+    its reduction sizes is a whole number of K blocks (then A needs no channel mask)."""
+    block_m, block_n, block_k, stages = tile
+    grid = (_cdiv(args["M"], block_m), _cdiv(args["C"], block_n))
+    _LAUNCHER(kernel)[grid](**args, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+                                           EVEN_K=all(k % block_k == 0 for k in reductions),
+                                           num_warps=NUM_WARPS, num_stages=stages)
+
+
+def _run(kernel, math: str, ng: int, aligned: bool, reductions: tuple[int, ...], **args) -> None:
+    """Launch ``kernel`` with :func:`tile_for`'s tile, a forced one (tests), or under
+    CONVGRU_TRITON_AUTOTUNE=1 the fastest of :func:`candidates` for this launch key, timed once (a
+    step kernel may be re-run: none reads what it writes).  ``aligned``: the loop's channel counts are
+    multiples of 16; ``reductions``: the channel counts this kernel reduces over."""
+    tile = _tile(math, ng, args["M"], args["C"], aligned)
+    if AUTOTUNE and _FORCED is None and not INTERPRET and not torch.cuda.is_current_stream_capturing():
+        key = (kernel.__name__, math, ng, _pow2(args["M"]), args["C"], args.get("Cin"),
+               args["KH"], args["KW"], args["KIND"], args.get("HAS_X"), args.get("HAS_PREV"))
+        if key not in _TUNED:
+            found = candidates(math, ng, args["M"], args["C"], aligned)
+            times = [triton.testing.do_bench(lambda t=t: _launch(kernel, t, reductions, **args), warmup=3, rep=10)
+                     for t in found]
+            _TUNED[key] = found[times.index(min(times))]
+        tile = _TUNED[key]
+    _launch(kernel, tile, reductions, **args)
 
 
 def _step_args(weight_hh: Tensor, dilation: list[int], M: int, H: int, W: int, math: str) -> dict:
@@ -139,137 +232,118 @@ def _step_args(weight_hh: Tensor, dilation: list[int], M: int, H: int, W: int, m
                 IS_F64=math == "f64", PRECISION="tf32" if math in ("mma", "tf32") else "ieee")
 
 
-#: when set (tests), every launch uses this configuration instead of autotuning
-_FORCED: Optional[triton.Config] = None
-
-
-@contextlib.contextmanager
-def forced_config(config: triton.Config):
-    """Run every kernel with ``config`` inside the block (to test each configuration we keep)."""
-    global _FORCED
-    saved, _FORCED = _FORCED, config
-    try:
-        yield
-    finally:
-        _FORCED = saved
-
-
-# ------------------------------------------------------------------------------------- packing
-
-
-def pack_forward(weight: Tensor) -> Tensor:
-    """(3C, K, kh, kw) -> (taps, K, 3C): ``w[tap, k, o] = weight[o, k, tap]`` (a GEMM's B per tap)."""
-    n_out, n_in, kh, kw = weight.shape
-    return weight.permute(2, 3, 1, 0).reshape(kh * kw, n_in, n_out).contiguous()
-
-
-def pack_backward(weight_hh: Tensor) -> Tensor:
-    """(3C, C, kh, kw) -> (taps, 3C, C): ``w[tap, o, c] = weight_hh[o, c, taps-1-tap]`` (conv^T)."""
-    n_out, C, kh, kw = weight_hh.shape
-    return weight_hh.flip(2, 3).permute(2, 3, 0, 1).reshape(kh * kw, n_out, C).contiguous()
-
-
-def _device_guard(t: Tensor):
-    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
-
-
-def _launch(kernel, math: str, **args) -> None:
-    """Launch step ``kernel`` (autotuned over ``configs(math)``) over (M pixels) x (C channels).
-
-    A forced configuration (tests) wins; without autotuning, :func:`default_tile`'s.
-    """
-    M, C = args["M"], args["C"]
-    if AUTOTUNE and _FORCED is None:
-        def grid(meta):
-            return (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(C, meta["BLOCK_N"]))
-
-        torch.library.wrap_triton(kernel)[grid](**args)
-        return
-    config = _FORCED or _tile_config(default_tile(math, M, C))
-    grid = (triton.cdiv(M, config.kwargs["BLOCK_M"]), triton.cdiv(C, config.kwargs["BLOCK_N"]))
-    torch.library.wrap_triton(kernel.fn)[grid](**args, **config.kwargs, num_warps=config.num_warps,
-                                               num_stages=config.num_stages)
-
-
 # ---------------------------------------------------------------------------------------- loops
+
+#: gates per program of each kernel kind
+GATES = {K.FWD_RZ.value: 2, K.FWD_N.value: 1, K.FWD_AFTER.value: 3,
+         K.BWD_N.value: 1, K.BWD_RZ.value: 1, K.BWD_AFTER.value: 1}
+
+
+def forward_kinds(reset_after: bool) -> tuple[int, ...]:
+    """The kernels one forward step launches, in order."""
+    return (K.FWD_AFTER.value,) if reset_after else (K.FWD_RZ.value, K.FWD_N.value)
+
+
+def backward_kinds(reset_after: bool) -> tuple[int, ...]:
+    """The kernels one backward step launches, in order."""
+    return (K.BWD_AFTER.value,) if reset_after else (K.BWD_N.value, K.BWD_RZ.value)
+
+
+def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after):
+    T, B, Cin, H, W = x.shape
+    C = weight_hh.shape[1]
+    M = B * H * W
+    cell = gx is None
+    out = empty_channels_last(x, T, B, C, H, W)
+    gates = empty_channels_last(x, T, B, gates_per_channel(reset_after) * C, H, W)
+    rh = None if reset_after else x.new_empty(M, C)
+    math = math_mode(x.dtype)
+    kinds = forward_kinds(reset_after)
+    reductions = (C, Cin) if cell else (C,)
+    aligned = all(k % 16 == 0 for k in reductions)
+    tiles = [_tile(math, GATES[kind], M, C, aligned) for kind in kinds]
+    n_pad = max(_round_up(C, t[1]) for t in tiles)
+    block_k = max(t[2] for t in tiles)
+    kp_h, kp_x = _round_up(C, block_k), _round_up(Cin, block_k) if cell else 0
+    unused = weight_hh  # for pointers a launch never touches (its flags say so): read-only, aliases nothing
+    has_bias_x = cell and bias_x is not None  # a sequence's bias_x is in gx
+    common = dict(
+        w_h_ptr=pack_forward(weight_hh, n_pad, kp_h),
+        w_x_ptr=pack_forward(weight_ih, n_pad, kp_x) if cell else unused,
+        bias_x_ptr=bias_x if has_bias_x else unused,
+        bias_hn_ptr=bias_hn if bias_hn is not None else unused,
+        Cin=Cin, NP=n_pad, KP_H=kp_h, KP_X=kp_x, HAS_X=cell, HAS_BIAS_X=has_bias_x, HAS_BIAS_HN=bias_hn is not None,
+        **_step_args(weight_hh, dilation, M, H, W, math),
+    )
+    with _device_guard(x):
+        for t in range(T):
+            step = dict(common, h_ptr=h0 if t == 0 else out[t - 1], x_ptr=x[t] if cell else unused,
+                        gx_ptr=unused if cell else gx[t], gates_ptr=gates[t], out_ptr=out[t],
+                        rh_ptr=unused if rh is None else rh)
+            for kind in kinds:
+                _run(K.forward_step_kernel, math, GATES[kind], aligned, reductions, KIND=kind, **step)
+    return out, gates
+
+
+def _backward_loop(grad_out, h0, out, gates, weight_hh, dilation, reset_after):
+    T, B, C, H, W = out.shape
+    M = B * H * W
+    math = math_mode(out.dtype)
+    acc_dtype = torch.float64 if math == "f64" else torch.float32
+    dgh = empty_channels_last(out, T, B, 3 * C, H, W)
+    dxn = empty_channels_last(out, T, B, C, H, W) if reset_after else None
+    dh, dh_other = out.new_empty(M, C, dtype=acc_dtype), out.new_empty(M, C, dtype=acc_dtype)
+    unused = weight_hh  # for pointers a launch never touches (its flags say so): read-only, aliases nothing
+    kinds = backward_kinds(reset_after)
+    aligned = C % 16 == 0
+    tiles = [_tile(math, 1, M, C, aligned) for _ in kinds]
+    n_pad = max(_round_up(C, t[1]) for t in tiles)
+    block_k = max(t[2] for t in tiles)
+    # The reduction of BWD_N starts at channel 2C of w_t; every kind reads whole K blocks from its start.
+    k_pad = _round_up(3 * C + block_k, 16)
+    reductions = {K.BWD_N.value: (C,), K.BWD_RZ.value: (2 * C,), K.BWD_AFTER.value: (3 * C,)}
+
+    def state(t: int) -> Tensor:  # h_t; h_{-1} is h0
+        return h0 if t < 0 else out[t]
+
+    def prev(t: int) -> dict:  # the step t-1 tensors an epilogue at step t writes or reads
+        if t == 0:  # HAS_PREV is false
+            return dict(grad_prev_ptr=unused, gates_prev_ptr=unused, h_prev_ptr=unused,
+                        dgh_prev_ptr=unused, dxn_prev_ptr=unused)
+        return dict(grad_prev_ptr=grad_out[t - 1], gates_prev_ptr=gates[t - 1], h_prev_ptr=state(t - 2),
+                    dgh_prev_ptr=dgh[t - 1], dxn_prev_ptr=unused if dxn is None else dxn[t - 1])
+
+    last = prev(T)
+    common = dict(w_t_ptr=pack_backward(weight_hh, n_pad, k_pad), NP=n_pad, KP=k_pad,
+                  **_step_args(weight_hh, dilation, M, H, W, math))
+    with _device_guard(out):
+        init_m, init_n = 64, 32
+        _LAUNCHER(K.backward_init_kernel)[(_cdiv(M, init_m), _cdiv(C, init_n))](
+            grad_out[T - 1], dh, last["gates_prev_ptr"], last["h_prev_ptr"], last["dgh_prev_ptr"],
+            last["dxn_prev_ptr"], M, C, RESET_AFTER=reset_after, BLOCK_M=init_m, BLOCK_N=init_n)
+        for t in reversed(range(T)):
+            step = dict(common, **prev(t), dgh_ptr=dgh[t], gates_ptr=gates[t], h_ptr=state(t - 1), HAS_PREV=t > 0)
+            for kind in kinds:  # each reads dh and writes dh_other; BWD_RZ then reads BWD_N's partial
+                _run(K.backward_step_kernel, math, 1, aligned, reductions[kind], KIND=kind, dh_in_ptr=dh,
+                     dh_out_ptr=dh_other, **step)
+                dh, dh_other = dh_other, dh
+    return dgh, dxn, dh.view(B, H, W, C).permute(0, 3, 1, 2)
 
 
 class TritonLoops:
-    """The time loops of ``backend="triton"`` (``_op.StepLoops``)."""
+    """The time loops of ``backend="triton"`` (``_op.StepLoops``); replayed as CUDA graphs where ``graphs.py``
+    says they can be."""
 
     def hoists(self, T: int) -> bool:
         return T > 1  # a cell call convolves x inside the step kernels
 
     def forward(self, x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after):
-        T, B, Cin, H, W = x.shape
-        C = weight_hh.shape[1]
-        M = B * H * W
-        cell = gx is None
-        out = empty_channels_last(x, T, B, C, H, W)
-        gates = empty_channels_last(x, T, B, gates_per_channel(reset_after) * C, H, W)
-        rh = None if reset_after else x.new_empty(M, C)
-        math = math_mode(x.dtype)
-        unused = weight_hh  # for pointers a launch never touches (its flags say so): read-only, aliases nothing
-        has_bias_x = cell and bias_x is not None  # a sequence's bias_x is in gx
-        common = dict(
-            w_h_ptr=pack_forward(weight_hh),
-            w_x_ptr=pack_forward(weight_ih) if cell else unused,
-            bias_x_ptr=bias_x if has_bias_x else unused,
-            bias_hn_ptr=bias_hn if bias_hn is not None else unused,
-            Cin=Cin, HAS_X=cell, HAS_BIAS_X=has_bias_x, HAS_BIAS_HN=bias_hn is not None,
-            **_step_args(weight_hh, dilation, M, H, W, math),
-        )
-        kernel = _forward_kernel(math)
-        with _device_guard(x):
-            for t in range(T):
-                step = dict(common, h_ptr=h0 if t == 0 else out[t - 1], x_ptr=x[t] if cell else unused,
-                            gx_ptr=unused if cell else gx[t], gates_ptr=gates[t], out_ptr=out[t],
-                            rh_ptr=unused if rh is None else rh)
-                if reset_after:
-                    _launch(kernel, math, KIND=K.FWD_AFTER.value, **step)
-                else:
-                    _launch(kernel, math, KIND=K.FWD_RZ.value, **step)
-                    _launch(kernel, math, KIND=K.FWD_N.value, **step)
-        return out, gates
+        return graphs.run(_forward_loop, (x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn),
+                          (list(dilation), reset_after), (math_mode(x.dtype), _FORCED))
 
     def backward(self, grad_out, h0, out, gates, weight_hh, dilation, reset_after):
-        T, B, C, H, W = out.shape
-        M = B * H * W
-        math = math_mode(out.dtype)
-        acc_dtype = torch.float64 if math == "f64" else torch.float32
-        dgh = empty_channels_last(out, T, B, 3 * C, H, W)
-        dxn = empty_channels_last(out, T, B, C, H, W) if reset_after else None
-        dh, dh_other = out.new_empty(M, C, dtype=acc_dtype), out.new_empty(M, C, dtype=acc_dtype)
-        unused = weight_hh  # for pointers a launch never touches (its flags say so): read-only, aliases nothing
-
-        def state(t: int) -> Tensor:  # h_t; h_{-1} is h0
-            return h0 if t < 0 else out[t]
-
-        def prev(t: int) -> dict:  # the step t-1 tensors an epilogue at step t writes or reads
-            if t == 0:  # HAS_PREV is false
-                return dict(grad_prev_ptr=unused, gates_prev_ptr=unused, h_prev_ptr=unused,
-                            dgh_prev_ptr=unused, dxn_prev_ptr=unused)
-            return dict(grad_prev_ptr=grad_out[t - 1], gates_prev_ptr=gates[t - 1], h_prev_ptr=state(t - 2),
-                        dgh_prev_ptr=dgh[t - 1], dxn_prev_ptr=unused if dxn is None else dxn[t - 1])
-
-        last = prev(T)
-        common = dict(w_t_ptr=pack_backward(weight_hh), **_step_args(weight_hh, dilation, M, H, W, math))
-        kernel = _backward_kernel(math)
-        with _device_guard(out):
-            init_m, init_n = 64, 32
-            torch.library.wrap_triton(K.backward_init_kernel)[(triton.cdiv(M, init_m), triton.cdiv(C, init_n))](
-                grad_out[T - 1], dh, last["gates_prev_ptr"], last["h_prev_ptr"], last["dgh_prev_ptr"],
-                last["dxn_prev_ptr"], M, C, RESET_AFTER=reset_after, BLOCK_M=init_m, BLOCK_N=init_n)
-            for t in reversed(range(T)):
-                step = dict(common, **prev(t), dgh_ptr=dgh[t], gates_ptr=gates[t], h_ptr=state(t - 1),
-                            HAS_PREV=t > 0)
-                if reset_after:
-                    _launch(kernel, math, KIND=K.BWD_AFTER.value, dh_in_ptr=dh, dh_out_ptr=dh_other, **step)
-                    dh, dh_other = dh_other, dh
-                else:
-                    _launch(kernel, math, KIND=K.BWD_N.value, dh_in_ptr=dh, dh_out_ptr=dh_other, **step)
-                    _launch(kernel, math, KIND=K.BWD_RZ.value, dh_in_ptr=dh_other, dh_out_ptr=dh, **step)
-        return dgh, dxn, dh.view(B, H, W, C).permute(0, 3, 1, 2)
+        return graphs.run(_backward_loop, (grad_out, h0, out, gates, weight_hh),
+                          (list(dilation), reset_after), (math_mode(out.dtype), _FORCED))
 
 
 # ---------------------------------------------------------------------------------- registration

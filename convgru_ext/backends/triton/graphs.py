@@ -1,0 +1,147 @@
+"""A whole time loop replayed as one CUDA graph: the host cost of a step's launches paid once per shape.
+
+A loop launches 1-2 kernels per step, and Triton's Python launch path costs tens of microseconds
+per launch, about as long as a step's GPU work at the benchmark's shapes.  :func:`run` captures a
+loop once per *launch key* (the function, every tensor's shape, strides and dtype, the device and
+the loop's static arguments and configuration) and replays it afterwards:
+
+* the first call of a key runs eagerly (it compiles the kernels; nothing is captured while Triton
+  compiles), the second captures the loop on static copies of its inputs, and every later call
+  copies its inputs into those, replays, and returns *clones* of the static outputs, so that a
+  result never aliases a later call's (the forward's outputs are saved for the backward);
+* at most :data:`MAX_GRAPHS` keys are held (least recently used first out), so memory does not grow
+  with the number of shapes seen; each holds its static inputs and its private pool;
+* it stands aside (eager loop) while torch.compile or torch.export traces, for tensor subclasses
+  (fake tensors), inside a graph the caller is capturing, for inputs with gaps or overlaps in their
+  strides, on the CPU, and with ``CONVGRU_TRITON_GRAPHS=0``; a capture that fails falls back to the
+  eager loop for that key, with a warning.
+
+The copies are the price: per call, the inputs in and the outputs out, once each (one launch per
+tensor instead of 1-2 per step).  Unverified on a GPU: the CPU tests run the key, copy and clone
+logic with a stand-in graph that re-runs the loop into the static outputs (``tests/test_triton.py``).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import warnings
+from collections.abc import Callable
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+#: CONVGRU_TRITON_GRAPHS=0 runs every loop eagerly
+ENABLED = os.environ.get("CONVGRU_TRITON_GRAPHS", "1").strip() != "0"
+#: launch keys whose graphs are held at once
+MAX_GRAPHS = 8
+#: devices whose loops are captured (tests add "cpu", with :class:`RerunGraph`)
+DEVICES = ("cuda",)
+
+
+class CudaGraph:
+    """``torch.cuda.CUDAGraph`` behind the two calls :func:`run` makes."""
+
+    def __init__(self, fn: Callable[[], tuple]):
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.outputs = fn()
+
+    def replay(self) -> None:
+        self.graph.replay()
+
+
+class RerunGraph:
+    """A stand-in for tests without a GPU: "replay" re-runs the loop on the static inputs and writes
+    its results into the static outputs, as a replayed graph writes its captured buffers."""
+
+    def __init__(self, fn: Callable[[], tuple]):
+        self.fn = fn
+        self.outputs = fn()
+
+    def replay(self) -> None:
+        for static, fresh in zip(self.outputs, self.fn()):
+            if static is not None:
+                static.copy_(fresh)
+
+
+#: what :func:`run` captures with
+GRAPH = CudaGraph
+
+_FAILED = object()  # a key whose capture failed: eager from then on
+_graphs: collections.OrderedDict[tuple, object] = collections.OrderedDict()
+
+
+def clear() -> None:
+    """Drop every held graph (and its memory)."""
+    _graphs.clear()
+
+
+def held() -> int:
+    """How many launch keys hold a captured graph."""
+    return sum(1 for v in _graphs.values() if v is not None and v is not _FAILED)
+
+
+def _why_eager(tensors: tuple[Optional[Tensor], ...]) -> Optional[str]:
+    present = [t for t in tensors if t is not None]
+    if not ENABLED:
+        return "CONVGRU_TRITON_GRAPHS=0"
+    if present[0].device.type not in DEVICES:
+        return f"tensors on {present[0].device}"
+    if torch.compiler.is_compiling():
+        return "torch.compile is tracing"
+    if any(type(t) is not Tensor for t in present):
+        return "a tensor subclass"
+    if present[0].device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return "the caller is capturing a graph"
+    if any(torch.empty_like(t).stride() != t.stride() for t in present):
+        return "an input with gaps or overlaps in its strides"
+    return None
+
+
+def _spec(t: Optional[Tensor]):
+    return None if t is None else (tuple(t.shape), t.stride(), t.dtype)
+
+
+def run(fn: Callable, tensors: tuple[Optional[Tensor], ...], args: tuple, config: tuple):
+    """``fn(*tensors, *args)``, through a captured graph of it where possible (see the module docstring).
+
+    ``args`` and ``config`` (whatever else decides the launches, such as the math mode) are part of the
+    key; ``fn`` must return a tuple of tensors (or Nones) and allocate every tensor it writes.
+    """
+    if _why_eager(tensors) is not None:
+        return fn(*tensors, *args)
+    device = next(t.device for t in tensors if t is not None)
+    key = (fn.__module__, fn.__qualname__, str(device), repr(args), config, tuple(_spec(t) for t in tensors))
+    entry = _graphs.get(key)
+    if key not in _graphs:  # first sight: eager, which compiles every kernel the capture will launch
+        _remember(key, None)
+        return fn(*tensors, *args)
+    if entry is _FAILED:
+        return fn(*tensors, *args)
+    if entry is None:
+        statics = tuple(None if t is None else t.clone() for t in tensors)
+        try:
+            graph = GRAPH(lambda: fn(*statics, *args))
+        except Exception as error:  # noqa: BLE001 -- the eager loop is always correct; say why once
+            warnings.warn(f"convgru_ext: capturing the Triton time loop as a CUDA graph failed "
+                          f"({type(error).__name__}: {error}); this shape runs eagerly", RuntimeWarning, stacklevel=2)
+            _remember(key, _FAILED)
+            return fn(*tensors, *args)
+        entry = (statics, graph)
+        _remember(key, entry)
+    _graphs.move_to_end(key)
+    statics, graph = entry
+    for static, t in zip(statics, tensors):
+        if t is not None:
+            static.copy_(t)
+    graph.replay()
+    return tuple(None if o is None else o.clone() for o in graph.outputs)
+
+
+def _remember(key: tuple, value) -> None:
+    _graphs[key] = value
+    _graphs.move_to_end(key)
+    while len(_graphs) > MAX_GRAPHS:
+        _graphs.popitem(last=False)
