@@ -293,3 +293,26 @@ def test_a_crash_of_the_sweep_keeps_what_was_measured(tmp_path, monkeypatch):
     results = json.loads((tmp_path / "results.json").read_text())
     assert "the sweep crashed" in results["aborted"] and "bug in the sweep" in results["traceback"]
     assert [r["status"] for r in results["rows"]] == ["ok"] and results["rows"][0]["time"]
+
+
+def test_static_cost_model_of_the_triton_launches():
+    """plan.py: launches per step per reset mode, FLOPs of a cell step equal to cost.py's (the kernels
+    convolve x and h there), waves = CTAs / 132, and a host time per launch measured here."""
+    pytest.importorskip("triton")
+    from convgru_ext.bench import plan
+    from convgru_ext.bench.catalog import CATALOG
+    from convgru_ext.bench.cost import forward_flops_per_step
+
+    rows = {(r["workload"], r["pass"]): r for r in plan.model(list(CATALOG.values()), torch.bfloat16)}
+    assert rows, "no model"
+    cell = CATALOG["raft-cell"]
+    assert rows["raft-cell", "fwd"]["flops_per_step"] == forward_flops_per_step(
+        cell.B, cell.H, cell.W, 3, 3, cell.Cin, cell.C)
+    assert rows["raft-cell", "fwd"]["launches_per_step"] == 2 and rows["raft-cell", "fwd+bwd"]["launches_per_step"] == 4
+    assert rows["gru-1x1", "fwd"]["launches_per_step"] == 1  # reset "after"
+    video = rows["video", "fwd"]
+    assert video["l2_bytes_per_step"] > video["min_hbm_bytes_per_step"] > 0
+    for r in rows.values():
+        assert r["host_us_per_launch"] > 0
+        for k in r["kernels"]:
+            assert k["waves"] == pytest.approx(k["ctas"] / plan.SMS)

@@ -174,9 +174,37 @@ def print_tables(results: dict, console) -> None:
             last = group
             table.add_row(*cells(r, cols))
         console.print(table)
+    print_plan(results, console)
     console.print("speedup: median time of the eager peer (or nn.GRU on gru-1x1) / this median; % roofline: "
                   "see convgru_ext/bench/cost.py; peak MiB: GPU memory one call allocates above its inputs; "
                   "saved MiB: what autograd saves for the backward (saved_tensors_hooks, every device)")
+
+
+PLAN_COLUMNS = ("workload", "pass", "dtype", "launches/step", "host µs/launch", "FLOPs/step", "min HBM/step",
+                "L2/step", "CTAs", "waves", "tiles")
+
+
+def plan_cells(p: dict) -> list[str]:
+    """One row of the static cost model (``plan.py``)."""
+    host = p["host_us_per_launch"]
+    return [p["workload"], p["pass"], p["dtype"], str(p["launches_per_step"]),
+            "-" if host is None else f"{host:.0f}", fmt_flops(p["flops_per_step"]),
+            f"{p['min_hbm_bytes_per_step'] / 2**20:.1f} MiB", f"{p['l2_bytes_per_step'] / 2**20:.1f} MiB",
+            str(p["ctas"]), f"{p['waves']:.1f}", " ".join(f"{k['kernel']}:{k['tile']}" for k in p["kernels"])]
+
+
+def print_plan(results: dict, console) -> None:
+    """The static cost model of the Triton launches, beside the measured tables (alone on the CPU)."""
+    from rich.table import Table
+
+    if not results.get("plan"):
+        return
+    table = Table(*PLAN_COLUMNS, title="[bold]Static cost model of the Triton kernels[/], one step "
+                  "(convgru_ext/bench/plan.py; host µs measured on this machine, our loop only)",
+                  title_justify="left")
+    for p in results["plan"]:
+        table.add_row(*plan_cells(p))
+    console.print(table)
 
 
 # ------------------------------------------------------------------------------------- markdown
@@ -205,6 +233,12 @@ def markdown(results: dict, plots: list[str]) -> str:
         for r in mine:
             out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells(r, cols, markup=False)) + " |")
         out.append("")
+    if results.get("plan"):
+        out += ["## Static cost model of the Triton kernels, one step", "",
+                "convgru_ext/bench/plan.py; host µs per launch measured on the benchmarking machine, our loop only.",
+                "",
+                "| " + " | ".join(PLAN_COLUMNS) + " |", "| " + " | ".join("---" for _ in PLAN_COLUMNS) + " |"]
+        out += ["| " + " | ".join(plan_cells(p)) + " |" for p in results["plan"]] + [""]
     if plots:
         out += ["## Plots", ""] + [f"![{os.path.splitext(p)[0]}]({p})" for p in plots] + [""]
     return "\n".join(out)

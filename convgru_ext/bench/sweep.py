@@ -49,6 +49,7 @@ from . import cost
 from .catalog import Workload
 from .check import Case, check_impl, reference_in_dtype
 from .impls import Built, Implementation, PublicPeer
+from .plan import model as plan_model
 from .results import SCHEMA_VERSION, derive, dtype_name, new_row
 from .timing import measure_ceilings, saved_bytes, synchronize, time_calls, time_graph
 
@@ -143,6 +144,7 @@ class Sweep:
             "implementations": {i.name: {"label": i.label(s.device), "kind": i.kind, "experimental": i.experimental}
                                 for i in s.impls},
             "rows": self.rows,
+            "plan": [row for dtype in s.dtypes for row in plan_model(s.workloads, dtype)],
         }
         cases: dict[str, Case] = {}
         plan = self._plan = self.plan()

@@ -1,0 +1,121 @@
+"""The static cost model of the Triton backend's launches: what one time step of a workload asks of the
+GPU, computed from the shapes and the tiles ``triton/ops.py`` picks, no GPU needed.
+
+Per kernel launch of one step (forward, and backward where the workload has one):
+
+* **CTAs** = pixel blocks x channel blocks of :func:`ops.tile_for`'s tile, and **waves** = CTAs / 132
+  (the H200's SMs, at one CTA per SM: a lower bound on the waves' count when more fit);
+* **FLOPs** = 2 * M * taps * K * (gates x C), with K the reduced channels (h's, or x's and h's in a cell
+  call, or the gate gradients' in the backward);
+* **L2 bytes**: every CTA reads its A tile once per tap (BM x K, the shifted pixels; the overlap of
+  neighbouring taps is not credited) and the B tile of its gates (K x gates x BN per tap), and the
+  epilogue reads and writes its (pixel, channel) tensors once;
+* **HBM bytes** (minimal): the step's share of ``cost.min_bytes`` (inputs read and outputs written once).
+
+``launches/step`` counts the step kernels; ``host µs/launch`` is measured here, on this machine: the
+Python of our loop per launch with Triton's launcher stubbed out (Triton's own launch path, about as
+much again or more, cannot run without a GPU and is not in the figure).  ``bench`` prints the model
+next to the measured times on a GPU and alone on the CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import torch
+
+from . import cost
+from .catalog import Workload
+
+#: SMs of the GPU the waves are counted on (the H200)
+SMS = 132
+
+
+def _ops():
+    try:
+        from ..backends.triton import ops
+    except Exception:  # noqa: BLE001 -- no Triton: no model
+        return None
+    return ops
+
+
+def _launch_rows(ops, wl: Workload, math: str, e: int, kh: int, kw: int, pass_: str) -> list[dict]:
+    M, C, Cin, taps = wl.B * wl.H * wl.W, wl.C, wl.Cin, kh * kw
+    cell = wl.api in ("cell", "sep", "stream")  # T = 1 per call: x convolved in the step kernels
+    after = wl.reset == "after"
+    G = 4 if after else 3
+    # (kind, gates per program, reduced channels, (pixel, channel) tensors the epilogue reads + writes)
+    forward = ([("FWD_AFTER", 3, C + (Cin if cell else 0), (1 + (0 if cell else 3)) + G + 1)] if after else
+               [("FWD_RZ", 2, C + (Cin if cell else 0), 1 + (0 if cell else 2) + 2 + 1),
+                ("FWD_N", 1, C + (Cin if cell else 0), 1 + (0 if cell else 1) + 1 + 2)])
+    backward = ([("BWD_AFTER", 1, 3 * C, 2 + 2 + 1 + G + 1 + 4)] if after else
+                [("BWD_N", 1, C, 3 + 3 + 2), ("BWD_RZ", 1, 2 * C, 1 + 1 + 3 + 1 + 2 + 2)])
+    kinds = forward + (backward if pass_ == "fwd+bwd" else [])
+    rows = []
+    for name, ng, k_red, tensors in kinds:
+        aligned = C % 16 == 0 and (not cell or Cin % 16 == 0)
+        bm, bn, bk, stages = ops.tile_for(math, ng, M, C, aligned)
+        pixel_blocks, channel_blocks = -(-M // bm), -(-C // bn)
+        ctas = pixel_blocks * channel_blocks
+        l2 = ctas * taps * (bm * k_red + k_red * ng * bn) * e + M * tensors * C * e
+        rows.append({"kernel": name, "tile": f"{bm}x{bn}x{bk}/s{stages}", "ctas": ctas, "waves": ctas / SMS,
+                     "flops": 2 * M * taps * k_red * ng * C, "l2_bytes": l2})
+    return rows
+
+
+def host_us_per_launch(reset: str = "before", repeats: int = 200) -> Optional[float]:
+    """Microseconds of our forward loop's Python per step-kernel launch, on meta tensors with Triton's
+    launcher stubbed out (measured on this machine)."""
+    ops = _ops()
+    if ops is None:
+        return None
+    T, B, C, H, W = 8, 1, 32, 16, 16
+    meta = torch.device("meta")
+    x = torch.empty(T, B, C, H, W, device=meta).to(memory_format=torch.channels_last_3d)
+    gx = torch.empty(T, B, 3 * C, H, W, device=meta)
+    h0 = torch.empty(B, C, H, W, device=meta)
+    w = torch.empty(3 * C, C, 3, 3, device=meta)
+    launches = [0]
+
+    class Stub:
+        def __getitem__(self, grid):
+            def run(*args, **kwargs):
+                launches[0] += 1
+            return run
+
+    saved = ops._LAUNCHER
+    ops._LAUNCHER = lambda kernel: Stub()
+    try:
+        start = time.perf_counter()
+        for _ in range(repeats // T):
+            ops._forward_loop(x, gx, h0, w, w, None, None, [1, 1], reset == "after")
+        elapsed = time.perf_counter() - start
+    finally:
+        ops._LAUNCHER = saved
+    return 1e6 * elapsed / max(launches[0], 1)
+
+
+def model(workloads: list[Workload], dtype: torch.dtype) -> list[dict]:
+    """The static cost model of one step of each workload (both passes where it has a backward)."""
+    ops = _ops()
+    if ops is None:
+        return []
+    e = torch.empty(0, dtype=dtype).element_size()
+    with torch.device("cpu"):
+        math = ops.math_mode(dtype)
+    host = {r: host_us_per_launch(r) for r in ("before", "after")}
+    out = []
+    for wl in workloads:
+        for pass_ in wl.passes:
+            steps = wl.steps * len(wl.cells)
+            launches = [r for kh, kw in wl.cells for r in _launch_rows(ops, wl, math, e, kh, kw, pass_)]
+            per_step = len(launches) // len(wl.cells)
+            out.append({"workload": wl.name, "pass": pass_, "dtype": str(dtype).replace("torch.", ""),
+                        "launches_per_step": per_step, "host_us_per_launch": host[wl.reset],
+                        "flops_per_step": sum(r["flops"] for r in launches) / len(wl.cells),
+                        "min_hbm_bytes_per_step": cost.min_bytes(wl, pass_, e) / steps,
+                        "l2_bytes_per_step": sum(r["l2_bytes"] for r in launches) / len(wl.cells),
+                        "ctas": max(r["ctas"] for r in launches), "waves": max(r["waves"] for r in launches),
+                        "kernels": launches})
+    return out
