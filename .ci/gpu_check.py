@@ -26,8 +26,8 @@ sanitize              75 s    compute-sanitizer: memcheck and racecheck of every
 catalog               rest    the full benchmark catalog with Triton autotuning, if 60 s are left
 ====================  ======  ===========================================================================
 
-Without autotuning (every step but ``catalog``), each Triton launch uses the configuration that
-``triton.ops.default_tile`` picks for its shape, so the precompile's compiles are exactly the ones the
+Without autotuning (every step but ``catalog``), each Triton launch uses the tile that
+``triton.ops.tile_for`` picks for its shape, so the precompile's compiles are exactly the ones the
 later steps use.  The tests compile what only they launch inside their own parallel workers.
 
 Environment:
