@@ -11,11 +11,14 @@ Environment:
 
 * ``CONVGRU_SKIP_CUDA=1``: build no extension (pure Python);
 * ``CONVGRU_FORCE_CUDA=1``: fail if the extension cannot be built;
-* ``TORCH_CUDA_ARCH_LIST``: the GPUs to compile for, default ``"8.0;9.0"`` (A100, H100);
-  the kernels need compute capability 8.0 or newer, so older entries are dropped.  No GPU
-  is needed (or queried) to build;
+* ``TORCH_CUDA_ARCH_LIST``: the GPUs to compile for, default ``"8.0;9.0+PTX"``: SASS for
+  sm_80 (A100) and sm_90 (H100), plus compute_90 PTX that newer GPUs JIT-compile; the
+  kernels need compute capability 8.0 or newer, so older entries are dropped.  No GPU is
+  needed (or queried) to build;
 * ``CUDA_HOME``: the toolkit, default ``/usr/local/cuda`` when it exists;
-* ``CONVGRU_PTXAS_VERBOSE=1``: print every kernel's registers and spills (``-Xptxas -v``).
+* ``CONVGRU_PTXAS_VERBOSE=1``: print every kernel's registers and spills (``-Xptxas -v``;
+  benchmarks/results/compile/cuda-ptxas-sm*.txt keep the summary, tests/test_cuda_sass.py
+  checks the built extension).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import sys
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_ARCHS = "8.0;9.0"
+DEFAULT_ARCHS = "8.0;9.0+PTX"
 MIN_ARCH = 8.0  # cp.async and bfloat16 tensor cores
 
 

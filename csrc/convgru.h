@@ -1,7 +1,8 @@
 // convgru-ext CUDA backend: the one parameter struct every kernel takes, and the launchers.
 //
 // What is verified where: convgru_ext/backends/cuda.py's `experimental` flag (README's backend table).
-// The tiling, addressing and gate math run on the CPU through the emulator (csrc/cuda/emulate_*.cu).
+// The kernels run on the CPU through the emulator (csrc/cuda/emulate_*.cu); what runs only on a
+// GPU: the header comment of csrc/cuda/gemm.cuh.
 //
 // Notation (convgru_ext/backends/_op.py holds the op contract and the design around these loops):
 //   T steps, B frames, C hidden channels, H x W pixels, M = B*H*W pixels per step,
@@ -39,9 +40,9 @@ namespace convgru {
 
 // How a step's GEMM is computed; chosen from the dtype (and TF32 flag) on the host.
 enum class Math : int {
-  F16 = 0,   // half inputs, tensor cores (WMMA m16n16k16), fp32 accumulation
-  BF16 = 1,  // bfloat16 inputs, tensor cores (WMMA m16n16k16), fp32 accumulation
-  TF32 = 2,  // float inputs rounded to TF32, tensor cores (WMMA m16n16k8), fp32 accumulation
+  F16 = 0,   // half inputs, tensor cores (mma.sync m16n8k16), fp32 accumulation
+  BF16 = 1,  // bfloat16 inputs, tensor cores (mma.sync m16n8k16), fp32 accumulation
+  TF32 = 2,  // float inputs rounded to TF32, tensor cores (mma.sync m16n8k8), fp32 accumulation
   F32 = 3,   // float inputs, exact fp32 FMA on the CUDA cores
   F64 = 4,   // double inputs, fp64 FMA on the CUDA cores
 };
@@ -119,11 +120,26 @@ void launch_backward_bf16(Math math, Kernel kernel, const Params& p, cudaStream_
 void launch_backward_f32(Math math, Kernel kernel, const Params& p, cudaStream_t stream);
 void launch_backward_f64(Math math, Kernel kernel, const Params& p, cudaStream_t stream);
 
-// Run one kernel's exact tiling, loads, per-thread FMA code and epilogue on the CPU, one
-// simulated thread after another (tensor-core products become plain fp32 products of the
-// same shared-memory tiles, TF32 rounding included).  For tests only: slow, and it checks
-// the index math, not the device-only code.  Defined in csrc/cuda/emulate_*.cu.
+// Run one kernel's whole body on the CPU: every lane of every warp of every CTA, with the
+// device primitives replaced by CPU implementations of their data mappings (what still runs
+// only on a GPU: the header comment of csrc/cuda/gemm.cuh).  For tests only: slow.
+// Defined in csrc/cuda/emulate_*.cu.
 void emulate_forward(Math math, Kernel kernel, const Params& p);
 void emulate_backward(Math math, Kernel kernel, const Params& p);
+
+// ---- test-only entry points to the primitives' CPU implementations (csrc/cuda/mma.cuh; ----
+// ---- defined in csrc/cuda/emulate_primitives.cu; tests/test_cuda_primitives.py)        ----
+
+// ldmatrix.x4 [.trans] of one warp: lane l's row address is smem + row_offsets[l] (16-bit
+// elements); out[l][j]: lane l's register j (32 lanes x 4 registers).
+void emulate_ldmatrix_x4(const uint16_t* smem, const int64_t* row_offsets, bool trans, uint32_t* out);
+// mma.sync of one warp in math F16, BF16 (m16n8k16) or TF32 (m16n8k8): d = a*b + c with
+// a (32 x 4), b (32 x 2), c and d (32 x 4) each lane's fragment registers.
+void emulate_mma_sync(Math math, const uint32_t* a, const uint32_t* b, const float* c, float* d);
+// One K-step of a CTA's products as the GEMM kernel `kernel` (forward) computes them in math
+// `math`: a (BM, BK) and b (BK, NG*BN) row-major in the math's storage type are written to the
+// kernel's swizzled shared layout, every warp's accumulator computes, and the registers are
+// read back through the epilogue's mapping into out (BM, NG*BN) row-major double.
+void emulate_cta_product(Math math, Kernel kernel, const void* a, const void* b, double* out);
 
 }  // namespace convgru

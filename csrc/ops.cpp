@@ -6,10 +6,15 @@
 //
 //   convgru_ext::_cuda_forward_loop / _cuda_backward_loop (schemas: convgru_ext/backends/cuda.py):
 //     CUDA tensors run the kernels on PyTorch's current stream; CPU tensors run every kernel's
-//     CPU emulation (tests).  Activations come and go as dense (..., H, W, C) tensors.
+//     CPU emulation (tests).  Activations come and go as dense (..., H, W, C) tensors.  The weights
+//     packed for the GEMMs are cached per weight version (PackCache below).
+//   convgru_ext::_cuda_emulate_ldmatrix / _mma / _cta_product, _cuda_tile_shape, _cuda_pack_cache_info:
+//     test-only entry points to the device primitives' CPU implementations, and the cache's counters.
 #include <Python.h>
 
 #include <cstring>
+#include <list>
+#include <mutex>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -150,6 +155,99 @@ Tensor pack_backward(const Tensor& weight_hh, int64_t k0, int64_t kc, Kernel ker
   return packed;
 }
 
+// ---- packed weights, cached per weight version ----
+//
+// Every call used to repack weight_hh for its GEMMs; the cache keeps the last kEntries packings.
+// An entry is found by what identifies a weight's contents: its storage (held weakly, so that
+// while the entry exists no other storage can take the address), data pointer, version counter
+// (bumped by every in-place write through the tensor or its views), sizes, strides, dtype and
+// device; plus the packing (kernel, rows, math) and, on CUDA, the stream whose work produced it
+// (the packing is ordered before that stream's GEMMs only).
+// Not cached, so always repacked: weights that require grad (gradcheck and older training code
+// write them through `.data`, which has its own version counter, so such writes would go
+// unseen; a training step changes its weights anyway) and inference tensors (no version counter).
+struct PackKey {
+  const void* storage;
+  const void* data;
+  int64_t version;
+  std::vector<int64_t> sizes, strides;
+  at::ScalarType dtype;
+  at::Device device;
+  int64_t stream;
+  Kernel kernel;
+  int64_t first, count;
+  Math math;
+  bool operator==(const PackKey& o) const {
+    return storage == o.storage && data == o.data && version == o.version && sizes == o.sizes &&
+           strides == o.strides && dtype == o.dtype && device == o.device && stream == o.stream &&
+           kernel == o.kernel && first == o.first && count == o.count && math == o.math;
+  }
+};
+
+class PackCache {
+ public:
+  static constexpr size_t kEntries = 16;
+
+  template <class Pack>
+  Tensor get(const Tensor& weight, Kernel kernel, int64_t first, int64_t count, Math math, Pack&& pack) {
+    if (weight.requires_grad() || weight.is_inference()) return pack();
+    const int64_t stream =
+        weight.is_cuda() ? c10::cuda::getCurrentCUDAStream(weight.device().index()).id() : int64_t(0);
+    PackKey key{weight.storage().unsafeGetStorageImpl(), weight.data_ptr(), weight._version(),
+                weight.sizes().vec(), weight.strides().vec(), weight.scalar_type(), weight.device(), stream,
+                kernel, first, count, math};
+    const std::lock_guard<std::mutex> lock(mutex_);
+    entries_.remove_if([](const Entry& e) { return e.storage.expired(); });
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      if (it->key == key) {
+        ++hits_;
+        entries_.splice(entries_.begin(), entries_, it);  // most recently used first
+        return entries_.front().packed;
+      }
+    }
+    ++misses_;
+    Tensor packed = pack();
+    entries_.push_front({std::move(key), weight.storage().getWeakStorageImpl(), packed});
+    if (entries_.size() > kEntries) entries_.pop_back();
+    return packed;
+  }
+  std::vector<int64_t> info() {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    return {hits_, misses_, static_cast<int64_t>(entries_.size())};
+  }
+  void clear() {  // entries and counters
+    const std::lock_guard<std::mutex> lock(mutex_);
+    entries_.clear();
+    hits_ = misses_ = 0;
+  }
+
+ private:
+  struct Entry {
+    PackKey key;
+    c10::weak_intrusive_ptr<c10::StorageImpl> storage;
+    Tensor packed;
+  };
+  std::mutex mutex_;
+  std::list<Entry> entries_;
+  int64_t hits_ = 0, misses_ = 0;
+};
+
+// Never destroyed: its CUDA tensors must not be freed after the CUDA runtime shuts down at exit.
+PackCache& pack_cache() {
+  static PackCache* cache = new PackCache;
+  return *cache;
+}
+
+Tensor packed_forward(const Tensor& weight_hh, int64_t g0, Kernel kernel, Math math) {
+  return pack_cache().get(weight_hh, kernel, g0, gates_in_n(kernel), math,
+                          [&] { return pack_forward(weight_hh, g0, kernel, math); });
+}
+
+Tensor packed_backward(const Tensor& weight_hh, int64_t k0, int64_t kc, Kernel kernel, Math math) {
+  return pack_cache().get(weight_hh, kernel, k0, kc, math,
+                          [&] { return pack_backward(weight_hh, k0, kc, kernel, math); });
+}
+
 // ---- the forward loop: per step one or two fused GEMMs reading the hoisted projection ----
 
 // x (T, B, Cin, H, W): sizes, dtype and device only; gx (T, B, H, W, 3C) = W*x_t + biases; h0 (B, H, W, C);
@@ -172,8 +270,8 @@ std::tuple<Tensor, Tensor> forward_loop(const char* op, const Tensor& x, const T
 
   Params p = base_params(d);
   p.bias_hn = bias_hn.defined() ? bias_hn.data_ptr() : nullptr;
-  const Tensor w_first = pack_forward(weight_hh, 0, reset_after ? Kernel::FwdAfter : Kernel::FwdRZ, math);
-  const Tensor w_n = reset_after ? Tensor() : pack_forward(weight_hh, 2, Kernel::FwdN, math);
+  const Tensor w_first = packed_forward(weight_hh, 0, reset_after ? Kernel::FwdAfter : Kernel::FwdRZ, math);
+  const Tensor w_n = reset_after ? Tensor() : packed_forward(weight_hh, 2, Kernel::FwdN, math);
   const Tensor rh = reset_after ? Tensor() : at::empty({B, H, W, C}, opts);
   p.rh = rh.defined() ? rh.data_ptr() : nullptr;
   for (int64_t t = 0; t < T; ++t) {
@@ -229,10 +327,10 @@ std::tuple<Tensor, Tensor, Tensor> backward_loop(const char* op, const Tensor& g
 
   Tensor wb_all, wb_n, wb_rz;
   if (reset_after) {
-    wb_all = pack_backward(weight_hh, 0, 3 * C, Kernel::BwdAfter, math);
+    wb_all = packed_backward(weight_hh, 0, 3 * C, Kernel::BwdAfter, math);
   } else {
-    wb_n = pack_backward(weight_hh, 2 * C, C, Kernel::BwdN, math);
-    wb_rz = pack_backward(weight_hh, 0, 2 * C, Kernel::BwdRZ, math);
+    wb_n = packed_backward(weight_hh, 2 * C, C, Kernel::BwdN, math);
+    wb_rz = packed_backward(weight_hh, 0, 2 * C, Kernel::BwdRZ, math);
   }
   for (int64_t t = T - 1; t >= 0; --t) {
     const Tensor dgh_t = dgh[t];
@@ -312,6 +410,92 @@ std::tuple<Tensor, Tensor, Tensor> backward_emulated(const Tensor& grad_out, con
                        reset_after, m, [&](Kernel k, const Params& p) { emulate_backward(m, k, p); });
 }
 
+// ---- test-only ops: the primitives' CPU implementations (tests/test_cuda_primitives.py) ----
+
+Kernel parse_forward_kernel(const std::string& name) {
+  if (name == "FwdRZ") return Kernel::FwdRZ;
+  if (name == "FwdN") return Kernel::FwdN;
+  if (name == "FwdAfter") return Kernel::FwdAfter;
+  TORCH_CHECK(false, "convgru_ext: kernel must be one of FwdRZ, FwdN, FwdAfter; got \"", name, "\"");
+  return Kernel::FwdRZ;
+}
+
+Math parse_math_name(const std::string& name) {
+  const std::vector<std::pair<std::string, at::ScalarType>> dtypes = {
+      {"f16", at::kHalf}, {"bf16", at::kBFloat16}, {"tf32", at::kFloat}, {"f32", at::kFloat}, {"f64", at::kDouble}};
+  for (const auto& [n, dt] : dtypes) {
+    if (n == name) return parse_math(name, dt);
+  }
+  return parse_math(name, at::kDouble);  // the error naming the choices
+}
+
+void check_cpu(const char* op, const char* name, const Tensor& t, at::ScalarType dtype, IntArrayRef shape) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == dtype && t.sizes() == shape && t.is_contiguous(), op,
+              ": `", name, "` must be a contiguous CPU ", dtype, " tensor of shape ", shape, "; got ", t.scalar_type(),
+              " on ", t.device(), " with shape ", t.sizes(), " and strides ", t.strides());
+}
+
+// (BM, BK, NG, BN) of kernel `kernel` in math `math`.
+std::vector<int64_t> tile_shape(std::string math, std::string kernel) {
+  const Math m = parse_math_name(math);
+  const Kernel k = parse_forward_kernel(kernel);
+  return {block_m(m), block_k(m), gates_in_n(k), block_n(k)};
+}
+
+// smem: int16 (n,); row_offsets: int64 (32,), lane l's row address in elements.  Returns int32 (32, 4).
+Tensor ldmatrix_op(const Tensor& smem, const Tensor& row_offsets, bool trans) {
+  const char* op = "convgru_ext::_cuda_emulate_ldmatrix";
+  TORCH_CHECK(smem.dim() == 1, op, ": `smem` must be 1-D; got shape ", smem.sizes());
+  check_cpu(op, "smem", smem, at::kShort, {smem.size(0)});
+  check_cpu(op, "row_offsets", row_offsets, at::kLong, {32});
+  const int64_t* off = row_offsets.data_ptr<int64_t>();
+  for (int l = 0; l < 32; ++l) {
+    TORCH_CHECK(off[l] >= 0 && off[l] % 8 == 0 && off[l] + 8 <= smem.size(0), op, ": lane ", l,
+                "'s row offset ", off[l], " must be a multiple of 8 (16 bytes) with 8 elements inside `smem` (",
+                smem.size(0), " elements)");
+  }
+  Tensor out = at::empty({32, 4}, smem.options().dtype(at::kInt));
+  emulate_ldmatrix_x4(reinterpret_cast<const uint16_t*>(smem.data_ptr()), off, trans,
+                      reinterpret_cast<uint32_t*>(out.data_ptr()));
+  return out;
+}
+
+// a: int32 (32, 4), b: int32 (32, 2), c: float32 (32, 4) fragment registers.  Returns d: float32 (32, 4).
+Tensor mma_op(const Tensor& a, const Tensor& b, const Tensor& c, std::string math) {
+  const char* op = "convgru_ext::_cuda_emulate_mma";
+  const Math m = parse_math_name(math);
+  TORCH_CHECK(m == Math::F16 || m == Math::BF16 || m == Math::TF32, op, ": math must be f16, bf16 or tf32; got \"",
+              math, "\"");
+  check_cpu(op, "a", a, at::kInt, {32, 4});
+  check_cpu(op, "b", b, at::kInt, {32, 2});
+  check_cpu(op, "c", c, at::kFloat, {32, 4});
+  Tensor d = at::empty({32, 4}, c.options());
+  emulate_mma_sync(m, reinterpret_cast<const uint32_t*>(a.data_ptr()), reinterpret_cast<const uint32_t*>(b.data_ptr()),
+                   c.data_ptr<float>(), d.data_ptr<float>());
+  return d;
+}
+
+// a (BM, BK), b (BK, NG*BN) in the math's dtype.  Returns (BM, NG*BN) float64.
+Tensor cta_product_op(const Tensor& a, const Tensor& b, std::string math, std::string kernel) {
+  const char* op = "convgru_ext::_cuda_emulate_cta_product";
+  const Math m = parse_math_name(math);
+  const Kernel k = parse_forward_kernel(kernel);
+  const at::ScalarType dt = m == Math::F16 ? at::kHalf : m == Math::BF16 ? at::kBFloat16
+                            : m == Math::F64 ? at::kDouble : at::kFloat;
+  const int64_t bm = block_m(m), bk = block_k(m), bnt = gates_in_n(k) * block_n(k);
+  check_cpu(op, "a", a, dt, {bm, bk});
+  check_cpu(op, "b", b, dt, {bk, bnt});
+  Tensor out = at::empty({bm, bnt}, a.options().dtype(at::kDouble));
+  emulate_cta_product(m, k, a.data_ptr(), b.data_ptr(), out.data_ptr<double>());
+  return out;
+}
+
+// [hits, misses, entries] of the packed-weight cache; clear=True first empties it and zeroes the counts.
+std::vector<int64_t> pack_cache_info(bool clear) {
+  if (clear) pack_cache().clear();
+  return pack_cache().info();
+}
+
 }  // namespace
 }  // namespace convgru
 
@@ -322,11 +506,20 @@ TORCH_LIBRARY_FRAGMENT(convgru_ext, m) {
         "bool reset_after, str math) -> (Tensor, Tensor)");
   m.def("_cuda_backward_loop(Tensor grad_out, Tensor h0, Tensor out, Tensor gates, Tensor weight_hh, "
         "int[] dilation, bool reset_after, str math) -> (Tensor, Tensor, Tensor)");
+  // test-only (tests/test_cuda_primitives.py, tests/test_cuda.py)
+  m.def("_cuda_emulate_ldmatrix(Tensor smem, Tensor row_offsets, bool trans) -> Tensor");
+  m.def("_cuda_emulate_mma(Tensor a, Tensor b, Tensor c, str math) -> Tensor");
+  m.def("_cuda_emulate_cta_product(Tensor a, Tensor b, str math, str kernel) -> Tensor");
+  m.def("_cuda_tile_shape(str math, str kernel) -> int[]", &convgru::tile_shape);
+  m.def("_cuda_pack_cache_info(bool clear=False) -> int[]", &convgru::pack_cache_info);
 }
 
 TORCH_LIBRARY_IMPL(convgru_ext, CPU, m) {
   m.impl("_cuda_forward_loop", &convgru::forward_emulated);
   m.impl("_cuda_backward_loop", &convgru::backward_emulated);
+  m.impl("_cuda_emulate_ldmatrix", &convgru::ldmatrix_op);
+  m.impl("_cuda_emulate_mma", &convgru::mma_op);
+  m.impl("_cuda_emulate_cta_product", &convgru::cta_product_op);
 }
 
 TORCH_LIBRARY_IMPL(convgru_ext, CUDA, m) {

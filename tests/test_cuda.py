@@ -2,9 +2,13 @@
 
 Without a GPU (CI): the compiled extension must exist wherever a CUDA toolkit does (so a
 silently skipped build fails), its ops must have the schemas of ``_op.py``, CPU tensors
-must get a clear error, and the kernels' CPU emulation (same tiling, loads, per-thread FMA
-code and epilogues, run thread by thread) must match the ``torch`` backend's op pair on
-every output, ``gates`` included, for every math mode.
+must get a clear error, and the kernels' CPU emulation (the whole kernel body, every lane
+of every warp, with CPU implementations of the PTX primitives; csrc/cuda/gemm.cuh says what
+runs only on a GPU) must match the ``torch`` backend's op pair on every output, ``gates``
+included, for every math mode (so every pipeline depth: 2 for f32 / f64, 3 for tf32, 4 for
+bf16 / f16), both reset modes, and partial pixel, channel and K tiles.  The packed weights
+are cached per weight version.  The primitives themselves: tests/test_cuda_primitives.py;
+the compiled code: tests/test_cuda_sass.py.
 
 With a GPU: the GPU against its own emulation.  The checks every GPU backend shares (low
 precision on aligned sizes, TF32 on and off, CUDA-graph capture, indices past 2**31) are in
@@ -111,6 +115,8 @@ EMULATED_CASES = {
     # 16-byte loads; several pixel and channel tiles and K-chunks; a 1x5 kernel, dilation 2
     "aligned": Case(T=2, B=2, Cin=8, C=72, H=7, W=10, kernel=(1, 5), dilation=(2, 2)),
     "5x1-no-bias": Case(T=2, B=1, Cin=8, C=16, H=11, W=6, kernel=(5, 1), bias=False),
+    # 1x1: fewer K-steps (1 or 2) than the pipeline's prologue issues; one partial pixel tile
+    "1x1": Case(T=2, B=2, Cin=3, C=16, H=5, W=7, kernel=(1, 1)),
 }
 
 
@@ -166,15 +172,58 @@ def test_emulated_ops_with_nothing_to_compute(T, B, rng):
     assert all(g.abs().sum() == 0 for g in grads)
 
 
+# ---- the packed-weight cache (csrc/ops.cpp) ----
+
+def _emulated_forward(args):
+    return torch.ops.convgru_ext._cuda_emulate_forward(*args, "f32")
+
+
+def test_packed_weights_are_cached_per_weight_version(rng):
+    """A second call with the same weight reuses its packing; an in-place write (a new version) repacks."""
+    _need_extension()
+    ops = torch.ops.convgru_ext
+    _, args, _, _ = op_args(Case(T=2, B=1, Cin=3, C=6, H=5, W=4), torch.float32, rng)
+    ops._cuda_pack_cache_info(True)
+    first, _ = _emulated_forward(args)
+    hits, misses, entries = ops._cuda_pack_cache_info()
+    assert (hits, misses, entries) == (0, 2, 2)  # reset "before": the r/z and the n packing
+    again, _ = _emulated_forward(args)
+    assert ops._cuda_pack_cache_info() == [2, 2, 2]
+    assert torch.equal(first, again)
+    with torch.no_grad():
+        args[3].mul_(-1.5)  # weight_hh, in place: its version changes
+    changed, _ = _emulated_forward(args)
+    assert ops._cuda_pack_cache_info()[1] == 4
+    want, _ = ops.torch_forward(*args)
+    assert rel_err(changed, want) <= 1e-5 and rel_err(changed, first) > 1e-2
+
+
+def test_weights_that_require_grad_are_repacked_every_call(rng):
+    """gradcheck writes its inputs through `.data`, unseen by the version counter: never cached."""
+    _need_extension()
+    ops = torch.ops.convgru_ext
+    _, args, _, _ = op_args(Case(T=2, B=1, Cin=3, C=6, H=5, W=4), torch.float32, rng)
+    args[3] = args[3].clone().requires_grad_()
+    ops._cuda_pack_cache_info(True)
+    with torch.no_grad():
+        _emulated_forward(args)
+        args[3].data.mul_(0.5)
+        got, _ = _emulated_forward(args)
+        want, _ = ops.torch_forward(*args)
+    assert ops._cuda_pack_cache_info() == [0, 0, 0]
+    assert rel_err(got, want) <= 1e-5
+
+
 # ---- on a GPU ----
 
 @GPU
 @pytest.mark.parametrize("reset", ["before", "after"])
 @pytest.mark.parametrize("math,dtype,tol", [("f64", torch.float64, 1e-13), ("f32", torch.float32, 1e-6),
-                                            ("tf32", torch.float32, 1e-3), ("bf16", torch.bfloat16, 3e-2)],
-                         ids=["f64", "f32", "tf32", "bf16"])
+                                            ("tf32", torch.float32, 1e-3), ("bf16", torch.bfloat16, 3e-2),
+                                            ("f16", torch.float16, 1e-2)],
+                         ids=["f64", "f32", "tf32", "bf16", "f16"])
 def test_gpu_matches_its_cpu_emulation(math, dtype, tol, reset, rng):
-    """The device-only code (tensor-core fragments, cp.async pipeline) against the emulated tiles.
+    """The device-only code (the PTX primitives: csrc/cuda/gemm.cuh's list) against the emulated kernels.
 
     When a parity test fails on the GPU but the emulator tests pass on the CPU, this one says
     whether the device-only code is to blame.  Same algorithm; only the summation order (and

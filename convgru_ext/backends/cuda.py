@@ -79,13 +79,15 @@ def _default_cuda_home() -> None:
         cpp_extension.CUDA_HOME = "/usr/local/cuda"
 
 
-def _nvidia_include_dirs() -> list[str]:
+def _build_options() -> dict:
+    """setup.py's ``cuda_build_options()`` (the JIT build uses the prebuilt extension's flags), read
+    from the source checkout that holds ``csrc``."""
     import importlib.util
 
-    spec = importlib.util.find_spec("nvidia")
-    locations = spec.submodule_search_locations if spec is not None else None
-    return [str(Path(base) / "cu13" / "include") for base in (locations or [])
-            if (Path(base) / "cu13" / "include").is_dir()]
+    spec = importlib.util.spec_from_file_location("_convgru_ext_setup", CSRC.parent / "setup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # defines functions only: setup() runs under __main__
+    return module.cuda_build_options()
 
 
 class _Extension:
@@ -140,12 +142,13 @@ class _Extension:
         print(f"convgru_ext: {PREBUILT} is not installed; building the CUDA kernels with ninja "
               f"(minutes the first time, then cached under {cache})", file=sys.stderr, flush=True)
         try:
+            options = _build_options()
             cpp_extension.load(
                 name=JIT_NAME,
                 sources=sources,
-                extra_cflags=["-O3"],
-                extra_cuda_cflags=["-O3", "-lineinfo"],  # as setup.py
-                extra_include_paths=[str(CSRC)] + _nvidia_include_dirs(),
+                extra_cflags=options["extra_compile_args"]["cxx"],
+                extra_cuda_cflags=options["extra_compile_args"]["nvcc"],
+                extra_include_paths=options["include_dirs"],
                 is_python_module=False,
             )
         except Exception as error:  # compiler errors come as RuntimeError, a missing ninja as others

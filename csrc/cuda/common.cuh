@@ -1,5 +1,5 @@
-// dtype helpers, gate math and asynchronous copies, usable on the device and (for the
-// CPU emulator) on the host.  Compiled by nvcc only.
+// dtype helpers and gate math, usable on the device and (for the CPU emulator) on the host.
+// Compiled by nvcc only.  The device primitives (fragments, cp.async) are in mma.cuh.
 #pragma once
 
 #include <cmath>
@@ -18,15 +18,16 @@ namespace convgru {
 // ---- per-Math compile-time configuration ----
 //   T: element type in memory; Acc: accumulation / epilogue type;
 //   BM x BK: the A tile of one K-step, BK x (NG*BN): the B tile; STAGES: shared-memory
-//   pipeline depth; KF: the tensor-core fragment's K (0 = CUDA-core FMA).
+//   pipeline depth (>= 2; the emulator tests cover each depth used here); KF: the
+//   tensor-core fragment's K (mma.sync m16n8k16 or m16n8k8; 0 = CUDA-core FMA).
 template <Math kMath> struct MathCfg;
 template <> struct MathCfg<Math::F16> {
   using T = __half; using Acc = float;
-  static constexpr int STAGES = 3, KF = 16;
+  static constexpr int STAGES = 4, KF = 16;
 };
 template <> struct MathCfg<Math::BF16> {
   using T = __nv_bfloat16; using Acc = float;
-  static constexpr int STAGES = 3, KF = 16;
+  static constexpr int STAGES = 4, KF = 16;
 };
 template <> struct MathCfg<Math::TF32> {
   using T = float; using Acc = float;
@@ -77,48 +78,6 @@ CG_HD double fma_(double a, double b, double c) {
   return fma(a, b, c);
 #else
   return a * b + c;
-#endif
-}
-
-// What the tensor cores see of a float in TF32 mode: round to nearest (ties away from
-// zero) to 10 mantissa bits, as cvt.rna.tf32.f32 does.  Host only (the emulator).
-inline float round_tf32_host(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  if ((u & 0x7f800000u) != 0x7f800000u) {  // finite
-    u = (u + 0x1000u) & 0xffffe000u;
-  }
-  std::memcpy(&x, &u, 4);
-  return x;
-}
-
-// ---- global -> shared copies: cp.async (sm_80+) on the device, memcpy on the host ----
-
-// Copy 16 bytes, or write 16 zero bytes when !valid (src is then not read).
-CG_HD void copy16(void* smem_dst, const void* src, bool valid) {
-#if defined(__CUDA_ARCH__)
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
-#else
-  if (valid) {
-    std::memcpy(smem_dst, src, 16);
-  } else {
-    std::memset(smem_dst, 0, 16);
-  }
-#endif
-}
-
-CG_HD void cp_async_commit() {
-#if defined(__CUDA_ARCH__)
-  asm volatile("cp.async.commit_group;\n" ::);
-#endif
-}
-
-// Wait until at most N committed groups of this thread are still in flight.
-template <int N> CG_HD void cp_async_wait() {
-#if defined(__CUDA_ARCH__)
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 #endif
 }
 

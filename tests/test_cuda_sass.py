@@ -1,0 +1,188 @@
+"""The built CUDA extension's machine code (SASS), read with cuobjdump; no GPU needed.
+
+For every GPU architecture the extension carries SASS for:
+
+* every GEMM kernel (5 math modes x 6 kernels) is there;
+* the bf16 / fp16 kernels load fragments with LDSM (ldmatrix) and multiply with HMMA, the TF32 ones
+  use HMMA too (the tensor cores), exact fp32 / fp64 none;
+* the main loop of each tensor-core kernel reads global memory only through LDGSTS (cp.async):
+  no LDG (global load) and no generic LD / ST.  "Main loop" here: every basic block holding an
+  HMMA, where a basic block is a run of instructions between branch targets and branches (the
+  addresses cuobjdump prints), so the definition does not depend on how ptxas orders the blocks.
+  (The element-wise A loads for unaligned channels are their own blocks, outside it.);
+* the K loop of each tensor-core kernel (the smallest backward branch's range holding every HMMA)
+  calls no subroutine (code after the kernel's last EXIT: integer division, for one; the tap and
+  channel counters advance without it);
+* no kernel spills: no local-memory instruction (LDL / STL) in any kernel, and cuobjdump -res-usage
+  reports STACK:0 and LOCAL:0; the GEMM kernels fit __launch_bounds__(256, 2): <= 128 registers.
+
+Skips, with the reason, only where the extension is not built or no cuobjdump exists.
+"""
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+MATHS = {0: "f16", 1: "bf16", 2: "tf32", 3: "f32", 4: "f64"}
+KERNELS = {0: "FwdRZ", 1: "FwdN", 2: "FwdAfter", 4: "BwdN", 5: "BwdRZ", 6: "BwdAfter"}  # 3: BwdInit (elementwise)
+GEMM = re.compile(r"gemm_kernelILNS_4MathE(\d)ELNS_6KernelE(\d)E")
+MAX_REGISTERS = 65536 // (256 * 2)  # __launch_bounds__(256, 2)
+
+
+def _library() -> Path:
+    spec = importlib.util.find_spec("convgru_ext._cuda")
+    if spec is None or not spec.origin:
+        pytest.skip("the CUDA extension convgru_ext._cuda is not built")
+    return Path(spec.origin)
+
+
+def _cuobjdump() -> str:
+    candidates = [shutil.which("cuobjdump"), "/usr/local/cuda/bin/cuobjdump"]
+    triton = importlib.util.find_spec("triton")
+    if triton is not None and triton.origin:
+        candidates.append(os.path.join(os.path.dirname(triton.origin), "backends", "nvidia", "bin", "cuobjdump"))
+    for c in candidates:
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    pytest.skip("no cuobjdump (CUDA toolkit's or Triton's bundled one) to read the SASS with")
+
+
+def _run(*args) -> str:
+    return subprocess.run([_cuobjdump(), *args, str(_library())], check=True, capture_output=True, text=True,
+                          timeout=600).stdout
+
+
+@pytest.fixture(scope="module")
+def sass() -> dict:
+    """{arch: {function name: [(address, instruction text)]}} of every kernel."""
+    out: dict = {}
+    arch, fn = None, None
+    for line in _run("-sass").splitlines():
+        if m := re.match(r"\s*arch = (sm_\d+\w*)", line):
+            arch = m.group(1)
+        elif m := re.match(r"\s*Function : (\S+)", line):
+            fn = out.setdefault(arch, {}).setdefault(m.group(1), [])
+        elif fn is not None and (m := re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;", line)):
+            fn.append((int(m.group(1), 16), m.group(2)))
+    assert out, "cuobjdump -sass listed no kernels"
+    return out
+
+
+@pytest.fixture(scope="module")
+def resources() -> dict:
+    """{(arch, function name): {"REG": n, "STACK": n, "LOCAL": n, ...}} from cuobjdump -res-usage."""
+    out, arch = {}, None
+    lines = _run("-res-usage").splitlines()
+    for i, line in enumerate(lines):
+        if m := re.match(r"\s*arch = (sm_\d+\w*)", line):
+            arch = m.group(1)
+        elif (m := re.match(r"\s*Function (\S+):", line)) and i + 1 < len(lines):
+            out[(arch, m.group(1))] = {k: int(v) for k, v in re.findall(r"(\w+(?:\[\d+\])?):(\d+)", lines[i + 1])}
+    return out
+
+
+def _opcode(text: str) -> str:
+    """The instruction's opcode without modifiers ("@P0 LDG.E.U16 R5, ..." -> "LDG"); "" for a never-executed
+    (@!PT) padding instruction."""
+    tokens = text.split()
+    if tokens and tokens[0].startswith("@"):
+        if tokens[0] == "@!PT":
+            return ""
+        tokens = tokens[1:]
+    return tokens[0].split(".")[0] if tokens else ""
+
+
+def _basic_blocks(code: list) -> list:
+    """The function's basic blocks: split before every branch target and after every branch."""
+    targets = {int(t, 16) for _, text in code for t in re.findall(r"\b(?:BRA|BRX|JMP|CALL\.\w+|BSSY)\b.*?(0x[0-9a-f]+)",
+                                                                  text)}
+    blocks, current = [], []
+    for address, text in code:
+        if address in targets and current:
+            blocks.append(current)
+            current = []
+        current.append((address, text))
+        if _opcode(text) in ("BRA", "BRX", "JMP", "EXIT", "RET", "CALL"):
+            blocks.append(current)
+            current = []
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def _gemm_kernels(functions: dict) -> dict:
+    """{(math, kernel): instructions} of the GEMM kernels."""
+    found = {}
+    for name, code in functions.items():
+        if m := GEMM.search(name):
+            found[(MATHS[int(m.group(1))], KERNELS[int(m.group(2))])] = (name, code)
+    return found
+
+
+def test_every_gemm_kernel_is_compiled_for_each_architecture(sass):
+    for arch, functions in sass.items():
+        kernels = _gemm_kernels(functions)
+        missing = [f"{m}/{k}" for m in MATHS.values() for k in KERNELS.values() if (m, k) not in kernels]
+        assert not missing, f"{arch}: no SASS for {missing}"
+
+
+def test_tensor_core_kernels_use_ldmatrix_and_mma(sass):
+    for arch, functions in sass.items():
+        for (math, kernel), (_, code) in _gemm_kernels(functions).items():
+            ops = {_opcode(text) for _, text in code}
+            where = f"{arch} {math} {kernel}"
+            if math in ("bf16", "f16"):
+                assert {"LDSM", "HMMA"} <= ops, f"{where}: no LDSM / HMMA"
+            elif math == "tf32":
+                assert "HMMA" in ops, f"{where}: no HMMA"
+                assert any("TF32" in text for _, text in code if _opcode(text) == "HMMA"), f"{where}: HMMA not TF32"
+            else:
+                assert "HMMA" not in ops, f"{where}: exact {math} must not use the tensor cores"
+
+
+def test_main_loop_reads_global_memory_only_by_cp_async(sass):
+    forbidden = {"LDG", "LD", "ST", "STG", "LDL", "STL"}
+    for arch, functions in sass.items():
+        for (math, kernel), (_, code) in _gemm_kernels(functions).items():
+            if math not in ("bf16", "f16", "tf32"):
+                continue
+            loop = [b for b in _basic_blocks(code) if any(_opcode(t) == "HMMA" for _, t in b)]
+            assert loop, f"{arch} {math} {kernel}: no basic block with HMMA"
+            bad = [f"{a:#x}: {t}" for b in loop for a, t in b if _opcode(t) in forbidden]
+            assert not bad, f"{arch} {math} {kernel}: global / generic memory access in the main loop: {bad[:5]}"
+
+
+def test_k_loop_calls_no_subroutine(sass):
+    for arch, functions in sass.items():
+        for (math, kernel), (_, code) in _gemm_kernels(functions).items():
+            if math not in ("bf16", "f16", "tf32"):
+                continue
+            hmma = [a for a, t in code if _opcode(t) == "HMMA"]
+            loops = [(int(m.group(1), 16), a) for a, t in code if _opcode(t) == "BRA"
+                     and (m := re.search(r"0x([0-9a-f]+)", t)) and int(m.group(1), 16) < a]
+            enclosing = [(lo, hi) for lo, hi in loops if lo <= min(hmma) and max(hmma) <= hi]
+            assert enclosing, f"{arch} {math} {kernel}: no loop around the HMMAs"
+            lo, hi = min(enclosing, key=lambda r: r[1] - r[0])
+            # ptxas places subroutines after the kernel's last EXIT; a CALL a few instructions
+            # ahead is its reconvergence idiom, not a subroutine
+            last_exit = max(a for a, t in code if _opcode(t) == "EXIT")
+            calls = [f"{a:#x}: {t}" for a, t in code if lo <= a <= hi and _opcode(t) == "CALL"
+                     and int(re.search(r"0x([0-9a-f]+)", t).group(1), 16) > last_exit]
+            assert not calls, f"{arch} {math} {kernel}: the K loop calls subroutines: {calls[:3]}"
+
+
+def test_no_kernel_spills(sass, resources):
+    for arch, functions in sass.items():
+        for name, code in functions.items():
+            local = [t for _, t in code if _opcode(t) in ("LDL", "STL")]
+            assert not local, f"{arch} {name}: local-memory (spill) instructions {local[:3]}"
+            usage = resources.get((arch, name))
+            assert usage is not None, f"{arch} {name}: not in cuobjdump -res-usage"
+            assert usage.get("STACK") == 0 and usage.get("LOCAL") == 0, f"{arch} {name}: {usage}"
+            if GEMM.search(name):
+                assert usage["REG"] <= MAX_REGISTERS, f"{arch} {name}: {usage['REG']} registers > {MAX_REGISTERS}"
