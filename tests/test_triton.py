@@ -45,7 +45,7 @@ def _parity(case, dtype, rng, device=None):
 
 #: several pixel blocks with a partial last one (M = 2*7*9 = 126 over 32-pixel tiles), likewise
 #: channel blocks (C = 20 over 16), several K-chunks (Cin = 18, C = 20, 2C = 40, 3C = 60 over 16)
-SMALL_TILES = (32, 16, 16, 1)  # (BLOCK_M, BLOCK_N, BLOCK_K, stages)
+SMALL_TILES = (32, 16, 16, 1, 4)  # (BLOCK_M, BLOCK_N, BLOCK_K, stages, warps)
 TILED = Case(T=2, B=2, Cin=18, C=20, H=7, W=9)
 TILED_VARIANTS = [  # (T, reset, kernel, dilation)
     (2, "before", (3, 3), (1, 1)), (2, "after", (3, 3), (1, 1)), (1, "before", (3, 3), (1, 1)),
@@ -94,38 +94,51 @@ def test_launch_budget(reset, per_step, T, monkeypatch, rng):
     assert len(launches) == per_step[1] * T
 
 
-def test_configurations_keep_to_what_is_safe():
-    """At most 4 warps (8 miscompile tap-looping convolutions, pytorch#173068), tl.dot's minimum block of
-    16 wherever tl.dot runs (everything but float64), at most 128 accumulator columns per program with
-    the wide BLOCK_M, and autotuning times at most 3 of the kept tiles."""
+def test_configurations_keep_to_what_is_safe(monkeypatch):
+    """4 warps by default; the 8-warp tiles (pytorch#173068 saw a miscompile at 8) only with
+    CONVGRU_TRITON_8_WARPS=1.  tl.dot's minimum block of 16 wherever tl.dot runs (everything but
+    float64), at most 64 x 64 outputs per gate at 4 warps and 128 x 64 at 8, and autotuning times at
+    most 3 of the kept tiles."""
     ops = _ops()
-    assert ops.NUM_WARPS <= 4
+    assert ops.NUM_WARPS == 4 and not ops.WIDE  # the default until a GPU has run the 8-warp tiles
+    monkeypatch.setattr(ops, "INTERPRET", False)  # the GPU's tiles
     for math in ops.MATHS:
         for ng in (1, 2, 3):
             kept = ops.kept_tiles(math, ng)
             assert kept, (math, ng)
-            for m, n, k, stages in kept:
+            for m, n, k, stages, warps in kept:
                 if math != "f64":
                     assert min(m, n, k) >= 16
-                assert n * m <= 64 * 64 and stages >= 1
+                assert warps in (4, 8) and n * m <= 64 * 64 * warps // 4 and stages >= 1
             for M, C in ((1, 1), (126, 20), (8 * 46 * 62, 128), (4 * 128 * 128, 64), (16 * 56 * 56, 256)):
                 cands = ops.candidates(math, ng, M, C)
                 assert 1 <= len(cands) <= 3 and set(cands) <= set(kept)
+                assert all(t[4] == 4 for t in cands)
 
 
-def test_tiles_without_autotuning_follow_the_shape_bucket():
+def test_tiles_without_autotuning_follow_the_shape_bucket(monkeypatch):
     """BLOCK_N spans every channel of a gate up to the mode's widest (A read once per tap for all gates),
-    from the shape alone; always a kept tile."""
+    from the shape alone; always a kept tile; the 8-warp tiles only when asked for and the grid fills a
+    wave of 132 programs."""
     ops = _ops()
-    block_m = ops.INTERPRET_BLOCK_M if ops.INTERPRET else 64
-    assert ops.tile_for("mma", 2, 16 * 56 * 56, 64) == (block_m, 64, 32, 3)  # video: 2 gates x 64 channels
-    assert ops.tile_for("mma", 3, 64 * 64, 20) == (block_m, 32, 32, 3)
-    assert ops.tile_for("tf32", 3, 100, 64) == (block_m, 32, 32, 3)  # TF32 spills at 3 x 64
-    for math in ops.MATHS:
-        for ng in (1, 2, 3):
-            for M, C in ((1, 1), (126, 20), (8 * 46 * 62, 128), (4 * 128 * 128, 64), (16 * 56 * 56, 256)):
-                tile = ops.tile_for(math, ng, M, C)
-                assert (tile[1:] in [t[1:] for t in ops.kept_tiles(math, ng)]), (math, ng, M, C)
+    monkeypatch.setattr(ops, "INTERPRET", False)  # the GPU's choice (the interpreter runs larger blocks)
+    assert ops.tile_for("mma", 2, 16 * 56 * 56, 64) == (64, 64, 32, 3, 4)  # video: 2 gates x 64 channels
+    assert ops.tile_for("mma", 3, 64 * 64, 20) == (64, 32, 32, 3, 4)
+    assert ops.tile_for("tf32", 3, 100, 64) == (64, 32, 32, 3, 4)  # TF32 spills at 3 x 64 with 4 warps
+    assert ops.tile_for("mma", 2, 100, 40, aligned=False) == (64, 32, 32, 3, 4)
+    monkeypatch.setattr(ops, "WIDE", True)
+    assert ops.tile_for("mma", 3, 16 * 56 * 56, 64) == (128, 64, 32, 3, 8)
+    assert ops.tile_for("tf32", 3, 16 * 56 * 56, 64) == (128, 32, 32, 3, 8)  # 3.6 spills at 128 x 64
+    assert ops.tile_for("mma", 3, 64 * 64, 64) == (64, 64, 32, 3, 4)  # 32 programs of 128: not a wave
+    assert ops.tile_for("ieee", 3, 16 * 56 * 56, 64)[4] == 4
+    for wide in (False, True):
+        monkeypatch.setattr(ops, "WIDE", wide)
+        for math in ops.MATHS:
+            for ng in (1, 2, 3):
+                for M, C in ((1, 1), (126, 20), (8 * 46 * 62, 128), (4 * 128 * 128, 64), (16 * 56 * 56, 256)):
+                    for aligned in (True, False):
+                        tile = ops.tile_for(math, ng, M, C, aligned)
+                        assert tile in ops.kept_tiles(math, ng, aligned=aligned), (math, ng, M, C, aligned)
 
 
 def test_math_mode_follows_the_dtype_and_the_convolution_tf32_flag():
@@ -268,7 +281,10 @@ def test_backend_is_experimental_so_auto_skips_it():
 def _every_tile():
     from convgru_ext.backends.triton.ops import MATHS, kept_tiles
 
-    return sorted({(math, tile) for math in MATHS for ng in (1, 2, 3) for tile in kept_tiles(math, ng)})
+    # every width and warp count at the default depth, and the deeper pipeline at the widest tiles
+    kept = {(math, tile) for math in MATHS for ng in (1, 2, 3) for tile in kept_tiles(math, ng)}
+    return sorted((math, t) for math, t in kept
+                  if t[3] == MATHS[math].stages or t[1] == max(u[1] for m, u in kept if m == math))
 
 
 @GPU

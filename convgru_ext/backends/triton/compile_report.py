@@ -49,7 +49,7 @@ class Variant:
     aligned: bool = True  # channel counts multiples of 16
 
     def source(self) -> ASTSource:
-        m, n, k, _ = self.tile
+        m, n, k = self.tile[:3]
         t, _, precision = MATHS[self.math]
         if self.kind == "INIT":  # the elementwise start of the backward; cell = reset "after"
             fn = K.backward_init_kernel
@@ -90,12 +90,13 @@ class Variant:
                          attrs={(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned})
 
     def label(self) -> str:
-        m, n, k, s = self.tile
+        m, n, k, s, w = self.tile
         extra = ({"INIT": "after"}.get(self.kind, "cell" if self.kind in FORWARD_KINDS else "t=0")
                  if self.cell else "")
         extra += "" if self.kernel == (3, 3) else f" k{self.kernel[0]}x{self.kernel[1]}"
         extra += "" if self.aligned else " C%16!=0"
-        return f"{self.kind:9s} {self.math:5s} {m}x{n}x{k}/s{s} {extra}".rstrip()
+        warps = "" if w == 4 else f"/w{w}"
+        return f"{self.kind:9s} {self.math:5s} {m}x{n}x{k}/s{s}{warps} {extra}".rstrip()
 
 
 def _tool(name: str) -> str:
@@ -132,7 +133,7 @@ def compile_variant(variant: Variant, arch: int) -> dict:
     instruction, and the pipeline facts of its main loops (:func:`pipeline_facts`)."""
     start = time.perf_counter()
     compiled = triton.compile(variant.source(), target=GPUTarget("cuda", arch, 32),
-                              options={"num_warps": 4, "num_stages": variant.tile[3]})
+                              options={"num_warps": variant.tile[4], "num_stages": variant.tile[3]})
     seconds = time.perf_counter() - start
     with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
         cubin.write(compiled.asm["cubin"])
@@ -169,18 +170,18 @@ def default_variants(maths=("bf16", "f16", "tf32", "ieee", "f64")) -> list[Varia
             if math in ("bf16", "tf32"):  # channel counts not multiples of 16: the narrower tiles
                 variants += [Variant(kind, math, tile, cell=cell, aligned=False) for cell in (False, True)
                              for tile in kept_tiles(key, _gates(kind), tuned=False, aligned=False)]
-        variants.append(Variant("INIT", math, (64, 32, 0, 1), cell=True))
-    return variants + [Variant("INIT", "bf16", (64, 32, 0, 1))]
+        variants.append(Variant("INIT", math, (64, 32, 0, 1, 4), cell=True))
+    return variants + [Variant("INIT", "bf16", (64, 32, 0, 1, 4))]
 
 
 def quick_variants() -> list[Variant]:
-    """One compile of every kernel and code path (CI's check): each kind and path at its widest bfloat16
-    tile, a 1x5 kernel, channel counts that are not multiples of 16, the other math modes at their
-    widest reset "after" tiles, and the backward's init kernel."""
+    """One compile of every kernel and code path (CI's check): each kind and path at its widest 4-warp
+    bfloat16 tile, a 1x5 kernel, channel counts that are not multiples of 16, the other math modes at
+    their widest reset "after" tiles, the widest 8-warp tiles, and the backward's init kernel."""
     from .ops import kept_tiles
 
     def widest(math, kind, aligned=True):
-        return kept_tiles(MATHS[math][1], _gates(kind), tuned=False, aligned=aligned)[-1]
+        return [t for t in kept_tiles(MATHS[math][1], _gates(kind), tuned=False, aligned=aligned) if t[4] == 4][-1]
 
     kinds = list(FORWARD_KINDS) + list(BACKWARD_KINDS)
     return ([Variant(kind, "bf16", widest("bf16", kind), cell=cell) for kind in kinds for cell in (False, True)]
@@ -189,7 +190,10 @@ def quick_variants() -> list[Variant]:
                Variant("BWD_RZ", "bf16", widest("bf16", "BWD_RZ", False), aligned=False)]
             + [Variant(kind, math, widest(math, kind), cell=cell) for math in ("f16", "tf32", "ieee", "f64")
                for kind in ("FWD_AFTER", "BWD_AFTER") for cell in (False, True)]
-            + [Variant("INIT", "bf16", (64, 32, 0, 1)), Variant("INIT", "f64", (64, 32, 0, 1), cell=True)])
+            + [Variant(kind, math, max(kept_tiles(MATHS[math][1], _gates(kind), tuned=False),
+                                       key=lambda t: (t[4], t[1])))  # the widest 8-warp tile
+               for math in ("bf16", "tf32") for kind in ("FWD_RZ", "FWD_AFTER", "BWD_AFTER")]
+            + [Variant("INIT", "bf16", (64, 32, 0, 1, 4)), Variant("INIT", "f64", (64, 32, 0, 1, 4), cell=True)])
 
 
 def failures(rows: list[dict], max_spill: int = 0) -> list[str]:
@@ -231,7 +235,7 @@ def main(argv=None) -> int:
     variants = quick_variants() if args.quick else default_variants(tuple(args.math or MATHS))
     if args.kind:
         variants = [v for v in variants if v.kind in args.kind]
-    header = (f"Triton {triton.__version__}, sm_{args.arch}, {len(variants)} kernel variants, 4 warps "
+    header = (f"Triton {triton.__version__}, sm_{args.arch}, {len(variants)} kernel variants "
               f"(python -m convgru_ext.backends.triton.compile_report{' --quick' if args.quick else ''})")
     print(header, flush=True)
     print(f"{'variant':44s} {'regs':>5s} {'spill B':>8s} {'smem B':>8s}  tensor cores  loops  waits in loop  drains")
@@ -248,8 +252,9 @@ def main(argv=None) -> int:
     if args.out:
         meta = {"triton": triton.__version__, "arch": args.arch, "quick": args.quick,
                 "date": time.strftime("%Y-%m-%d"), "command": header.split("(")[-1].rstrip(")")}
-        with open(args.out + ".json", "w") as f:
-            json.dump({"meta": meta, "rows": rows, "missed": missed}, f, indent=1)
+        with open(args.out + ".json", "w") as f:  # one row per line: reviewable diffs
+            f.write(f'{{"meta": {json.dumps(meta)},\n "missed": {json.dumps(missed)},\n "rows": [\n  '
+                    + ",\n  ".join(json.dumps(r) for r in rows) + "\n]}\n")
         with open(args.out + ".md", "w") as f:
             f.write(markdown(rows, f"# Triton kernels compiled for sm_{args.arch}: {header}"))
     if args.max_spill is not None and missed:

@@ -54,24 +54,37 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "") == "1"
 
 # ------------------------------------------------------------------------------ configurations
 
-#: ``num_warps`` of every step kernel: 8 warps miscompile tap-looping conv kernels (pytorch#173068)
+#: ``num_warps`` of the default tiles (one warpgroup: wgmma's M = 64 per program row block)
 NUM_WARPS = 4
-class MathTiles:
-    """The tiles of one math mode: BLOCK_M, BLOCK_K, stages, and the widest BLOCK_N (channels of each
-    gate per program) for 1, 2 and 3 gates in a program."""
+#: ``num_warps`` of the wide tiles: two warpgroups, BLOCK_M = 128, so that every pixel block re-reads
+#: the weights half as often.  pytorch/pytorch#173068 saw Triton miscompile a flattened tap loop at
+#: 8 warps; these tiles compile cleanly (the compile report) but stay off until a GPU has run each
+#: against the reference: CONVGRU_TRITON_8_WARPS=1 turns them on, ``make gpu-check``'s tests force
+#: each of them (tests/test_triton.py::test_gpu_every_tile_we_keep).
+WIDE_WARPS = 8
+WIDE = os.environ.get("CONVGRU_TRITON_8_WARPS", "0").strip() == "1"
 
-    def __init__(self, block_m: int, block_k: int, stages: int, widest: tuple[int, int, int], tuned: bool):
-        self.block_m, self.block_k, self.stages, self.widest, self.tuned = block_m, block_k, stages, widest, tuned
+
+class MathTiles:
+    """The tiles of one math mode: BLOCK_M, BLOCK_K, stages, the widest BLOCK_N (channels of each gate
+    per program) for 1, 2 and 3 gates in a program, whether autotuning may add a stage, and the
+    BLOCK_M of the 8-warp tiles (0: none) with their widest BLOCK_N for 1, 2 and 3 gates."""
+
+    def __init__(self, block_m: int, block_k: int, stages: int, widest: tuple[int, int, int], tuned: bool,
+                 wide_m: int = 0, wide_widest: tuple[int, int, int] = (0, 0, 0)):
+        self.block_m, self.block_k, self.stages, self.widest = block_m, block_k, stages, widest
+        self.tuned, self.wide_m, self.wide_widest = tuned, wide_m, wide_widest
 
 
 #: per math mode (:func:`math_mode`).  "mma" (fp16/bf16) and "tf32" run tl.dot on wgmma; "ieee" and
 #: "f64" on the CUDA cores, where tiles stay small.  The bounds come from the compile report (sm_90):
 #: the epilogue holds the accumulators and 2-3 loaded (pixel, channel) tensors in the MMA layout at
 #: once, so a program of 4 warps spills beyond 64 x 64 outputs per gate (64 x 128 and 128 x 64 spill
-#: 32 B in FWD_N; TF32 spills at 3 gates x 64 channels).  ``tuned``: autotuning may add a stage.
+#: 32 B in FWD_N; TF32 spills at 3 gates x 64 channels); 8 warps hold 128 x 64 (TF32 with 3 gates:
+#: 128 x 32, since Triton 3.6 spills 24 B at 128 x 64 where 3.8 does not).
 MATHS = {
-    "mma": MathTiles(64, 32, 3, (64, 64, 64), tuned=True),
-    "tf32": MathTiles(64, 32, 3, (64, 64, 32), tuned=True),
+    "mma": MathTiles(64, 32, 3, (64, 64, 64), tuned=True, wide_m=128, wide_widest=(64, 64, 64)),
+    "tf32": MathTiles(64, 32, 3, (64, 64, 32), tuned=True, wide_m=128, wide_widest=(64, 64, 32)),
     "ieee": MathTiles(32, 16, 2, (32, 32, 32), tuned=False),
     "f64": MathTiles(16, 8, 2, (32, 16, 16), tuned=False),
 }
@@ -79,10 +92,14 @@ MATHS = {
 UNALIGNED_WIDEST = 32
 #: the BLOCK_M under the interpreter (no GPU: fewer, larger programs run faster there)
 INTERPRET_BLOCK_M = 256
+#: programs a wide tile's grid must reach (one wave of the H200's 132 SMs), else the default tile
+WIDE_MIN_PROGRAMS = 132
 
 #: CONVGRU_TRITON_AUTOTUNE=1: time up to 3 candidate tiles per launch key on first use, instead of
 #: :func:`tile_for`'s choice
 AUTOTUNE = os.environ.get("CONVGRU_TRITON_AUTOTUNE", "0").strip() == "1"
+
+Tile = tuple[int, int, int, int, int]  # (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps)
 
 
 def _cdiv(a: int, b: int) -> int:  # host arithmetic (triton.cdiv is a jit function: slow on the host)
@@ -107,43 +124,58 @@ def math_mode(dtype: torch.dtype) -> str:
     return "mma"
 
 
-def tile_for(math: str, ng: int, M: int, C: int, aligned: bool = True) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, num_stages) of a launch with ``ng`` gates per program over (M pixels) x
-    (C channels): BLOCK_N spans every channel of a gate (the next power of 2, from 16 up to the mode's
-    widest), so that a program reads each tap's A tile once for all its gates.  Deterministic: the
-    shape bucket is the channel count's power of 2, and whether the channel counts are ``aligned``
-    (multiples of 16, which Triton specializes on: otherwise no A load is vectorized, A stays out of
-    the async copies, and wider tiles spill, so BLOCK_N stops at :data:`UNALIGNED_WIDEST`)."""
+def tile_for(math: str, ng: int, M: int, C: int, aligned: bool = True) -> Tile:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps) of a launch with ``ng`` gates per program over
+    (M pixels) x (C channels): BLOCK_N spans every channel of a gate (the next power of 2, from 16 up to
+    the mode's widest), so that a program reads each tap's A tile once for all its gates.
+    Deterministic: the shape bucket is the channel count's power of 2, whether the channel counts are
+    ``aligned`` (multiples of 16, which Triton specializes on: otherwise no A load is vectorized, A
+    stays out of the async copies, and wider tiles spill, so BLOCK_N stops at
+    :data:`UNALIGNED_WIDEST`), and with :data:`WIDE`, whether an 8-warp tile's grid fills a wave."""
     spec = MATHS[math]
     widest = spec.widest[ng - 1] if aligned else min(spec.widest[ng - 1], UNALIGNED_WIDEST)
     block_n = min(max(_pow2(C), 16), widest)
-    return INTERPRET_BLOCK_M if INTERPRET else spec.block_m, block_n, spec.block_k, spec.stages
+    if INTERPRET:
+        return INTERPRET_BLOCK_M, block_n, spec.block_k, spec.stages, NUM_WARPS
+    if WIDE and spec.wide_m and aligned:
+        wide_n = min(max(_pow2(C), 16), spec.wide_widest[ng - 1])
+        if _cdiv(M, spec.wide_m) * _cdiv(C, wide_n) >= WIDE_MIN_PROGRAMS:
+            return spec.wide_m, wide_n, spec.block_k, spec.stages, WIDE_WARPS
+    return spec.block_m, block_n, spec.block_k, spec.stages, NUM_WARPS
 
 
-def kept_tiles(math: str, ng: int, tuned: bool = True, aligned: bool = True) -> list[tuple[int, int, int, int]]:
-    """Every tile a launch can use on a GPU for ``math`` and ``ng``: :func:`tile_for`'s and, with
-    ``tuned``, the ones autotuning may time.  What is compiled ahead of time and held to 0 spills."""
+def kept_tiles(math: str, ng: int, tuned: bool = True, aligned: bool = True) -> list[Tile]:
+    """Every tile a launch can use on a GPU for ``math`` and ``ng``: :func:`tile_for`'s (the 8-warp ones
+    included) and, with ``tuned``, the ones autotuning may time.  What is compiled ahead of time and
+    held to 0 spills."""
     spec = MATHS[math]
     stages = (spec.stages, spec.stages + 1) if tuned and spec.tuned else (spec.stages,)
     widest = spec.widest[ng - 1] if aligned else min(spec.widest[ng - 1], UNALIGNED_WIDEST)
-    widths = sorted({min(2 ** i, widest) for i in range(4, 8)})
-    return [(spec.block_m, n, spec.block_k, s) for n in widths for s in stages]
+    found = [(spec.block_m, n, spec.block_k, s, NUM_WARPS) for n in _widths(widest) for s in stages]
+    if spec.wide_m and aligned:
+        found += [(spec.wide_m, n, spec.block_k, s, WIDE_WARPS) for n in _widths(spec.wide_widest[ng - 1])
+                  for s in stages]
+    return found
 
 
-def candidates(math: str, ng: int, M: int, C: int, aligned: bool = True) -> list[tuple[int, int, int, int]]:
-    """The (at most 3) tiles autotuning times: the kept tiles with :func:`tile_for`'s BLOCK_N and BLOCK_K
-    (the weight packing's), which differ in their pipeline depth."""
-    _, n, k, _ = tile_for(math, ng, M, C, aligned)
-    return [t for t in kept_tiles(math, ng, aligned=aligned) if t[1:3] == (n, k)][:3]
+def _widths(widest: int) -> list[int]:
+    return sorted({min(2 ** i, widest) for i in range(4, 8)})
+
+
+def candidates(math: str, ng: int, M: int, C: int, aligned: bool = True) -> list[Tile]:
+    """The (at most 3) tiles autotuning times: the kept tiles with :func:`tile_for`'s BLOCK_M, BLOCK_N,
+    BLOCK_K and warps (BLOCK_K is the weight packing's), which differ in their pipeline depth."""
+    m, n, k, _, w = tile_for(math, ng, M, C, aligned)
+    return [t for t in kept_tiles(math, ng, aligned=aligned) if (t[0], t[1], t[2], t[4]) == (m, n, k, w)][:3]
 
 
 #: when set (tests), every launch uses this tile instead of :func:`tile_for`'s
-_FORCED: Optional[tuple[int, int, int, int]] = None
+_FORCED: Optional[Tile] = None
 
 
 @contextlib.contextmanager
-def forced_tile(tile: tuple[int, int, int, int]):
-    """Run every kernel with ``tile`` (BLOCK_M, BLOCK_N, BLOCK_K, stages) inside the block."""
+def forced_tile(tile: Tile):
+    """Run every kernel with ``tile`` (BLOCK_M, BLOCK_N, BLOCK_K, stages, warps) inside the block."""
     global _FORCED
     saved, _FORCED = _FORCED, tile
     try:
@@ -152,7 +184,7 @@ def forced_tile(tile: tuple[int, int, int, int]):
         _FORCED = saved
 
 
-def _tile(math: str, ng: int, M: int, C: int, aligned: bool) -> tuple[int, int, int, int]:
+def _tile(math: str, ng: int, M: int, C: int, aligned: bool) -> Tile:
     """The tile of a launch without autotuning (autotuning keeps BLOCK_N and BLOCK_K: the packing's)."""
     return _FORCED or tile_for(math, ng, M, C, aligned)
 
@@ -197,14 +229,14 @@ _TUNED: dict = {}
 _LAUNCHER = torch.library.wrap_triton
 
 
-def _launch(kernel, tile: tuple[int, int, int, int], reductions: tuple[int, ...], **args) -> None:
+def _launch(kernel, tile: Tile, reductions: tuple[int, ...], **args) -> None:
     """Launch step ``kernel`` with ``tile`` over (M pixels) x (C channels); EVEN_K says whether each of
     its reduction sizes is a whole number of K blocks (then A needs no channel mask)."""
-    block_m, block_n, block_k, stages = tile
+    block_m, block_n, block_k, stages, warps = tile
     grid = (_cdiv(args["M"], block_m), _cdiv(args["C"], block_n))
     _LAUNCHER(kernel)[grid](**args, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
                                            EVEN_K=all(k % block_k == 0 for k in reductions),
-                                           num_warps=NUM_WARPS, num_stages=stages)
+                                           num_warps=warps, num_stages=stages)
 
 
 def _run(kernel, math: str, ng: int, aligned: bool, reductions: tuple[int, ...], **args) -> None:
