@@ -14,7 +14,9 @@ Per kernel launch of one step (forward, and backward where the workload has one)
 
 ``launches/step`` counts the step kernels; ``host µs/launch`` is measured here, on this machine: the
 Python of our loop per launch with Triton's launcher stubbed out (Triton's own launch path, about as
-much again or more, cannot run without a GPU and is not in the figure).  ``bench`` prints the model
+much again or more, cannot run without a GPU and is not in the figure).  On a GPU, ``replay host
+µs/step`` is measured too: the host time per step of a forward whose loop replays its CUDA graph
+(the target is 5 µs).  ``bench`` prints the model
 next to the measured times on a GPU and alone on the CPU.
 """
 
@@ -55,11 +57,11 @@ def _launch_rows(ops, wl: Workload, math: str, e: int, kh: int, kw: int, pass_: 
     rows = []
     for name, ng, k_red, tensors in kinds:
         aligned = C % 16 == 0 and (not cell or Cin % 16 == 0)
-        bm, bn, bk, stages = ops.tile_for(math, ng, M, C, aligned)
+        bm, bn, bk, stages, warps = ops.tile_for(math, ng, M, C, aligned)
         pixel_blocks, channel_blocks = -(-M // bm), -(-C // bn)
         ctas = pixel_blocks * channel_blocks
         l2 = ctas * taps * (bm * k_red + k_red * ng * bn) * e + M * tensors * C * e
-        rows.append({"kernel": name, "tile": f"{bm}x{bn}x{bk}/s{stages}", "ctas": ctas, "waves": ctas / SMS,
+        rows.append({"kernel": name, "tile": f"{bm}x{bn}x{bk}/s{stages}/w{warps}", "ctas": ctas, "waves": ctas / SMS,
                      "flops": 2 * M * taps * k_red * ng * C, "l2_bytes": l2})
     return rows
 
@@ -87,6 +89,8 @@ def host_us_per_launch(reset: str = "before", repeats: int = 200) -> Optional[fl
     saved = ops._LAUNCHER
     ops._LAUNCHER = lambda kernel: Stub()
     try:
+        ops._forward_loop(x, gx, h0, w, w, None, None, [1, 1], reset == "after")  # warm-up
+        launches[0] = 0
         start = time.perf_counter()
         for _ in range(repeats // T):
             ops._forward_loop(x, gx, h0, w, w, None, None, [1, 1], reset == "after")
@@ -94,6 +98,32 @@ def host_us_per_launch(reset: str = "before", repeats: int = 200) -> Optional[fl
     finally:
         ops._LAUNCHER = saved
     return 1e6 * elapsed / max(launches[0], 1)
+
+
+def replay_host_us_per_step(dtype: torch.dtype, T: int = 16, calls: int = 20) -> Optional[float]:
+    """On a GPU: host microseconds per step of a Triton forward whose loop replays its CUDA graph
+    (``triton/graphs.py``): the wall time of ``calls`` calls without synchronizing, over ``calls * T``
+    steps, after two calls that compile and capture.  None without a usable Triton backend on CUDA."""
+    from ..backends import get
+
+    if not torch.cuda.is_available() or get("triton").unavailable_reason() is not None:
+        return None
+    from .. import convgru_sequence
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    C = 32
+    x = torch.randn(T, 1, C, 16, 16, device="cuda", generator=g).to(dtype)
+    w_ih, w_hh = [(0.1 * torch.randn(3 * C, C, 3, 3, device="cuda", generator=g)).to(dtype) for _ in range(2)]
+    with torch.no_grad():
+        for _ in range(2):
+            convgru_sequence(x, None, w_ih, w_hh, backend="triton")
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(calls):
+            convgru_sequence(x, None, w_ih, w_hh, backend="triton")
+        elapsed = time.perf_counter() - start
+        torch.cuda.synchronize()
+    return 1e6 * elapsed / (calls * T)
 
 
 def model(workloads: list[Workload], dtype: torch.dtype) -> list[dict]:
@@ -105,6 +135,7 @@ def model(workloads: list[Workload], dtype: torch.dtype) -> list[dict]:
     with torch.device("cpu"):
         math = ops.math_mode(dtype)
     host = {r: host_us_per_launch(r) for r in ("before", "after")}
+    replay = replay_host_us_per_step(dtype)
     out = []
     for wl in workloads:
         for pass_ in wl.passes:
@@ -113,6 +144,7 @@ def model(workloads: list[Workload], dtype: torch.dtype) -> list[dict]:
             per_step = len(launches) // len(wl.cells)
             out.append({"workload": wl.name, "pass": pass_, "dtype": str(dtype).replace("torch.", ""),
                         "launches_per_step": per_step, "host_us_per_launch": host[wl.reset],
+                        "replay_host_us_per_step": replay,
                         "flops_per_step": sum(r["flops"] for r in launches) / len(wl.cells),
                         "min_hbm_bytes_per_step": cost.min_bytes(wl, pass_, e) / steps,
                         "l2_bytes_per_step": sum(r["l2_bytes"] for r in launches) / len(wl.cells),

@@ -180,15 +180,17 @@ def print_tables(results: dict, console) -> None:
                   "saved MiB: what autograd saves for the backward (saved_tensors_hooks, every device)")
 
 
-PLAN_COLUMNS = ("workload", "pass", "dtype", "launches/step", "host µs/launch", "FLOPs/step", "min HBM/step",
+PLAN_COLUMNS = ("workload", "pass", "dtype", "launches/step", "host µs/launch", "replay host µs/step",
+                "FLOPs/step", "min HBM/step",
                 "L2/step", "CTAs", "waves", "tiles")
 
 
 def plan_cells(p: dict) -> list[str]:
     """One row of the static cost model (``plan.py``)."""
-    host = p["host_us_per_launch"]
+    host, replay = p["host_us_per_launch"], p.get("replay_host_us_per_step")
     return [p["workload"], p["pass"], p["dtype"], str(p["launches_per_step"]),
-            "-" if host is None else f"{host:.0f}", fmt_flops(p["flops_per_step"]),
+            "-" if host is None else f"{host:.0f}", "-" if replay is None else f"{replay:.1f}",
+            fmt_flops(p["flops_per_step"]),
             f"{p['min_hbm_bytes_per_step'] / 2**20:.1f} MiB", f"{p['l2_bytes_per_step'] / 2**20:.1f} MiB",
             str(p["ctas"]), f"{p['waves']:.1f}", " ".join(f"{k['kernel']}:{k['tile']}" for k in p["kernels"])]
 
