@@ -235,8 +235,7 @@ def _launch(kernel, tile: Tile, reductions: tuple[int, ...], **args) -> None:
     block_m, block_n, block_k, stages, warps = tile
     grid = (_cdiv(args["M"], block_m), _cdiv(args["C"], block_n))
     _LAUNCHER(kernel)[grid](**args, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-                                           EVEN_K=all(k % block_k == 0 for k in reductions),
-                                           num_warps=warps, num_stages=stages)
+                            EVEN_K=all(k % block_k == 0 for k in reductions), num_warps=warps, num_stages=stages)
 
 
 def _run(kernel, math: str, ng: int, aligned: bool, reductions: tuple[int, ...], **args) -> None:
