@@ -104,11 +104,14 @@ def _spec(t: Optional[Tensor]):
     return None if t is None else (tuple(t.shape), t.stride(), t.dtype)
 
 
-def run(fn: Callable, tensors: tuple[Optional[Tensor], ...], args: tuple, config: tuple):
+def run(fn: Callable, tensors: tuple[Optional[Tensor], ...], args: tuple, config: tuple,
+        unread: tuple[int, ...] = ()):
     """``fn(*tensors, *args)``, through a captured graph of it where possible (see the module docstring).
 
     ``args`` and ``config`` (whatever else decides the launches, such as the math mode) are part of the
     key; ``fn`` must return a tuple of tensors (or Nones) and allocate every tensor it writes.
+    ``unread``: the positions of tensors whose contents ``fn`` does not read (only their shape, dtype
+    and device): they are not copied in.
     """
     if _why_eager(tensors) is not None:
         return fn(*tensors, *args)
@@ -121,7 +124,9 @@ def run(fn: Callable, tensors: tuple[Optional[Tensor], ...], args: tuple, config
     if entry is _FAILED:
         return fn(*tensors, *args)
     if entry is None:
-        statics = tuple(None if t is None else t.clone() for t in tensors)
+        # unread inputs' statics hold NaN, so that a loop that did read them would show it
+        statics = tuple(None if t is None else torch.full_like(t, float("nan")) if i in unread else t.clone()
+                        for i, t in enumerate(tensors))
         try:
             graph = GRAPH(lambda: fn(*statics, *args))
         except Exception as error:  # noqa: BLE001 -- the eager loop is always correct; say why once
@@ -133,8 +138,8 @@ def run(fn: Callable, tensors: tuple[Optional[Tensor], ...], args: tuple, config
         _remember(key, entry)
     _graphs.move_to_end(key)
     statics, graph = entry
-    for static, t in zip(statics, tensors):
-        if t is not None:
+    for i, (static, t) in enumerate(zip(statics, tensors)):
+        if t is not None and i not in unread:
             static.copy_(t)
     graph.replay()
     return tuple(None if o is None else o.clone() for o in graph.outputs)

@@ -369,8 +369,10 @@ class TritonLoops:
         return T > 1  # a cell call convolves x inside the step kernels
 
     def forward(self, x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after):
+        # a sequence's loop reads gx, not x, weight_ih or bias_x (in the projection already)
         return graphs.run(_forward_loop, (x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn),
-                          (list(dilation), reset_after), (math_mode(x.dtype), _FORCED))
+                          (list(dilation), reset_after), (math_mode(x.dtype), _FORCED),
+                          unread=() if gx is None else (0, 3, 5))
 
     def backward(self, grad_out, h0, out, gates, weight_hh, dilation, reset_after):
         return graphs.run(_backward_loop, (grad_out, h0, out, gates, weight_hh),
