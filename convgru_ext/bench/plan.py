@@ -16,12 +16,13 @@ Per kernel launch of one step (forward, and backward where the workload has one)
 Python of our loop per launch with Triton's launcher stubbed out (Triton's own launch path, about as
 much again or more, cannot run without a GPU and is not in the figure).  On a GPU, ``replay host
 µs/step`` is measured too: the host time per step of a forward whose loop replays its CUDA graph
-(the target is 5 µs).  ``bench`` prints the model
-next to the measured times on a GPU and alone on the CPU.
+(the target is 5 µs).  ``bench`` prints the model next to the measured times on a GPU and alone on
+the CPU.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Optional
 
@@ -54,9 +55,9 @@ def _launch_rows(ops, wl: Workload, math: str, e: int, kh: int, kw: int, pass_: 
     backward = ([("BWD_AFTER", 1, 3 * C, 2 + 2 + 1 + G + 1 + 4)] if after else
                 [("BWD_N", 1, C, 3 + 3 + 2), ("BWD_RZ", 1, 2 * C, 1 + 1 + 3 + 1 + 2 + 2)])
     kinds = forward + (backward if pass_ == "fwd+bwd" else [])
+    aligned = C % 16 == 0 and (not cell or Cin % 16 == 0)
     rows = []
     for name, ng, k_red, tensors in kinds:
-        aligned = C % 16 == 0 and (not cell or Cin % 16 == 0)
         bm, bn, bk, stages, warps = ops.tile_for(math, ng, M, C, aligned)
         pixel_blocks, channel_blocks = -(-M // bm), -(-C // bn)
         ctas = pixel_blocks * channel_blocks
@@ -66,9 +67,10 @@ def _launch_rows(ops, wl: Workload, math: str, e: int, kh: int, kw: int, pass_: 
     return rows
 
 
+@functools.cache
 def host_us_per_launch(reset: str = "before", repeats: int = 200) -> Optional[float]:
     """Microseconds of our forward loop's Python per step-kernel launch, on meta tensors with Triton's
-    launcher stubbed out (measured on this machine)."""
+    launcher stubbed out (measured on this machine, once per process: it depends on no dtype)."""
     ops = _ops()
     if ops is None:
         return None

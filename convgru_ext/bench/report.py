@@ -181,8 +181,7 @@ def print_tables(results: dict, console) -> None:
 
 
 PLAN_COLUMNS = ("workload", "pass", "dtype", "launches/step", "host µs/launch", "replay host µs/step",
-                "FLOPs/step", "min HBM/step",
-                "L2/step", "CTAs", "waves", "tiles")
+                "FLOPs/step", "min HBM/step", "L2/step", "CTAs", "waves", "tiles")
 
 
 def plan_cells(p: dict) -> list[str]:

@@ -238,12 +238,11 @@ def _launch(kernel, tile: Tile, reductions: tuple[int, ...], **args) -> None:
                             EVEN_K=all(k % block_k == 0 for k in reductions), num_warps=warps, num_stages=stages)
 
 
-def _run(kernel, math: str, ng: int, aligned: bool, reductions: tuple[int, ...], **args) -> None:
-    """Launch ``kernel`` with :func:`tile_for`'s tile, a forced one (tests), or under
-    CONVGRU_TRITON_AUTOTUNE=1 the fastest of :func:`candidates` for this launch key, timed once (a
-    step kernel may be re-run: none reads what it writes).  ``aligned``: the loop's channel counts are
-    multiples of 16; ``reductions``: the channel counts this kernel reduces over."""
-    tile = _tile(math, ng, args["M"], args["C"], aligned)
+def _run(kernel, math: str, ng: int, aligned: bool, tile: Tile, reductions: tuple[int, ...], **args) -> None:
+    """Launch ``kernel`` with ``tile`` (the loop's :func:`_tile`), or under CONVGRU_TRITON_AUTOTUNE=1 the
+    fastest of :func:`candidates` for this launch key, timed once (a step kernel may be re-run: none
+    reads what it writes).  ``aligned``: the loop's channel counts are multiples of 16;
+    ``reductions``: the channel counts this kernel reduces over."""
     if AUTOTUNE and _FORCED is None and not INTERPRET and not torch.cuda.is_current_stream_capturing():
         key = (kernel.__name__, math, ng, _pow2(args["M"]), args["C"], args.get("Cin"),
                args["KH"], args["KW"], args["KIND"], args.get("HAS_X"), args.get("HAS_PREV"))
@@ -311,8 +310,8 @@ def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, re
             step = dict(common, h_ptr=h0 if t == 0 else out[t - 1], x_ptr=x[t] if cell else unused,
                         gx_ptr=unused if cell else gx[t], gates_ptr=gates[t], out_ptr=out[t],
                         rh_ptr=unused if rh is None else rh)
-            for kind in kinds:
-                _run(K.forward_step_kernel, math, GATES[kind], aligned, reductions, KIND=kind, **step)
+            for kind, tile in zip(kinds, tiles):
+                _run(K.forward_step_kernel, math, GATES[kind], aligned, tile, reductions, KIND=kind, **step)
     return out, gates
 
 
@@ -354,8 +353,8 @@ def _backward_loop(grad_out, h0, out, gates, weight_hh, dilation, reset_after):
             last["dxn_prev_ptr"], M, C, RESET_AFTER=reset_after, BLOCK_M=init_m, BLOCK_N=init_n)
         for t in reversed(range(T)):
             step = dict(common, **prev(t), dgh_ptr=dgh[t], gates_ptr=gates[t], h_ptr=state(t - 1), HAS_PREV=t > 0)
-            for kind in kinds:  # each reads dh and writes dh_other; BWD_RZ then reads BWD_N's partial
-                _run(K.backward_step_kernel, math, 1, aligned, reductions[kind], KIND=kind, dh_in_ptr=dh,
+            for kind, tile in zip(kinds, tiles):  # each reads dh, writes dh_other; BWD_RZ reads BWD_N's partial
+                _run(K.backward_step_kernel, math, 1, aligned, tile, reductions[kind], KIND=kind, dh_in_ptr=dh,
                      dh_out_ptr=dh_other, **step)
                 dh, dh_other = dh_other, dh
     return dgh, dxn, dh.view(B, H, W, C).permute(0, 3, 1, 2)
