@@ -1,5 +1,8 @@
-# make test       set up .venv (pinned, requirements-dev.txt), install the package, run the whole test suite
-#                 (tests/, and benchmarks/ at its smoke scale so that the benchmark suite cannot rot)
+# make test       set up .venv (pinned, requirements-dev.txt), install the package; run the tests whose results
+#                 depend on oneDNN's kernels (mark `onednn`: layout, parity, opcheck) under ONEDNN_MAX_CPU_ISA=AVX2,
+#                 then the whole test suite with oneDNN's default (AVX-512/AMX where the CPU has them), so that a
+#                 test tied to one instruction set fails here, not on the next machine; the whole suite is
+#                 tests/, and benchmarks/ at its smoke scale so that the benchmark suite cannot rot
 # make bench      set up .venv, run the benchmark (python -m convgru_ext bench $(BENCH_ARGS)); without a GPU:
 #                 the CPU backends in float32 at a reduced scale; results in benchmarks/results/<device>-<date>/
 # make check      set up .venv, run `python -m convgru_ext check` (every backend against the reference)
@@ -10,6 +13,11 @@
 # make gpu-check-dry-run
 #                 set up .venv, run the same script without a GPU (Triton interpreted, tiny shapes, the
 #                 GPU-only steps skipped): what CI runs so that the script cannot rot between GPU sessions
+# make device-stack-dry-run
+#                 the lent GPU's software stack rehearsed on this CPU (not in CI: torch 2.11.0 is a 3 GB CUDA
+#                 build): .venv-device with the H200's versions (.ci/device-stack.txt, Python 3.12), the package
+#                 and its CUDA extension for sm_90 built there, then .ci/device_stack.sh (what it runs and what it
+#                 cannot rule out are written there)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -17,7 +25,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: venv test bench check lint gpu-check gpu-check-dry-run clean
+.PHONY: venv test bench check lint gpu-check gpu-check-dry-run device-stack-dry-run clean
 
 $(STAMP): requirements-dev.txt setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*)
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +36,7 @@ $(STAMP): requirements-dev.txt setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cuda
 venv: $(STAMP)
 
 test: $(STAMP)
+	ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest -m onednn -p no:cacheprovider $(PYTEST_ARGS)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -45,5 +54,20 @@ gpu-check:
 gpu-check-dry-run: $(STAMP)
 	GPU_CHECK_DRY_RUN=1 PYTHON=$(PY) bash .ci/gpu-check
 
+# the H200's Python (3.12; through pyenv where it is not on PATH) and packages (.ci/device-stack.txt)
+DEVICE_PYTHON ?= $(shell command -v python3.12 2>/dev/null || echo $(HOME)/.pyenv/versions/3.12.1/bin/python3)
+DEVICE_VENV   := .venv-device
+DEVICE_STAMP  := $(DEVICE_VENV)/.installed
+
+$(DEVICE_STAMP): .ci/device-stack.txt setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*)
+	PYENV_VERSION=3.12.1 $(DEVICE_PYTHON) -m venv $(DEVICE_VENV)
+	$(DEVICE_VENV)/bin/python -m pip install --quiet -r .ci/device-stack.txt
+	TORCH_CUDA_ARCH_LIST=9.0 CONVGRU_FORCE_CUDA=1 $(DEVICE_VENV)/bin/python -m pip install --quiet \
+		--no-build-isolation --no-deps -e .
+	touch $@
+
+device-stack-dry-run: $(DEVICE_STAMP)
+	PYTHON=$(DEVICE_VENV)/bin/python bash .ci/device_stack.sh
+
 clean:
-	rm -rf $(VENV) build *.egg-info convgru_ext/*.so
+	rm -rf $(VENV) $(DEVICE_VENV) build *.egg-info convgru_ext/*.so

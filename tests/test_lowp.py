@@ -10,6 +10,8 @@ import torch
 
 from helpers import DEVICES, FUSED_BACKENDS, Case, lowp_parity, skip_unusable
 
+pytestmark = pytest.mark.onednn  # CI runs these again under ONEDNN_MAX_CPU_ISA=AVX2
+
 
 @pytest.mark.parametrize("backend", FUSED_BACKENDS)
 @pytest.mark.parametrize("device", DEVICES)

@@ -6,6 +6,8 @@ import torch
 from convgru_ext.backends._op import channels_last
 from helpers import DEVICES, FUSED_BACKENDS, Case, make_inputs, skip_unusable
 
+pytestmark = pytest.mark.onednn  # CI runs these again under ONEDNN_MAX_CPU_ISA=AVX2
+
 
 def _forward_args(case, dtype, device, rng, requires_grad):
     inputs = make_inputs(case, dtype, device, rng)

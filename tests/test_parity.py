@@ -7,6 +7,8 @@ import torch
 
 from helpers import DEVICES, FUSED_BACKENDS, Case, compare, make_inputs, run_with_grads, skip_unusable
 
+pytestmark = pytest.mark.onednn  # CI runs these again under ONEDNN_MAX_CPU_ISA=AVX2
+
 KERNELS = [(1, 1), (3, 3), (1, 5), (5, 1)]
 DILATIONS = [(1, 1), (2, 2)]
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._contract import same_padding
-from ._layout import channels_last, empty_channels_last
+from ._layout import channels_last, empty_channels_last, like
 
 
 def padding(weight: Tensor, dilation: list[int]) -> list[int]:
@@ -85,4 +85,4 @@ def weight_and_input_grads(
         db_ih = db_hh.clone()
     dx, dw_ih = conv_backward(dgh_all, x.view(T * B, Cin, H, W), weight_ih, dilation, need_dx, True)
     dx = channels_last(dx.view(T, B, Cin, H, W)) if need_dx else x.new_empty(0)
-    return dx, dw_ih.contiguous(), dw_hh.contiguous(), db_ih, db_hh
+    return dx, like(dw_ih, weight_ih), like(dw_hh, weight_hh), db_ih, db_hh

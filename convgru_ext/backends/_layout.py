@@ -1,7 +1,11 @@
-"""The op layout of activations: logically (..., C, H, W), dense in memory as (..., H, W, C) (see ``_op.py``)."""
+"""The op layout (see ``_op.py``): activations logically (..., C, H, W), dense in memory as (..., H, W, C);
+weight and bias gradients in their parameter's own layout, whatever layout a convolution library returned."""
 
 from __future__ import annotations
 
+from typing import Optional
+
+import torch
 from torch import Tensor
 
 
@@ -31,3 +35,24 @@ def channels_last(t: Tensor) -> Tensor:
 def empty_channels_last(like: Tensor, *shape: int) -> Tensor:
     """An uninitialised channels-last tensor of logical ``shape`` (..., C, H, W), ``like``'s dtype and device."""
     return logical(like.new_empty([shape[i] for i in _to_channel_last_order(len(shape))]))
+
+
+def significant_strides(t: Tensor) -> tuple[Optional[int], ...]:
+    """``t``'s strides with None for every dimension of size 1: the strides that place an element in memory.
+
+    Two tensors of one shape have the same layout exactly when these agree (PyTorch's own layout checks
+    ignore the strides of size-1 dimensions too); raw ``stride()`` tuples differ between machines there,
+    since oneDNN returns other layouts on other instruction sets."""
+    return tuple(None if n == 1 else s for n, s in zip(t.shape, t.stride()))
+
+
+def like(grad: Tensor, param: Tensor) -> Tensor:
+    """``grad`` with exactly the strides of ``torch.empty_like(param)``, the layout ``param``'s fake kernel
+    promises: a view where only size-1 strides differ, else a copy (convolution backward passes may return a
+    weight gradient channels-last, e.g. oneDNN's bf16 kernels on CPUs with AVX-512 BF16 or AMX)."""
+    target = torch.empty_like(param, device="meta").stride()
+    if grad.stride() == target:
+        return grad
+    if significant_strides(grad) == tuple(None if n == 1 else s for n, s in zip(param.shape, target)):
+        return grad.as_strided(grad.shape, target)
+    return torch.empty_like(param, dtype=grad.dtype).copy_(grad)
