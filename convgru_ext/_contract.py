@@ -233,16 +233,28 @@ def _check_positive_int(value, name: str, owner: str) -> None:
         raise ValueError(f"{owner}: `{name}` must be a positive int; got {value!r}")
 
 
+def check_backend_name(backend, names: Sequence[str]) -> None:
+    """``backend`` is "auto" or one of the registered ``names`` (the registry passes them in: this module, the
+    ground floor of the package, imports nothing from it)."""
+    if not isinstance(backend, str) or (backend != "auto" and backend not in names):
+        raise unknown_backend(backend, names)
+
+
+def unknown_backend(backend, names: Sequence[str]) -> ValueError:
+    """The one error for a backend name that is neither "auto" nor registered."""
+    return ValueError(f"`backend` must be one of {('auto',) + tuple(names)}; got {backend!r}")
+
+
 def check_module_options(owner: str, input_size, hidden_size, kernel_size, dilation, reset, backend,
-                         num_layers=1, dropout=0.0) -> tuple[tuple[int, int], tuple[int, int]]:
-    """A module constructor's options (``num_layers``, ``dropout``: ConvGRU's); ``(kernel_size, dilation)`` as pairs."""
+                         backend_names: Sequence[str], num_layers=1,
+                         dropout=0.0) -> tuple[tuple[int, int], tuple[int, int]]:
+    """A module constructor's options (``num_layers``, ``dropout``: ConvGRU's); ``(kernel_size, dilation)`` as pairs.
+    ``backend_names``: the registered backends (``backends.names()``)."""
     _check_positive_int(input_size, "input_size", owner)
     _check_positive_int(hidden_size, "hidden_size", owner)
     kernel, dil = pair(kernel_size, "kernel_size", odd=True), pair(dilation, "dilation")
     check_reset(reset)
-    if backend != "auto":
-        from . import backends  # not at the top: the backends import this module
-        backends.get(backend)
+    check_backend_name(backend, backend_names)
     _check_positive_int(num_layers, "num_layers", owner)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
         raise ValueError(f"{owner}: `dropout` must be a number in [0, 1]; got {dropout!r}")
@@ -382,13 +394,11 @@ def check_percepts(percepts, input_sizes: Sequence[int], batch_first: bool) -> l
     return ratios
 
 
-def check_patch_raft(model, backend: str) -> None:
-    """patch_raft's arguments: ``model`` an nn.Module, ``backend`` a known backend."""
+def check_patch_raft(model, backend: str, backend_names: Sequence[str]) -> None:
+    """patch_raft's arguments: ``model`` an nn.Module, ``backend`` one of ``backend_names`` or "auto"."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"patch_raft: `model` must be an nn.Module; got {type(model).__name__}")
-    if backend != "auto":
-        from . import backends  # not at the top: the backends import this module
-        backends.get(backend)
+    check_backend_name(backend, backend_names)
 
 
 def check_raft_gru(name: str, module, updates, call: Optional[str], calls: Sequence[str], signature: str) -> None:

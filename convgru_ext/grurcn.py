@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from . import backends
 from ._contract import IntOrPair, check_grurcn_options, check_module_options, check_percepts
 from .modules import ConvGRU
 
@@ -55,7 +56,8 @@ class GRURCN(nn.Module):
                  batch_first: bool = False, backend: str = "auto"):
         super().__init__()
         L = check_grurcn_options(input_sizes, hidden_sizes, pool)
-        check_module_options("GRURCN", input_sizes[0], hidden_sizes[0], kernel_size, 1, reset, backend)
+        check_module_options("GRURCN", input_sizes[0], hidden_sizes[0], kernel_size, 1, reset, backend,
+                             backends.names())
         self.input_sizes, self.hidden_sizes = tuple(input_sizes), tuple(hidden_sizes)
         self.stacked, self.pool, self.batch_first = stacked, pool, batch_first
         self.levels = nn.ModuleList(

@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from . import interop
+from . import backends, interop
 from ._contract import (
     IntOrPair,
     check_flag,
@@ -83,7 +83,7 @@ class ConvGRUCell(nn.Module):
                  device=None, dtype=None, recompute: bool = False):
         super().__init__()
         self.kernel_size, self.dilation = check_module_options(
-            "ConvGRUCell", input_size, hidden_size, kernel_size, dilation, reset, backend)
+            "ConvGRUCell", input_size, hidden_size, kernel_size, dilation, reset, backend, backends.names())
         self.input_size, self.hidden_size = input_size, hidden_size
         self.bias, self.reset, self.backend = bias, reset, backend
         self.recompute = check_flag("ConvGRUCell", "recompute", recompute)
@@ -204,7 +204,8 @@ class ConvGRU(nn.Module):
                  backend: str = "auto", device=None, dtype=None, recompute: bool = False):
         super().__init__()
         self.kernel_size, self.dilation = check_module_options(
-            "ConvGRU", input_size, hidden_size, kernel_size, dilation, reset, backend, num_layers, dropout)
+            "ConvGRU", input_size, hidden_size, kernel_size, dilation, reset, backend, backends.names(), num_layers,
+            dropout)
         self.recompute = check_flag("ConvGRU", "recompute", recompute)
         if dropout > 0 and num_layers == 1:
             warnings.warn("ConvGRU: dropout applies to every layer's output except the last, so a non-zero "

@@ -26,6 +26,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from . import backends
 from ._contract import check_patch_raft, check_raft_gru, raft_checkpoint_mismatch
 from .interop import cell_from_raft, gates_to_raft, raft_to_gates
 from .modules import ConvGRUCell
@@ -157,7 +158,7 @@ def patch_raft(model: nn.Module, backend: str = "auto") -> int:
         >>> patch_raft(model)      # the two GRUs of its RecurrentBlock
         2
     """
-    check_patch_raft(model, backend)
+    check_patch_raft(model, backend, backends.names())
     done: dict[int, Optional[RaftGRU]] = {}
     for name, module in list(model.named_modules(remove_duplicate=False)):
         if id(module) not in done:

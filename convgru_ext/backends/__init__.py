@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 
-from .._contract import Problem
+from .._contract import Problem, unknown_backend
 from .base import Backend
 from .reference import ReferenceBackend
 from .torch_fallback import TorchBackend
@@ -47,10 +47,11 @@ def names() -> tuple[str, ...]:
 
 
 def get(name: str) -> Backend:
+    """The backend registered as ``name`` (ValueError, naming the choices, for any other name)."""
     try:
         return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"`backend` must be one of {('auto',) + names()}; got {name!r}") from None
+    except (KeyError, TypeError):
+        raise unknown_backend(name, names()) from None
 
 
 def available_backends() -> dict[str, Optional[str]]:
