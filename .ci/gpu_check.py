@@ -291,9 +291,15 @@ def _device() -> str:
 
 
 def _jit_backends() -> list[str]:
+    """The backends that compile kernels at their first call and can run in this process."""
+    return [name for name, why_not in _jit_unavailable().items() if why_not is None]
+
+
+def _jit_unavailable() -> dict[str, Optional[str]]:
+    """Every backend that compiles kernels at its first call, mapped to why it cannot run here (or None)."""
     from convgru_ext import backends
 
-    return [name for name in backends.names() if backends.get(name).jit]
+    return {name: why_not for name, why_not in backends.available_backends().items() if backends.get(name).jit}
 
 
 def _jit_checks() -> list:
@@ -355,6 +361,9 @@ def precompile(workers: int) -> int:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     jobs = precompile_jobs()
+    for name, why_not in _jit_unavailable().items():
+        if why_not is not None:  # its calls in check, tests and bench are skipped with this reason too
+            print(f"precompile: nothing for backend {name!r}: {why_not}", flush=True)
     print(f"precompile: {len(jobs)} calls in {workers} worker processes", flush=True)
     failed = 0
     start = time.monotonic()
@@ -364,8 +373,10 @@ def precompile(workers: int) -> int:
             what, seconds, error = future.result()
             failed += error is not None
             print(f"[{done}/{len(jobs)}] {seconds:6.1f} s {what}" + (f" FAILED {error}" if error else ""), flush=True)
+    unusable = [name for name, why_not in _jit_unavailable().items() if why_not is not None]
     print(f"precompile: {len(jobs) - failed} of {len(jobs)} calls ran, {failed} failed, "
-          f"in {time.monotonic() - start:.0f} s", flush=True)
+          f"in {time.monotonic() - start:.0f} s" + (f"; not usable here: {', '.join(unusable)} (reason above)"
+                                                      if unusable else ""), flush=True)
     return 1 if failed else 0
 
 

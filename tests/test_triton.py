@@ -191,6 +191,25 @@ def test_kernels_compile_for_hopper_without_spilling():
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
+def test_the_compiled_ops_trace_through_wrap_triton_without_a_gpu():
+    """The path a GPU takes (a triton_op, launches through wrap_triton), which the interpreter never runs:
+    tests/trace_triton.py traces every dtype, reset mode and call kind over fake CUDA tensors."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = os.path.join(os.path.dirname(__file__), "trace_triton.py")
+    done = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "0 of 16 traces failed" in done.stdout
+
+
+def test_the_op_bodies_annotations_say_the_schemas():
+    """torch 2.11's triton_op (the lent GPU's torch) infers the schema from the annotations and ignores
+    ``schema=``: the annotations must say what FORWARD_SCHEMA / BACKWARD_SCHEMA say (int lists infer as SymInt)."""
+    for body, schema in ((_op.compose_forward(None), _op.FORWARD_SCHEMA),
+                         (_op.compose_backward(None), _op.BACKWARD_SCHEMA)):
+        inferred = torch.library.infer_schema(body, mutates_args=())
+        assert inferred.replace("SymInt", "int") == schema
+
+
 @pytest.mark.parametrize("version", ["3.6", "3.8"])
 def test_committed_compile_report_covers_every_kept_kernel(version):
     """benchmarks/results/compile/triton-<version>-sm90.json (Triton 3.6 is the lent GPU's, 3.8 CI's) holds

@@ -26,7 +26,11 @@ hoisted projection, so no backend needs to know of it.
 Layout: the activations (``x``, ``h0``, ``out``, ``gates``, ``grad_out``, ``dx``, ``dh0``) are
 *channels-last*: logically (..., C, H, W) as above, in memory (..., H, W, C) and dense
 (``_layout.py``), the layout the convolution libraries and our kernels run fastest in (channels
-are the GEMM's reduction dimension).  Weights and biases are contiguous.
+are the GEMM's reduction dimension).  Weights and biases are contiguous, and their gradients have exactly
+the strides of ``torch.empty_like(weight)``, what the fake kernels say, whatever layout the convolution
+library returned (``_layout.like``: oneDNN returns bf16 weight gradients channels-last on CPUs with
+AVX-512 BF16 or AMX).  ``tests/test_layout.py`` holds this contract for every op pair; layouts compare by
+the strides of dimensions larger than 1 (``_layout.significant_strides``), except these raw ones.
 
 ``gates`` is what the forward saves for the backward, in the input dtype: (T, B, G*C, H, W)
 holding, channel block by channel block, the activations ``r, z, n`` (G = 3) and, for
@@ -98,7 +102,9 @@ class StepLoops(Protocol):
 def compose_forward(loops: StepLoops):
     """The forward op of a backend whose time loop is ``loops.forward`` (see the module docstring)."""
 
-    def forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after, context=None, recompute=False):
+    def forward(x: Tensor, h0: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[Tensor],
+                bias_hh: Optional[Tensor], dilation: list[int], reset_after: bool, context: Optional[Tensor] = None,
+                recompute: bool = False) -> tuple[Tensor, Tensor]:
         T, B, _, H, W = x.shape
         C = weight_hh.shape[1]
         if T == 0 or B == 0:
@@ -118,8 +124,9 @@ def compose_forward(loops: StepLoops):
 def compose_backward(loops: StepLoops):
     """The backward op of a backend whose time loop is ``loops.backward`` (see the module docstring)."""
 
-    def backward(grad_out, x, h0, out, gates, weight_ih, weight_hh, dilation, reset_after, need_dx,
-                 context_steps=0):
+    def backward(grad_out: Tensor, x: Tensor, h0: Tensor, out: Tensor, gates: Tensor, weight_ih: Tensor,
+                 weight_hh: Tensor, dilation: list[int], reset_after: bool, need_dx: bool,
+                 context_steps: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         T, B = x.shape[:2]
         if T == 0 or B == 0:  # no step or no frame: nothing flows back
             return tuple(t.zero_() for t in fake_backward(grad_out, x, h0, out, gates, weight_ih, weight_hh,

@@ -57,10 +57,10 @@ class TritonBackend(Backend):
             return ("no CUDA device visible to torch (TRITON_INTERPRET=1 runs the Triton kernels on the CPU "
                     "through Triton's interpreter: slow, for tests)")
         try:
-            _ops()
+            ops = _ops()
         except Exception as error:  # a Triton too old or broken: say so instead of failing every call
             return f"the Triton kernels failed to load: {type(error).__name__}: {error}"
-        return None
+        return ops.interpreter_problem()  # under TRITON_INTERPRET=1: can this Triton interpret the kernels?
 
     def benchmark_reason(self) -> Optional[str]:
         if interpreted():

@@ -415,3 +415,11 @@ def backward_step_kernel(
         if HAS_PREV:
             _gate_grads_prev(dh, row0, loc, offs_n, mask, C, gates_prev_ptr, h_prev_ptr, dgh_prev_ptr,
                              dxn_prev_ptr, KIND == BWD_AFTER)
+
+
+@triton.jit
+def interpreter_probe_kernel(x_ptr, n):
+    """Writes ``x[i] = i`` for ``i < n`` in a loop with a runtime bound, as every step kernel's K loop has
+    (``ops.interpreter_problem``: Triton 3.6's interpreter cannot run one under NumPy 2)."""
+    for i in range(0, n):
+        tl.store(x_ptr + i, i)

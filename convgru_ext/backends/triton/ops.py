@@ -51,6 +51,35 @@ from . import kernels as K
 
 #: kernels run on the CPU through Triton's interpreter (fixed when this module is imported)
 INTERPRET = os.environ.get("TRITON_INTERPRET", "") == "1"
+_INTERPRETER_PROBE: list[Optional[str]] = []
+
+
+def interpreter_problem() -> Optional[str]:
+    """Why Triton's interpreter cannot run these kernels in this process, or None (always None when the
+    kernels are compiled).  Probed once, with a loop whose bound is a runtime argument, as every step
+    kernel's K loop: Triton 3.6's interpreter (the lent GPU's Triton) fails on any such loop under NumPy 2
+    ("only 0-dimensional arrays can be converted to Python scalars"); 3.8's runs it."""
+    if not INTERPRET:
+        return None
+    if not _INTERPRETER_PROBE:
+        x = torch.full((3,), -1.0)
+        try:
+            K.interpreter_probe_kernel[(1,)](x, 3)
+            problem = None if x.tolist() == [0.0, 1.0, 2.0] else f"it computed {x.tolist()} for [0, 1, 2]"
+        except Exception as error:  # the interpreter's own failure, whatever its type
+            problem = f"{type(error).__name__}: {error}"
+        _INTERPRETER_PROBE.append(None if problem is None else (
+            f"Triton {triton.__version__}'s interpreter cannot run a loop with a runtime bound here "
+            f"(NumPy {np_version()}): {problem}"))
+    return _INTERPRETER_PROBE[0]
+
+
+def np_version() -> str:
+    try:
+        import numpy
+    except ImportError:
+        return "not installed"
+    return numpy.__version__
 
 # ------------------------------------------------------------------------------ configurations
 
@@ -225,8 +254,10 @@ def _device_guard(t: Tensor):
 #: autotuning's choices: launch key -> tile
 _TUNED: dict = {}
 #: kernel -> launchable kernel (``wrap_triton``, so that torch.compile sees the launches; the cost model
-#: stubs it out to time our loop's own host overhead)
-_LAUNCHER = torch.library.wrap_triton
+#: stubs it out to time our loop's own host overhead).  Under the interpreter the op is an opaque custom_op
+#: (``define_op_pair`` below) and the kernel is launched as it is: torch 2.11's ``wrap_triton`` refuses
+#: the interpreter's ``InterpretedFunction`` (2.14's accepts it).
+_LAUNCHER = (lambda kernel: kernel) if INTERPRET else torch.library.wrap_triton
 
 
 def _launch(kernel, tile: Tile, reductions: tuple[int, ...], **args) -> None:
