@@ -30,3 +30,31 @@ def test_compiled_convgru_matches_eager(backend, device):
         results.append([h, out, *grads])
     for i, (got, want) in enumerate(zip(results[1], results[0])):
         assert rel_err(got, want) < 10 * REL_TOL[torch.float32], f"result {i}"
+
+
+@pytest.mark.parametrize("reset", ["before", "after"])
+def test_compiled_inference_path_matches_eager(reset):
+    """Under no_grad the torch backend's loop is plain ops (no custom op): Inductor traces it whole and fuses it."""
+    torch._dynamo.reset()
+    gru = ConvGRU(3, 4, num_layers=2, reset=reset, backend="torch")
+    x, h0 = torch.randn(3, 2, 3, 6, 7), torch.randn(2, 2, 4, 6, 7)
+    compiled = torch.compile(gru, fullgraph=True)
+    with torch.no_grad():
+        want, got = gru(x, h0), compiled(x, h0)
+    for g, w in zip(got, want):
+        assert rel_err(g, w) < 10 * REL_TOL[torch.float32]
+
+
+def test_inference_path_keeps_no_gates(monkeypatch):
+    """A call that needs no gradient never reaches the op pair (which saves every step's gates)."""
+    from convgru_ext.backends import torch_fallback
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the training op ran under no_grad")
+
+    monkeypatch.setattr(torch_fallback, "torch_forward", refuse)
+    gru = ConvGRU(3, 4, backend="torch")
+    with torch.no_grad():
+        gru(torch.randn(2, 1, 3, 5, 5))
+    with pytest.raises(AssertionError, match="the training op ran"):
+        gru(torch.randn(2, 1, 3, 5, 5))

@@ -5,7 +5,20 @@ import itertools
 import pytest
 import torch
 
-from helpers import DEVICES, FUSED_BACKENDS, Case, compare, make_inputs, run_with_grads, skip_unusable
+from convgru_ext import convgru_sequence
+from convgru_ext.backends import torch_fallback
+from convgru_ext.testing import INPUT_NAMES, context_arg
+from helpers import (
+    DEVICES,
+    FUSED_BACKENDS,
+    REL_TOL,
+    Case,
+    compare,
+    make_inputs,
+    rel_err,
+    run_with_grads,
+    skip_unusable,
+)
 
 pytestmark = pytest.mark.onednn  # CI runs these again under ONEDNN_MAX_CPU_ISA=AVX2
 
@@ -46,3 +59,63 @@ def test_matches_reference_without_bias_or_h0(backend, device, bias, h0, reset, 
 @pytest.mark.parametrize("T", [1, 7])
 def test_sequence_lengths(backend, device, T, rng):
     _check(backend, device, torch.float64, Case(T=T, B=2, C=4, Cin=3, H=5, W=6), rng)
+
+
+# ---- the inference path: a call that needs no gradient (no_grad, inference_mode, or no input requiring grad)
+
+def _inference_check(backend, case, dtype, rng, how):
+    skip_unusable(backend, "cpu", dtype)
+    inputs = make_inputs(case, dtype, "cpu", rng)
+    args = [inputs[k] for k in INPUT_NAMES]
+    kw = {"context": context_arg(inputs), "dilation": case.dilation, "reset": case.reset}
+    want = convgru_sequence(*args, **kw, backend="reference")
+    if how == "no_grad":
+        with torch.no_grad():
+            got = convgru_sequence(*args, **kw, backend=backend)
+    elif how == "inference_mode":
+        with torch.inference_mode():
+            got = convgru_sequence(*args, **kw, backend=backend)
+    else:  # grad mode on, but nothing requires grad
+        detached = [None if t is None else t.detach() for t in args]
+        ctx = kw["context"]
+        kw["context"] = ctx.detach() if isinstance(ctx, torch.Tensor) else ctx if ctx is None else tuple(
+            None if t is None else t.detach() for t in ctx)
+        got = convgru_sequence(*detached, **kw, backend=backend)
+        assert not got[0].requires_grad
+    for name, g, w in zip(("output", "h_T"), got, want):
+        err = rel_err(g, w)
+        assert err <= REL_TOL[dtype], f"{backend} {how} {case}: {name} relative error {err:.2e}"
+
+
+@pytest.fixture(params=["F.conv2d", "packed"])
+def convolutions(request, monkeypatch):
+    """Which convolutions the torch backend runs on the CPU: ``F.conv2d``, or (float32) every one on a weight
+    prepacked for oneDNN (``torch_fallback.PACK_MIN_MACS``, which these tiny sizes stay below, set to 0)."""
+    if request.param == "packed":
+        monkeypatch.setattr(torch_fallback, "PACK_MIN_MACS", 0)
+    else:
+        monkeypatch.setattr(torch_fallback, "PACK_MIN_MACS", float("inf"))
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kernel,dilation", [((3, 3), (1, 1)), ((1, 5), (2, 2)), ((1, 1), (1, 1))],
+                         ids=lambda v: "x".join(map(str, v)))
+@pytest.mark.parametrize("reset", ["before", "after"])
+def test_torch_backend_training_path_with_either_convolution(reset, kernel, dilation, dtype, convolutions, rng):
+    _check("torch", "cpu", dtype, Case(kernel=kernel, dilation=dilation, reset=reset), rng)
+
+
+@pytest.mark.parametrize("how", ["no_grad", "inference_mode", "no_input_requires_grad"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kernel,dilation", [((3, 3), (1, 1)), ((1, 5), (2, 2)), ((1, 1), (1, 1))],
+                         ids=lambda v: "x".join(map(str, v)))
+@pytest.mark.parametrize("reset", ["before", "after"])
+def test_inference_path_matches_reference(reset, kernel, dilation, dtype, how, convolutions, rng):
+    _inference_check("torch", Case(kernel=kernel, dilation=dilation, reset=reset), dtype, rng, how)
+
+
+@pytest.mark.parametrize("case", [Case(bias=False, h0=False), Case(T=1, B=1), Case(context="per-step"),
+                                  Case(context="gates", reset="after")], ids=["no-bias-h0", "cell", "ctx", "gates"])
+def test_inference_path_options(case, convolutions, rng):
+    _inference_check("torch", case, torch.float32, rng, "no_grad")

@@ -10,6 +10,13 @@ operations than the reference:
   (elementwise) and the data gradient of the recurrent convolution(s), which carries the state
   gradient back.
 
+A call that needs no gradient (``torch.no_grad``, ``inference_mode``, or nothing requiring grad) takes
+the inference path instead (:func:`infer`, composed by ``_op.compose_inference``): no custom op, no autograd,
+no ``gates`` kept, the loop in plain ops that ``torch.compile`` traces and fuses.  On the CPU in float32 every
+convolution of either path runs on a weight prepacked for oneDNN (:func:`packed_weight`, a cache checked against
+the weight's values), and the backward's data gradients run as forward convolutions of the transposed weight
+(:class:`_DataGrad`).
+
 Everything runs channels-last: oneDNN and cuDNN are fastest there, and on CPU a large NCHW
 convolution was measured at twice the per-frame cost of a small one, while channels-last stays
 flat.  Memory: the forward's ``gates`` (T*B*G*C*H*W elements, the op contract); the backward's
@@ -19,16 +26,122 @@ arithmetic runs in the input dtype.
 
 from __future__ import annotations
 
+import collections
+
 import torch
 import torch.nn.functional as F
 
-from ._hoisted import conv_backward, padding
-from ._layout import empty_channels_last
-from ._op import define_op_pair, gates_per_channel
+from ._hoisted import conv_backward, input_projection, padding
+from ._layout import channels_last, empty_channels_last
+from ._op import compose_inference, define_op_pair, gates_per_channel
 from .base import Backend
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # out = grad * y * (1 - y)
 _tanh_backward = torch.ops.aten.tanh_backward.grad_input  # out = grad * (1 - y^2)
+_mkldnn_ops = torch.ops.mkldnn
+_MKLDNN_BUILT = torch.backends.mkldnn.is_available()  # whether this torch was built with oneDNN (fixed)
+
+
+# ------------------------------------------------------------------------- the convolutions of the loops
+
+
+#: the smallest convolution (multiply-adds per call) that runs on a prepacked weight.  Measured on this project's
+#: 2-core CPU (float32, batch 1, 3x3, one run each): at 0.07M-4.7M MACs ``F.conv2d`` took 18-114 us and the packed
+#: oneDNN call 53-125 us (its fixed cost is ~45 us); at 10.6M and 18.9M they tied (263/269, 382/393 us); at 28M
+#: (RAFT-small's r/z step) the packed call was 11-19% faster (5.7 against 7.0 ms, 11.1 against 12.4 ms at 128 ch)
+PACK_MIN_MACS = 20_000_000
+
+
+def _mkldnn_usable(t: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether a convolution of ``t`` (N, C, H, W) with ``weight`` runs on a weight prepacked for oneDNN (the ops
+    Inductor's CPU freezing emits): float32 on the CPU in eager (under ``torch.compile`` the loop stays in plain ops
+    for Inductor to fuse), at least :data:`PACK_MIN_MACS`; bf16 would need AVX-512 there, so it stays with
+    ``F.conv2d``, which behaves alike on every machine."""
+    return (t.dtype == torch.float32 and t.device.type == "cpu" and not torch.compiler.is_compiling()
+            and _MKLDNN_BUILT and torch.backends.mkldnn.enabled
+            and t.shape[0] * t.shape[2] * t.shape[3] * weight.numel() >= PACK_MIN_MACS)
+
+
+#: packed weights: key -> (the weight's values when packed, the packed weight); most recently used last
+_PACKED: collections.OrderedDict = collections.OrderedDict()
+#: entries kept (each holds a copy of its weight and the packed weight: twice the weight's memory)
+PACKED_CACHE_SIZE = 32
+
+
+def packed_weight(weight: torch.Tensor, pad: list[int], dilation: list[int], frame: torch.Size,
+                  transposed: bool = False) -> torch.Tensor:
+    """``weight`` packed for oneDNN's convolution of ``frame``-shaped inputs, from a cache that never serves a
+    stale weight: an entry is used only while the weight still holds exactly the values it was packed from
+    (``torch.equal`` against a copy kept with it), whatever wrote to it in between (an optimizer step,
+    ``load_state_dict``, a write through ``.data``, which no version counter sees, or memory reused by another
+    tensor).  That check reads the weight twice; packing again costs oneDNN a reorder, many times more.
+    ``transposed``: pack the weight of the data gradient instead (:class:`_DataGrad`)."""
+    key = (weight.data_ptr(), tuple(weight.shape), weight.stride(), weight.dtype, tuple(pad), tuple(dilation),
+           tuple(frame), transposed)
+    hit = _PACKED.get(key)
+    if hit is not None and torch.equal(hit[0], weight):
+        _PACKED.move_to_end(key)
+        return hit[1]
+    source = weight.flip(2, 3).transpose(0, 1).contiguous() if transposed else weight
+    packed = _mkldnn_ops._reorder_convolution_weight(source, list(pad), [1, 1], list(dilation), 1, list(frame))
+    _PACKED[key] = (weight.detach().clone(), packed)
+    _PACKED.move_to_end(key)
+    while len(_PACKED) > PACKED_CACHE_SIZE:
+        _PACKED.popitem(last=False)
+    return packed
+
+
+class _Conv:
+    """``conv(h, weight) + bias`` (``+ other``, added in place) of the 'same' convolution: on the weight prepacked
+    for oneDNN where :func:`_mkldnn_usable` (:func:`packed_weight`), else ``F.conv2d``.  (oneDNN's binary post-op
+    fuses the add too, but measured no faster here than the add in place: 7.9 against 7.4 ms on RAFT's r/z step.)"""
+
+    def __init__(self, weight, bias, dilation, frame: torch.Tensor):
+        self.pad, self.dilation, self.weight, self.bias = padding(weight, dilation), list(dilation), weight, bias
+        usable = _mkldnn_usable(frame, weight)
+        self.packed = packed_weight(weight, self.pad, self.dilation, frame.shape) if usable else None
+
+    def __call__(self, h, other=None):
+        if self.packed is None:
+            y = F.conv2d(h, self.weight, self.bias, 1, self.pad, self.dilation)
+        else:
+            y = _mkldnn_ops._convolution_pointwise(h, self.packed, self.bias, self.pad, [1, 1], self.dilation, 1,
+                                                   "none", [], "")
+        return y if other is None else y.add_(other)
+
+
+class _DataGrad:
+    """``d conv(h, weight) / d h`` for an output gradient ``g``: the 'same' stride-1 convolution's data gradient is
+    itself a 'same' convolution, of ``g`` with the weight flipped in space and transposed in channels, so where
+    :func:`_mkldnn_usable` it runs as a forward convolution with that weight prepacked once; else through
+    ``convolution_backward``."""
+
+    def __init__(self, weight, dilation, frame: torch.Tensor):
+        self.weight, self.dilation, self.pad = weight, list(dilation), padding(weight, dilation)
+        self.packed = None
+        if _mkldnn_usable(frame, weight):
+            grads = torch.Size((frame.shape[0], weight.shape[0], *frame.shape[2:]))  # its input: the output gradient
+            self.packed = packed_weight(weight, self.pad, self.dilation, grads, transposed=True)
+
+    def __call__(self, g, h):
+        if self.packed is None:
+            return conv_backward(g, h, self.weight, self.dilation, True, False)[0]
+        g = g.contiguous(memory_format=torch.channels_last)  # oneDNN takes dense inputs; a gate block is a slice
+        return _mkldnn_ops._convolution_pointwise(g, self.packed, None, self.pad, [1, 1], self.dilation, 1, "none",
+                                                  [], "")
+
+
+def project(x, weight_ih, bias_x, dilation):
+    """The inference path's input projection (``_hoisted.input_projection``'s contract), its weight prepacked."""
+    T, B, Cin, H, W = x.shape
+    frames = x.view(T * B, Cin, H, W)
+    if not _mkldnn_usable(frames, weight_ih):
+        return input_projection(x, weight_ih, bias_x, dilation)
+    gx = _Conv(weight_ih, bias_x, dilation, frames)(frames)
+    return channels_last(gx.view(T, B, weight_ih.shape[0], H, W))
+
+
+# ------------------------------------------------------------------------------------ the loops
 
 
 class TorchLoops:
@@ -40,26 +153,26 @@ class TorchLoops:
     def forward(self, x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after):
         T, B, _, H, W = x.shape
         C = weight_hh.shape[1]
-        pad = padding(weight_hh, dilation)
         out = empty_channels_last(x, T, B, C, H, W)
         gates = empty_channels_last(x, T, B, gates_per_channel(reset_after) * C, H, W)
         h = h0
         if reset_after:
             bias_n = None if bias_hn is None else torch.cat([bias_hn.new_zeros(2 * C), bias_hn])
+            conv = _Conv(weight_hh, bias_n, dilation, h0)
             for t in range(T):
                 rz, n, ghn = gates[t, :, : 2 * C], gates[t, :, 2 * C: 3 * C], gates[t, :, 3 * C:]
-                gh = F.conv2d(h, weight_hh, bias_n, 1, pad, dilation)  # U*h + (0, 0, b_hn)
+                gh = conv(h)  # U*h + (0, 0, b_hn)
                 torch.add(gx[t, :, : 2 * C], gh[:, : 2 * C], out=rz).sigmoid_()
                 ghn.copy_(gh[:, 2 * C:])
                 torch.addcmul(gx[t, :, 2 * C:], rz[:, :C], ghn, out=n).tanh_()
                 h = torch.lerp(h, n, rz[:, C:], out=out[t])
         else:
-            w_rz, w_n = weight_hh[: 2 * C], weight_hh[2 * C:]
+            conv_rz = _Conv(weight_hh[: 2 * C], None, dilation, h0)
+            conv_n = _Conv(weight_hh[2 * C:], None, dilation, h0)
             for t in range(T):
                 rz, n = gates[t, :, : 2 * C], gates[t, :, 2 * C:]
-                torch.add(gx[t, :, : 2 * C], F.conv2d(h, w_rz, None, 1, pad, dilation), out=rz).sigmoid_()
-                rh = rz[:, :C] * h
-                torch.add(gx[t, :, 2 * C:], F.conv2d(rh, w_n, None, 1, pad, dilation), out=n).tanh_()
+                torch.sigmoid(conv_rz(h, gx[t, :, : 2 * C]), out=rz)
+                torch.tanh(conv_n(rz[:, :C] * h, gx[t, :, 2 * C:]), out=n)
                 h = torch.lerp(h, n, rz[:, C:], out=out[t])
         return out, gates
 
@@ -73,6 +186,10 @@ class TorchLoops:
         dgh = empty_channels_last(out, T, B, 3 * C, H, W)
         dxn = empty_channels_last(out, T, B, C, H, W) if reset_after else None
         dh = grad_out[T - 1].clone()  # dL/dh_T; becomes dL/dh_t going back
+        if reset_after:
+            grad_hh = _DataGrad(weight_hh, dilation, grad_out[0])
+        else:
+            grad_rz, grad_n = _DataGrad(w_rz, dilation, grad_out[0]), _DataGrad(w_n, dilation, grad_out[0])
         for t in reversed(range(T)):
             h_prev = out[t - 1] if t > 0 else h0
             r, z, n = gates[t, :, :C], gates[t, :, C: 2 * C], gates[t, :, 2 * C: 3 * C]
@@ -84,12 +201,12 @@ class TorchLoops:
                 dn = _tanh_backward(dh * z, n, grad_input=dxn[t])
                 torch.mul(dn, r, out=d_n)
                 _sigmoid_backward(dn * ghn, r, grad_input=d_r)
-                dh_prev, _ = conv_backward(dgh[t], h_prev, weight_hh, dilation, True, False)
+                dh_prev = grad_hh(dgh[t], h_prev)
             else:  # n = tanh(gx_n + U_n*(r*h))
                 _tanh_backward(dh * z, n, grad_input=d_n)
-                drh, _ = conv_backward(d_n, h_prev, w_n, dilation, True, False)
+                drh = grad_n(d_n, h_prev)
                 _sigmoid_backward(drh * h_prev, r, grad_input=d_r)
-                dh_prev, _ = conv_backward(dgh[t, :, : 2 * C], h_prev, w_rz, dilation, True, False)
+                dh_prev = grad_rz(dgh[t, :, : 2 * C], h_prev)
                 dh_prev.addcmul_(drh, r)
             dh = dh_prev.add_(dh).addcmul_(dh, z, value=-1)  # + dh*(1 - z)
             if t > 0:
@@ -97,13 +214,49 @@ class TorchLoops:
         return dgh, dxn, dh
 
 
+def infer(gx, h0, weight_hh, bias_hn, dilation, reset_after):
+    """The inference loop (``_op.compose_inference``): every state (T, B, C, H, W), channels-last, no gates kept.
+
+    Per step: ``reset="before"``, the r/z convolution of ``h`` with ``gx``'s r/z block added, sigmoid in place,
+    ``r*h``, the n convolution with ``gx``'s n block added, tanh in place, and ``h' = lerp(h, n, z)`` written into
+    the output; ``"after"``, one convolution of ``h`` for all three gates (``b_hn`` as its bias on the n block),
+    then the gate math.  Convolutions as :class:`_Conv` says."""
+    T, B, _, H, W = gx.shape
+    C = weight_hh.shape[1]
+    out = empty_channels_last(gx, T, B, C, H, W)
+    h = h0
+    if reset_after:
+        bias_n = None if bias_hn is None else torch.cat([bias_hn.new_zeros(2 * C), bias_hn])
+        conv = _Conv(weight_hh, bias_n, dilation, h0)
+        for t in range(T):
+            gh = conv(h)
+            rz = torch.add(gx[t, :, : 2 * C], gh[:, : 2 * C]).sigmoid_()
+            n = torch.addcmul(gx[t, :, 2 * C:], rz[:, :C], gh[:, 2 * C:]).tanh_()
+            h = torch.lerp(h, n, rz[:, C:], out=out[t])
+    else:
+        conv_rz, conv_n = _Conv(weight_hh[: 2 * C], None, dilation, h0), _Conv(weight_hh[2 * C:], None, dilation, h0)
+        for t in range(T):
+            rz = conv_rz(h, gx[t, :, : 2 * C]).sigmoid_()
+            n = conv_n(rz[:, :C] * h, gx[t, :, 2 * C:]).tanh_()
+            h = torch.lerp(h, n, rz[:, C:], out=out[t])
+    return out
+
+
 torch_forward, torch_backward = define_op_pair("torch", TorchLoops())
+torch_inference = compose_inference(infer, project)
 
 
 class TorchBackend(Backend):
     name = "torch"
 
     def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem):
-        out, _ = torch_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh,
-                               list(problem.dilation), problem.reset_after, context, problem.recompute)
+        args = (x, h0, weight_ih, weight_hh, bias_ih, bias_hh, list(problem.dilation), problem.reset_after, context)
+        if not needs_grad(args):
+            return torch_inference(*args)
+        out, _ = torch_forward(*args, problem.recompute)
         return out
+
+
+def needs_grad(args) -> bool:
+    """Whether autograd will want a gradient of this call's result (else the inference path serves it)."""
+    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in args)
