@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -16,7 +17,8 @@ import torch
 from convgru_ext.bench import catalog, cost
 from convgru_ext.bench.catalog import CATALOG, Workload
 from convgru_ext.bench.cli import main as bench_main
-from convgru_ext.bench.impls import Built, Implementation, Ours, PublicPeer
+from convgru_ext.bench.impls import Built, Implementation, OnnxRuntimePeer, Ours, PublicPeer
+from convgru_ext.bench.results import ours_vs_peers
 from convgru_ext.bench.sweep import Settings, Sweep
 from convgru_ext.bench.timing import time_calls
 from convgru_ext.testing import REL_TOL
@@ -102,7 +104,9 @@ def test_time_calls_rotates_inputs_and_reports_every_sample():
 # ------------------------------------------------------------------------------------------ CLI
 
 
-def test_cli_writes_results_with_metadata(tmp_path, capsys):
+def test_cli_writes_results_with_metadata(tmp_path, capsys, monkeypatch):
+    # an export costs seconds per row here: the onnxruntime peers have tests of their own
+    monkeypatch.setattr(OnnxRuntimePeer, "unavailable", lambda self, wl, dtype, device: "not in this test")
     out = tmp_path / "run"
     rc = bench_main(["--scale", "smoke", "-w", "raft-cell", "-w", "gru-1x1", "--no-compile", "--repeats", "2",
                      "--out", str(out)])
@@ -178,6 +182,102 @@ def test_compare_flags_regressions(tmp_path, capsys):
     assert bench_main(["--compare", a, broken]) == 1
     out = capsys.readouterr().out
     assert "now failed check" in out and "differ in device" in out
+
+
+# -------------------------------------------------------------------------- onnxruntime peers
+
+
+def _needs_onnxruntime():
+    reason = OnnxRuntimePeer.missing()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.mark.slow  # the first export of a process takes seconds more than the others
+def test_onnxruntime_peers_run_forward_rows_that_pass_the_check():
+    """Both exports of a sequence, and ours of a stream at reset "after" (which the naive model does not compute):
+    forward rows only, checked against the reference, the export excluded from the timings."""
+    _needs_onnxruntime()
+    workloads = [Workload("seq", "sequence", T=2, B=1, Cin=3, C=4, H=3, W=2),
+                 Workload("after", "stream", T=2, B=1, Cin=3, C=4, H=2, W=2, reset="after")]
+    results = _sweep([PublicPeer(), Ours("torch"), OnnxRuntimePeer("naive"), OnnxRuntimePeer("ours")], workloads)
+    ort = {(r["workload"], r["impl"], r["pass"]): r for r in results["rows"] if r["impl"].startswith("ort-")}
+    assert sorted(ort) == [("after", "ort-ours", "fwd"), ("seq", "ort-naive", "fwd"), ("seq", "ort-ours", "fwd")]
+    for r in ort.values():
+        assert r["status"] == "ok", r
+        assert r["kind"] == "peer" and r["label"] == f"onnxruntime({r['impl'][4:]})"
+        assert r["check"]["passed"] and r["check"]["max_rel_err"] < 1e-5 and r["time"]["median"] > 0
+        assert r["export_s"] > 0 and r["first_call_s"] < r["export_s"]  # the export happened in the build
+    # ours / fastest peer, per workload and pass where both ran; the onnxruntime rows count as peers
+    versus = {(e["workload"], e["pass"]): e for e in results["ours_vs_peers"]}
+    assert set(versus) == {("seq", "fwd"), ("seq", "fwd+bwd"), ("after", "fwd")}
+    for (workload, pass_), e in versus.items():
+        peers = [r for r in results["rows"] if (r["workload"], r["pass"], r["kind"]) == (workload, pass_, "peer")]
+        fastest = min(peers, key=lambda r: r["time"]["median"])
+        assert e["ours"] == "torch" and e["peer"] == fastest["impl"]
+        assert e["ratio"] == pytest.approx(fastest["time"]["median"] / e["ours_median"])
+    assert versus["after", "fwd"]["peer"] == "ort-ours"  # the only peer of a reset-after stream
+
+
+def test_onnxruntime_peers_export_raft_sep_and_match_its_reference():
+    """RAFT's two cells, both exports, one call each against the reference (the sweep's check, without timing)."""
+    _needs_onnxruntime()
+    from convgru_ext.bench.check import Case, check_impl, reference_in_dtype
+
+    case = Case(Workload("sep", "sep", T=1, B=1, Cin=3, C=4, H=3, W=3), torch.device("cpu"), seed=0)
+    sets = case.input_sets(torch.float32, 1, train=False)
+    baseline = reference_in_dtype(case, torch.float32, "fwd", sets)
+    for model in ("naive", "ours"):
+        built, check, _ = check_impl(OnnxRuntimePeer(model), case, torch.float32, "fwd", sets, baseline)
+        assert check["passed"] and check["max_rel_err"] < 1e-5, (model, check)
+        assert built.params == [] and built.run(*sets[0][:2]).shape == case.wl.out_shape
+
+
+def test_onnxruntime_peers_say_why_they_cannot_run(monkeypatch):
+    wl = _tiny("stream")
+    naive, ours = OnnxRuntimePeer("naive"), OnnxRuntimePeer("ours")
+    assert [p for p in ("fwd", "fwd+bwd") if naive.applies_to_pass(p)] == ["fwd"]
+    assert not naive.applies_to(_tiny("gru-1x1")) and ours.applies_to(_tiny("gru-1x1"))
+    assert "Conv" in ours.unavailable(wl, torch.float64, torch.device("cpu"))
+    assert "Conv" in ours.unavailable(wl, torch.bfloat16, torch.device("cpu"))
+    if OnnxRuntimePeer.missing() is None:
+        import onnxruntime
+
+        assert ours.unavailable(wl, torch.float32, torch.device("cpu")) is None
+        monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+        assert ours.unavailable(wl, torch.float32, torch.device("cuda")) == (
+            "onnxruntime's CUDA provider is not installed here")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    assert naive.unavailable(wl, torch.float32, torch.device("cpu")) == "onnxruntime is not installed"
+
+
+def test_ours_vs_peers_takes_our_fastest_non_experimental_row_and_the_fastest_peer():
+    def row(impl, kind, median, experimental=False, pass_="fwd"):
+        return {"workload": "w", "dtype": "float32", "pass": pass_, "impl": impl, "label": impl, "kind": kind,
+                "experimental": experimental, "time": None if median is None else {"median": median}}
+
+    rows = [row("eager", "peer", 4.0), row("ort-naive", "peer", 2.0), row("ort-ours", "peer", None),
+            row("torch", "ours", 1.0), row("triton", "ours", 0.1, experimental=True), row("reference", "ours", 3.0),
+            row("eager", "peer", 1.0, pass_="fwd+bwd")]  # no row of ours: no ratio
+    assert ours_vs_peers(rows) == [{"workload": "w", "dtype": "float32", "pass": "fwd", "ratio": 2.0, "ours": "torch",
+                                    "ours_label": "torch", "ours_median": 1.0, "peer": "ort-naive",
+                                    "peer_label": "ort-naive", "peer_median": 2.0}]
+
+
+def test_cli_runs_the_onnxruntime_peers_and_reports_ours_against_the_fastest_peer(tmp_path, capsys):
+    _needs_onnxruntime()
+    rc = bench_main(["--device", "cpu", "--scale", "smoke", "-w", "raft-cell", "--impl", "eager", "--impl", "torch",
+                     "--impl", "ort-naive", "--pass", "fwd", "--repeats", "1", "--warmup", "1", "--no-plots",
+                     "--out", str(tmp_path)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {r["impl"]: r["status"] for r in results["rows"]} == {"eager": "ok", "torch": "ok", "ort-naive": "ok"}
+    [e] = results["ours_vs_peers"]
+    assert e["ours"] == "torch" and e["peer"] in ("eager", "ort-naive")
+    line = f"ours / fastest peer, float32 fwd: {e['ratio']:.2f}x (torch "
+    assert line in printed and f"- {line}" in (tmp_path / "results.md").read_text()
+    assert "onnxruntime(naive)" in printed and "export" in printed and "Skipping constant folding" not in printed
 
 
 # ----------------------------------------------------------------------------- honesty checks

@@ -5,7 +5,8 @@ Modules, top to bottom:
 * ``catalog``: the named workloads (raft-cell, raft-sep, video, nowcast, stream, gru-1x1) and ``--scale``;
 * ``cost``: the FLOP and byte formulas and the roofline (the only place they are defined);
 * ``impls``: what runs side by side: the eager per-step peer most public code uses, the same under
-  ``torch.compile``, ``torch.nn.GRU`` on the 1x1 anchor, and every usable ``convgru_ext`` backend;
+  ``torch.compile``, ``torch.nn.GRU`` on the 1x1 anchor, that peer's model and our layer exported to
+  onnxruntime (forward), and every usable ``convgru_ext`` backend;
 * ``timing``: warm-up, rotated inputs, median and spread, CUDA graphs, the measured ceilings;
 * ``check``: the workload's random data, and one call checked against the reference (``convgru_ext.testing``'s rule);
 * ``results``: the schema of results.json (its rows, statuses, derived figures); ``meta``: where it was measured;

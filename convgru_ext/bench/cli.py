@@ -28,7 +28,7 @@ import torch
 from . import catalog
 from .catalog import CATALOG, CPU_DEFAULT_SCALE, parse_scale
 from .cost import PASSES, flops
-from .impls import COMPILE_MODE, all_implementations
+from .impls import COMPILE_MODE, OnnxRuntimePeer, all_implementations
 from .meta import collect_meta
 from .results import DTYPES
 from .sweep import Settings, Sweep
@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="repeatable; default: bfloat16, float16, float32 on a GPU (bfloat16 with --quick), "
                           "float32 on a CPU")
     sel.add_argument("--impl", action="append", metavar="NAME",
-                     help="repeatable: eager, compiled, nn.GRU, or a backend name; default: all")
+                     help="repeatable: eager, compiled, nn.GRU, ort-naive, ort-ours (onnxruntime), or a "
+                          "backend name; default: all")
     sel.add_argument("--pass", dest="passes", action="append", choices=PASSES, help="repeatable; default: both")
     sel.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU is visible, else cpu")
     sel.add_argument("--scale", help="shrink every workload's B*H*W by this factor, or 'smoke' "
@@ -106,14 +107,17 @@ def _list(console, device: torch.device, scale: float) -> int:
         table.add_row(wl.name, wl.api, wl.sizes(), fmt_flops(flops(wl, "fwd")), ", ".join(wl.passes),
                       wl.description)
     console.print(table)
-    table = Table("implementation", "kind", "status", title="implementations")
+    table = Table("implementation", "--impl", "kind", "status", title="implementations")
     for impl in all_implementations():
         status = ""
         if impl.kind == "ours":
             from .. import backends
 
-            status = backends.available_backends()[impl.name] or "usable here"
-        table.add_row(impl.label(device), impl.kind + (", experimental" if impl.experimental else ""), status)
+            status = backends.available_backends()[impl.backend] or "usable here"
+        elif isinstance(impl, OnnxRuntimePeer):
+            status = impl.unavailable(None, torch.float32, device) or "usable here (float32, float16; forward only)"
+        table.add_row(impl.label(device), impl.name, impl.kind + (", experimental" if impl.experimental else ""),
+                      status)
     console.print(table)
     return 0
 

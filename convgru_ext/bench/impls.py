@@ -14,7 +14,13 @@ Peers:
   by T.  Compile time is excluded from the timings and reported separately;
 * ``nn.GRU``: ``torch.nn.GRU`` (cuDNN on a GPU) where the workload reduces to it
   (1x1 kernels on 1x1 pixels, ``reset="after"``, z weights negated: see
-  ``tests/test_oracle.py``).
+  ``tests/test_oracle.py``);
+* ``ort-naive`` and ``ort-ours`` (forward rows only): the eager peer's model, and our layer through the public
+  functional API (``backend="auto"``: while exporting, every call runs the ``reference`` backend, so the graph
+  is standard ONNX operators), each exported once per row with ``torch.onnx.export(..., dynamo=True)`` (a
+  sequence unrolled over its T steps) and run in an ``onnxruntime.InferenceSession`` with PyTorch's number of
+  CPU threads, on the CPU provider, or on a GPU the CUDA provider (skipped, with the reason, where it is not
+  installed).  The export is excluded from the timings and reported separately.
 
 Ours: every backend of ``convgru_ext`` usable here, called through the public
 functional API (``convgru_cell`` / ``convgru_sequence``), the ``reference``
@@ -28,7 +34,12 @@ its own parameters, so that the benchmark can check it before timing it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import logging
+import time
+import warnings
 from collections.abc import Callable
 from typing import Optional
 
@@ -54,13 +65,15 @@ class Built:
     ``run(x, h0)`` takes ``x`` (``wl.x_shape``) and ``h0`` (``wl.h_shape``) and
     returns ``wl.out_shape``; ``params`` are its own leaf parameters, named by
     ``param_names``; ``map_grads`` turns the reference's parameter gradients
-    (shaped like :data:`Params`) into the gradients expected for ``params``.
+    (shaped like :data:`Params`) into the gradients expected for ``params``;
+    ``export_s``: the seconds building it spent exporting (the onnxruntime peers), excluded from the timings.
     """
 
     run: Callable[[Tensor, Tensor], Tensor]
     params: list[Tensor]
     param_names: list[str]
     map_grads: Callable[[Params], list[Tensor]]
+    export_s: Optional[float] = None
 
 
 class Implementation:
@@ -69,6 +82,8 @@ class Implementation:
     name: str = ""
     kind: str = "ours"  # "peer" or "ours"
     experimental: bool = False
+    #: why ``--cuda-graph`` does not capture its calls, or None when it does
+    no_graph: Optional[str] = None
 
     def label(self, device: torch.device) -> str:
         return self.name + (" (experimental)" if self.experimental else "")
@@ -221,6 +236,21 @@ class PublicSepConvGRU(nn.Module):
         return self.vertical(x, self.horizontal(x, h))
 
 
+def public_model(wl: Workload, params: Params) -> tuple[nn.Module, list[PublicConvGRUCell]]:
+    """The public-style model of ``wl`` (one cell, or RAFT's two for ``sep``) holding ``params``, and its cells."""
+    ref = params[0]["weight_hh"]
+    kw = {"device": ref.device, "dtype": ref.dtype}
+    if wl.api == "sep":
+        module = PublicSepConvGRU(wl.Cin, wl.C, wl.cells, wl.dilation, **kw)
+        cells = [module.horizontal, module.vertical]
+    else:
+        module = PublicConvGRUCell(wl.Cin, wl.C, wl.cells[0], wl.dilation, **kw)
+        cells = [module]
+    for cell, p in zip(cells, params):
+        cell.load(p)
+    return module, cells
+
+
 class PublicPeer(Implementation):
     """``eager`` (``compile_mode=None``) or ``compiled``: :class:`PublicConvGRUCell` per step."""
 
@@ -237,16 +267,7 @@ class PublicPeer(Implementation):
         return wl.reset == "before"  # public ConvGRU code computes the reset before the convolution
 
     def build(self, wl, params, train):
-        ref = params[0]["weight_hh"]
-        kw = {"device": ref.device, "dtype": ref.dtype}
-        if wl.api == "sep":
-            module = PublicSepConvGRU(wl.Cin, wl.C, wl.cells, wl.dilation, **kw)
-            cells = [module.horizontal, module.vertical]
-        else:
-            module = PublicConvGRUCell(wl.Cin, wl.C, wl.cells[0], wl.dilation, **kw)
-            cells = [module]
-        for cell, p in zip(cells, params):
-            cell.load(p)
+        module, cells = public_model(wl, params)
         module.requires_grad_(train)
         step = module
         if self.compile_mode is not None:
@@ -311,12 +332,181 @@ class NNGRUPeer(Implementation):
                      lambda grads: mapped(grads[0]))
 
 
+class _Stepped(nn.Module):
+    """``model`` (a cell step ``(x, h) -> h'``) called as ``wl.api`` calls it: once (``cell``, ``sep``), or over
+    T frames (every state stacked for ``sequence``, the last for ``stream``)."""
+
+    def __init__(self, model: nn.Module, api: str):
+        super().__init__()
+        self.model, self.api = model, api
+
+    def forward(self, x: Tensor, h: Tensor) -> Tensor:
+        if self.api in ("cell", "sep"):
+            return self.model(x, h)
+        return _sequence_loop(self.model, x, h, keep=self.api == "sequence")
+
+
+class _OurCell(nn.Module):
+    """One cell's parameters, for export: ``convgru_cell`` with ``backend="auto"`` (the reference, exporting)."""
+
+    def __init__(self, p: dict[str, Tensor], wl: Workload):
+        super().__init__()
+        for n in PARAM_NAMES:
+            setattr(self, n, nn.Parameter(p[n].detach().clone(), requires_grad=False))
+        self.kw = {"dilation": wl.dilation, "reset": wl.reset, "backend": "auto"}
+
+    def tensors(self) -> list[Tensor]:
+        return [getattr(self, n) for n in PARAM_NAMES]
+
+    def forward(self, x: Tensor, h: Tensor) -> Tensor:
+        return convgru_cell(x, h, *self.tensors(), **self.kw)
+
+
+class _OurModel(nn.Module):
+    """Our layer on ``wl`` as a module ``(x, h0) -> out``, through the public functional API, for export."""
+
+    def __init__(self, wl: Workload, params: Params):
+        super().__init__()
+        self.api = wl.api
+        self.cells = nn.ModuleList(_OurCell(p, wl) for p in params)
+
+    def forward(self, x: Tensor, h: Tensor) -> Tensor:
+        first = self.cells[0]
+        if self.api == "cell":
+            return first(x, h)
+        if self.api == "sep":
+            return self.cells[1](x, first(x, h))
+        if self.api == "stream":
+            return _sequence_loop(first, x, h, keep=False)
+        return convgru_sequence(x, h, *first.tensors(), **first.kw)[0]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter's progress, advice and optimizer warnings, once per row: not printed."""
+    logger = logging.getLogger("onnxscript")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+#: the dtypes the onnxruntime peers run: onnxruntime has no bfloat16 Conv, and no float64 one on the CPU
+ORT_DTYPES = (torch.float32, torch.float16)
+
+
+class OnnxRuntimePeer(Implementation):
+    """``ort-naive`` (``model="naive"``: the eager peer's model) or ``ort-ours`` (``model="ours"``: our layer),
+    exported to ONNX once per build and run by onnxruntime; forward rows only."""
+
+    kind = "peer"
+    no_graph = "onnxruntime launches its own CUDA work, outside PyTorch's graph capture"
+
+    def __init__(self, model: str):
+        if model not in ("naive", "ours"):
+            raise ValueError(f"`model` must be 'naive' or 'ours'; got {model!r}")
+        self.model = model
+        self.name = f"ort-{model}"
+
+    def label(self, device):
+        return f"onnxruntime({self.model})" + (" CUDA" if device.type == "cuda" else "")
+
+    def applies_to(self, wl):
+        return self.model == "ours" or wl.reset == "before"  # the naive model computes the reset before only
+
+    def applies_to_pass(self, pass_):
+        return pass_ == "fwd"
+
+    @staticmethod
+    def missing() -> Optional[str]:
+        """Why onnxruntime cannot run here at all (a package not installed), or None."""
+        for module, why in (("onnxruntime", ""), ("onnx", ""),
+                            ("onnxscript", " (torch.onnx.export(dynamo=True) needs it)")):
+            try:
+                __import__(module)
+            except ImportError:
+                return f"{module} is not installed{why}"
+        return None
+
+    def unavailable(self, wl, dtype, device):
+        reason = self.missing()
+        if reason:
+            return reason
+        import onnxruntime
+
+        if device.type == "cuda" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            return "onnxruntime's CUDA provider is not installed here"
+        if dtype not in ORT_DTYPES:
+            return f"onnxruntime has no {str(dtype).removeprefix('torch.')} Conv here (float32 and float16 only)"
+        return None
+
+    def build(self, wl, params, train):
+        import numpy as np
+        import onnxruntime
+
+        ref = params[0]["weight_hh"]
+        device, dtype = ref.device, ref.dtype
+        if self.model == "naive":
+            module = _Stepped(public_model(wl, params)[0], wl.api)
+        else:
+            module = _OurModel(wl, params)
+        module.eval().requires_grad_(False)
+        example = (torch.zeros(wl.x_shape, dtype=dtype, device=device), torch.zeros(wl.h_shape, dtype=dtype,
+                                                                                     device=device))
+        started = time.perf_counter()
+        with _quiet():
+            program = torch.onnx.export(module, example, dynamo=True, verbose=False)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        session = onnxruntime.InferenceSession(program.model_proto.SerializeToString(), options,
+                                               providers=providers)
+        export_s = time.perf_counter() - started
+        if device.type == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+            raise RuntimeError("onnxruntime's CUDA provider did not load (the session fell back to "
+                               f"{session.get_providers()})")
+        names = [i.name for i in session.get_inputs()]
+        output = session.get_outputs()[0].name
+        if len(names) != 2:
+            raise RuntimeError(f"the exported graph takes {names}, not (x, h0)")
+
+        if device.type == "cpu":
+            def run(x, h):
+                feeds = {names[0]: x.detach().contiguous().numpy(), names[1]: h.detach().contiguous().numpy()}
+                return torch.from_numpy(session.run([output], feeds)[0])
+        else:
+            binding = session.io_binding()
+            element = np.float16 if dtype == torch.float16 else np.float32
+
+            def run(x, h):
+                x, h = x.detach().contiguous(), h.detach().contiguous()
+                out = torch.empty(wl.out_shape, dtype=dtype, device=device)
+                torch.cuda.current_stream(device).synchronize()  # x and h are written on PyTorch's stream
+                for name, t in zip(names + [output], (x, h, out)):
+                    bind = binding.bind_output if t is out else binding.bind_input
+                    bind(name, "cuda", index, element, tuple(t.shape), t.data_ptr())
+                session.run_with_iobinding(binding)  # returns once the session's stream is done
+                return out
+
+        return Built(run, [], [], lambda grads: [], export_s=export_s)
+
+
 def all_implementations(compile_mode: Optional[str] = COMPILE_MODE) -> list[Implementation]:
     """Every implementation, in the order their rows are run: peers, then every registered backend and every
-    fused one's recompute mode, then the compiled peer (the slowest to prepare) unless ``compile_mode`` is None."""
+    fused one's recompute mode, then the onnxruntime peers (an export each), then the compiled peer (the slowest
+    to prepare) unless ``compile_mode`` is None."""
     impls: list[Implementation] = [PublicPeer(), NNGRUPeer()]
     impls += [Ours(name) for name in backends.names()]
     impls += [Ours(name, recompute=True) for name in backends.names() if backends.get(name).fused]
+    impls += [OnnxRuntimePeer("naive"), OnnxRuntimePeer("ours")]
     if compile_mode is not None:
         impls.append(PublicPeer(compile_mode))
     return impls

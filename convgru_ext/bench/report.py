@@ -71,8 +71,12 @@ def notes(row: dict, markup: bool = True) -> str:
     parts = []
     if row.get("compile_s") is not None:
         parts.append(f"compile {row['compile_s']:.1f} s (excluded)")
+    if row.get("export_s") is not None:
+        parts.append(f"export {row['export_s']:.1f} s (excluded)")
     if row.get("graph_error"):
         parts.append(f"graph capture failed: {row['graph_error']}")
+    if row.get("graph_skipped"):
+        parts.append(f"no CUDA graph: {row['graph_skipped']}")
     if row.get("bound"):
         parts.append(f"{row['bound']}-bound")
     return "; ".join(parts)
@@ -110,6 +114,19 @@ def cells(row: dict, cols: list[str], markup: bool = True) -> list[str]:
         "notes": notes(row, markup),
     }
     return [values[c] for c in cols]
+
+
+def versus_lines(results: dict, workload: str) -> list[str]:
+    """One line per dtype and pass of ``workload``: our fastest non-experimental row against the fastest peer."""
+    entries = [e for e in results.get("ours_vs_peers") or [] if e["workload"] == workload]
+    entries.sort(key=lambda e: (DTYPE_ORDER.get(e["dtype"], 9), e["dtype"], PASS_ORDER.get(e["pass"], 9)))
+    return [f"ours / fastest peer, {e['dtype']} {e['pass']}: {e['ratio']:.2f}x ({e['ours_label']} "
+            f"{fmt_time(e['ours_median'])}; fastest peer {e['peer_label']} {fmt_time(e['peer_median'])})"
+            for e in entries]
+
+
+VERSUS_NOTE = ("ours / fastest peer: the fastest peer's median time (eager, compiled, nn.GRU, onnxruntime) over "
+               "that of our fastest non-experimental backend; above 1, ours is faster")
 
 
 # ---------------------------------------------------------------------------------------- header
@@ -165,7 +182,8 @@ def print_tables(results: dict, console) -> None:
         fwd = next((r["flops"] for r in mine if r["pass"] == "fwd"), None)
         title = f"[bold]{name}[/]: {wl['description']}\n{wl['sizes']}" + (
             f", {fmt_flops(fwd)} per forward call" if fwd else "")
-        table = Table(*cols, title=title, title_justify="left")
+        table = Table(*cols, title=title, title_justify="left", caption="\n".join(versus_lines(results, name))
+                      or None, caption_justify="left")
         last = None
         for r in mine:
             group = (r["dtype"], r["pass"])
@@ -177,7 +195,8 @@ def print_tables(results: dict, console) -> None:
     print_plan(results, console)
     console.print("speedup: median time of the eager peer (or nn.GRU on gru-1x1) / this median; % roofline: "
                   "see convgru_ext/bench/cost.py; peak MiB: GPU memory one call allocates above its inputs; "
-                  "saved MiB: what autograd saves for the backward (saved_tensors_hooks, every device)")
+                  "saved MiB: what autograd saves for the backward (saved_tensors_hooks, every device); "
+                  f"{VERSUS_NOTE}")
 
 
 PLAN_COLUMNS = ("workload", "pass", "dtype", "launches/step", "host µs/launch", "replay host µs/step",
@@ -221,7 +240,8 @@ def markdown(results: dict, plots: list[str]) -> str:
             "the time the measured ceilings allow (compute or bandwidth, minimal bytes) over the measured time "
             "(convgru_ext/bench/cost.py). max rel err: the worst norm-wise relative error of the output and "
             "(fwd+bwd) every gradient against the reference (run in float64, or in the row's dtype for float64 "
-            "and exact float32); every row passed its dtype's tolerance unless it says FAILED CHECK.", ""]
+            "and exact float32); every row passed its dtype's tolerance unless it says FAILED CHECK. "
+            f"{VERSUS_NOTE[0].upper()}{VERSUS_NOTE[1:]}.", ""]
     for name, wl in results["workloads"].items():
         mine = [r for r in rows if r["workload"] == name]
         if not mine:
@@ -234,6 +254,9 @@ def markdown(results: dict, plots: list[str]) -> str:
         for r in mine:
             out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells(r, cols, markup=False)) + " |")
         out.append("")
+        versus = versus_lines(results, name)
+        if versus:
+            out += [f"- {line}" for line in versus] + [""]
     if results.get("plan"):
         out += ["## Static cost model of the Triton kernels, one step", "",
                 "convgru_ext/bench/plan.py; host µs per launch measured on the benchmarking machine, our loop only.",

@@ -25,12 +25,36 @@ def new_row(dtype: torch.dtype, wl: Workload, pass_: str, impl: Implementation, 
             "status": "ok", "reason": None, "flops": cost.flops(wl, pass_),
             "min_bytes": cost.min_bytes(wl, pass_, torch.empty(0, dtype=dtype).element_size()),
             "check": None, "time": None, "graph_time": None, "graph_error": None, "first_call_s": None,
-            "compile_s": None, "peak_mem_bytes": None, "peak_mem_extra_bytes": None, "saved_bytes": None,
-            "input_sets": None}
+            "compile_s": None, "export_s": None, "graph_skipped": None, "peak_mem_bytes": None,
+            "peak_mem_extra_bytes": None, "saved_bytes": None, "input_sets": None}
+
+
+def ours_vs_peers(rows: list[dict]) -> list[dict]:
+    """Per (workload, dtype, pass) where both ran: the fastest peer's median over our fastest non-experimental
+    implementation's (``ratio`` > 1: ours is faster), and which rows those were."""
+    fastest: dict[tuple, dict[str, dict]] = {}
+    for row in rows:
+        kind = row.get("kind")
+        if not row.get("time") or kind not in ("ours", "peer") or (kind == "ours" and row.get("experimental")):
+            continue
+        best = fastest.setdefault((row["workload"], row["dtype"], row["pass"]), {})
+        if kind not in best or row["time"]["median"] < best[kind]["time"]["median"]:
+            best[kind] = row
+    out = []
+    for (workload, dtype, pass_), best in fastest.items():
+        if "ours" in best and "peer" in best:
+            ours, peer = best["ours"], best["peer"]
+            out.append({"workload": workload, "dtype": dtype, "pass": pass_, "ratio": peer["time"]["median"]
+                        / ours["time"]["median"], "ours": ours["impl"], "ours_label": ours["label"],
+                        "ours_median": ours["time"]["median"], "peer": peer["impl"], "peer_label": peer["label"],
+                        "peer_median": peer["time"]["median"]})
+    return out
 
 
 def derive(results: dict) -> None:
-    """Fill in each row's derived figures: TFLOP/s, % of roofline, bound, speedup vs the eager peer."""
+    """Fill in each row's derived figures: TFLOP/s, % of roofline, bound, speedup vs the eager peer; and
+    ``results["ours_vs_peers"]`` (:func:`ours_vs_peers`)."""
+    results["ours_vs_peers"] = ours_vs_peers(results["rows"])
     ceilings = results.get("ceilings") or {}
     bw = (ceilings.get("bandwidth") or {}).get("bytes_per_s")
     by_group: dict[tuple, dict[str, dict]] = {}

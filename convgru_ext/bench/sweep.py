@@ -18,7 +18,8 @@ implementation.  For each row:
    ``peak_mem_extra_bytes`` is that peak minus what was allocated before the
    call (inputs, weights and the sweep's cached reference data), the figure the
    tables show;
-4. **CUDA graph** (``cuda_graph``): the same calls captured and replayed.
+4. **CUDA graph** (``cuda_graph``): the same calls captured and replayed (not an implementation
+   whose ``no_graph`` says why not: the onnxruntime peers).
 
 The time budget (``budget_s``, wall clock from the start): once spent, the
 remaining rows are reported as skipped.  A compiled-peer row starts only if
@@ -244,6 +245,7 @@ class Sweep:
             raise baseline
         train = pass_ == "fwd+bwd"
         built, row["check"], row["first_call_s"] = check_impl(impl, case, dtype, pass_, sets, baseline)
+        row["export_s"] = built.export_s
         if not row["check"]["passed"]:
             c = row["check"]
             row.update(status="failed check",
@@ -267,7 +269,9 @@ class Sweep:
             synchronize(device)
             row["peak_mem_bytes"] = torch.cuda.max_memory_allocated(device)
             row["peak_mem_extra_bytes"] = row["peak_mem_bytes"] - before
-            if s.cuda_graph:
+            if s.cuda_graph and impl.no_graph:
+                row["graph_skipped"] = impl.no_graph
+            elif s.cuda_graph:
                 try:
                     graph = time_graph(call, len(sets), device, repeats=s.repeats, min_sample_s=s.min_sample_s)
                     row["graph_time"] = graph.to_dict()
