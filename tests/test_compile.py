@@ -34,7 +34,7 @@ def test_compiled_convgru_matches_eager(backend, device):
 
 @pytest.mark.parametrize("reset", ["before", "after"])
 def test_compiled_inference_path_matches_eager(reset):
-    """Under no_grad the torch backend's loop is plain ops (no custom op): Inductor traces it whole and fuses it."""
+    """Under no_grad the torch backend's inference path (its own opaque op under torch.compile) traces fullgraph."""
     torch._dynamo.reset()
     gru = ConvGRU(3, 4, num_layers=2, reset=reset, backend="torch")
     x, h0 = torch.randn(3, 2, 3, 6, 7), torch.randn(2, 2, 4, 6, 7)

@@ -11,11 +11,11 @@ operations than the reference:
   gradient back.
 
 A call that needs no gradient (``torch.no_grad``, ``inference_mode``, or nothing requiring grad) takes
-the inference path instead (:func:`infer`, composed by ``_op.compose_inference``): no custom op, no autograd,
-no ``gates`` kept, the loop in plain ops that ``torch.compile`` traces and fuses.  On the CPU in float32 every
-convolution of either path runs on a weight prepacked for oneDNN (:func:`packed_weight`, a cache checked against
-the weight's values), and the backward's data gradients run as forward convolutions of the transposed weight
-(:class:`_DataGrad`).
+the inference path instead (:func:`infer`, composed by ``_op.compose_inference``): no autograd, no ``gates``
+kept, in eager no custom-op dispatch either (under ``torch.compile`` an opaque op of its own:
+``_op.define_inference_op`` says why).  On the CPU in float32 every large enough convolution of either path
+runs on a weight prepacked for oneDNN (:func:`packed_weight`, a cache checked against the weight's values), and
+the backward's data gradients run as forward convolutions of the transposed weight (:class:`_DataGrad`).
 
 Everything runs channels-last: oneDNN and cuDNN are fastest there, and on CPU a large NCHW
 convolution was measured at twice the per-frame cost of a small one, while channels-last stays
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ._hoisted import conv_backward, input_projection, padding
 from ._layout import channels_last, empty_channels_last
-from ._op import compose_inference, define_op_pair, gates_per_channel
+from ._op import compose_inference, define_inference_op, define_op_pair, gates_per_channel
 from .base import Backend
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # out = grad * y * (1 - y)
@@ -54,9 +54,8 @@ PACK_MIN_MACS = 20_000_000
 
 def _mkldnn_usable(t: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether a convolution of ``t`` (N, C, H, W) with ``weight`` runs on a weight prepacked for oneDNN (the ops
-    Inductor's CPU freezing emits): float32 on the CPU in eager (under ``torch.compile`` the loop stays in plain ops
-    for Inductor to fuse), at least :data:`PACK_MIN_MACS`; bf16 would need AVX-512 there, so it stays with
-    ``F.conv2d``, which behaves alike on every machine."""
+    Inductor's CPU freezing emits): float32 on the CPU, not while tracing, at least :data:`PACK_MIN_MACS`; bf16
+    would need AVX-512 there, so it stays with ``F.conv2d``, which behaves alike on every machine."""
     return (t.dtype == torch.float32 and t.device.type == "cpu" and not torch.compiler.is_compiling()
             and _MKLDNN_BUILT and torch.backends.mkldnn.enabled
             and t.shape[0] * t.shape[2] * t.shape[3] * weight.numel() >= PACK_MIN_MACS)
@@ -244,6 +243,7 @@ def infer(gx, h0, weight_hh, bias_hn, dilation, reset_after):
 
 torch_forward, torch_backward = define_op_pair("torch", TorchLoops())
 torch_inference = compose_inference(infer, project)
+torch_inference_op = define_inference_op("torch", torch_inference)
 
 
 class TorchBackend(Backend):
@@ -252,7 +252,7 @@ class TorchBackend(Backend):
     def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem):
         args = (x, h0, weight_ih, weight_hh, bias_ih, bias_hh, list(problem.dilation), problem.reset_after, context)
         if not needs_grad(args):
-            return torch_inference(*args)
+            return (torch_inference_op if torch.compiler.is_compiling() else torch_inference)(*args)
         out, _ = torch_forward(*args, problem.recompute)
         return out
 
