@@ -43,3 +43,12 @@ def test_opcheck_forward_and_backward(backend, device, reset, bias, requires_gra
     for need_dx in (True, False):
         torch.library.opcheck(backward, [grad_out, x, h0, out, gates, w_ih, w_hh,
                                          args[-2], args[-1], need_dx])
+
+
+@pytest.mark.parametrize("reset", ["before", "after"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_opcheck_inference_op(reset, bias, rng):
+    """The torch backend's inference op (what a call needing no gradient runs under torch.compile)."""
+    case = Case(T=2, B=2, Cin=3, C=4, H=5, W=6, reset=reset, bias=bias, dilation=(1, 2))
+    args = _forward_args(case, torch.float32, "cpu", rng, False)
+    torch.library.opcheck(torch.ops.convgru_ext.torch_inference.default, args)
