@@ -88,3 +88,13 @@ def test_the_cache_is_used_and_bounded(monkeypatch):
     with torch.no_grad():
         ConvGRU(3, 4, backend="torch")(x)
     assert len(torch_fallback._PACKED) == 2
+
+
+def test_weights_packed_under_inference_mode_serve_training_calls():
+    """The cache's copies made under inference_mode are inference tensors: a later training call still works."""
+    gru, x = ConvGRU(3, 4, backend="torch"), torch.randn(3, 2, 3, 6, 7)
+    with torch.inference_mode():
+        first = gru(x)[0]
+    out = gru(x)[0]
+    out.square().sum().backward()
+    assert gru.weight_hh_l0.grad is not None and rel_err(out.detach(), first) <= REL_TOL[torch.float32]

@@ -27,6 +27,7 @@ arithmetic runs in the input dtype.
 from __future__ import annotations
 
 import collections
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +64,7 @@ def _mkldnn_usable(t: torch.Tensor, weight: torch.Tensor) -> bool:
 
 #: packed weights: key -> (the weight's values when packed, the packed weight); most recently used last
 _PACKED: collections.OrderedDict = collections.OrderedDict()
+_PACKED_LOCK = threading.Lock()
 #: entries kept (each holds a copy of its weight and the packed weight: twice the weight's memory)
 PACKED_CACHE_SIZE = 32
 
@@ -77,16 +79,18 @@ def packed_weight(weight: torch.Tensor, pad: list[int], dilation: list[int], fra
     ``transposed``: pack the weight of the data gradient instead (:class:`_DataGrad`)."""
     key = (weight.data_ptr(), tuple(weight.shape), weight.stride(), weight.dtype, tuple(pad), tuple(dilation),
            tuple(frame), transposed)
-    hit = _PACKED.get(key)
-    if hit is not None and torch.equal(hit[0], weight):
-        _PACKED.move_to_end(key)
-        return hit[1]
+    with _PACKED_LOCK:  # calls from several threads share the cache
+        hit = _PACKED.get(key)
+        if hit is not None and torch.equal(hit[0], weight):
+            _PACKED.move_to_end(key)
+            return hit[1]
     source = weight.flip(2, 3).transpose(0, 1).contiguous() if transposed else weight
     packed = _mkldnn_ops._reorder_convolution_weight(source, list(pad), [1, 1], list(dilation), 1, list(frame))
-    _PACKED[key] = (weight.detach().clone(), packed)
-    _PACKED.move_to_end(key)
-    while len(_PACKED) > PACKED_CACHE_SIZE:
-        _PACKED.popitem(last=False)
+    with _PACKED_LOCK:
+        _PACKED[key] = (weight.detach().clone(), packed)
+        _PACKED.move_to_end(key)
+        while len(_PACKED) > PACKED_CACHE_SIZE:
+            _PACKED.popitem(last=False)
     return packed
 
 
