@@ -11,13 +11,18 @@ Public API::
 See README.md for the equations and the backends.
 """
 
+from importlib import metadata as _metadata
+
 from .backends import available_backends
 from .functional import convgru_cell, convgru_sequence
 from .grurcn import GRURCN
 from .modules import ConvGRU, ConvGRUCell, SepConvGRU
 from .raft_patch import patch_raft
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("convgru-ext")  # setup.py's, as installed
+except _metadata.PackageNotFoundError:  # imported from a checkout that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "ConvGRU",

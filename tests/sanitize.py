@@ -36,7 +36,9 @@ def _sanitizer() -> str | None:
     found = shutil.which("compute-sanitizer")
     if found:
         return found
-    homes = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    from convgru_ext._build import DEFAULT_CUDA_HOME
+
+    homes = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), DEFAULT_CUDA_HOME]
     for home in filter(None, homes):
         for sub in ("bin", "compute-sanitizer"):
             path = os.path.join(home, sub, "compute-sanitizer")

@@ -70,3 +70,7 @@ def test_no_modules_import_each_other():
 def test_the_contracts_importers_include_every_backend():  # the check above looks at the right file
     importers = {m for m, deps in _graph().items() if "convgru_ext._contract" in deps}
     assert {"convgru_ext.backends", "convgru_ext.backends.base", "convgru_ext.functional"} <= importers
+
+
+def test_the_build_description_imports_nothing_from_the_package():  # setup.py loads it by path, before torch
+    assert _imports(PACKAGE / "_build.py") == set()

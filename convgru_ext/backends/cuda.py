@@ -9,9 +9,9 @@ argument).  ``csrc/convgru.h`` says what each kernel computes.  The math mode (b
 float32 convolution may use it, exact fp32, fp64) is chosen here and passed to C++.
 
 Loading: the extension built by setup.py (``convgru_ext._cuda``) if present; otherwise, with a CUDA
-toolkit and a CUDA device present, the same sources are built with ninja on first use
-(``torch.utils.cpp_extension.load``, cached under torch's extension folder), saying so once, unless
-``CONVGRU_CUDA_JIT=0``.
+toolkit and a CUDA device present, the same sources with the same flags (``_build.py``; an installed
+package carries them) are built with ninja on first use (``torch.utils.cpp_extension.load``, cached
+under torch's extension folder), saying so once, unless ``CONVGRU_CUDA_JIT=0``.
 """
 
 from __future__ import annotations
@@ -20,19 +20,17 @@ import importlib
 import os
 import sys
 import threading
-from pathlib import Path
 from typing import Optional
 
 import torch
 
+from .. import _build
 from .._contract import Problem
 from .._tf32 import conv_allows_tf32
 from ._layout import logical, physical
 from ._op import BACKWARD_SCHEMA, FORWARD_SCHEMA, compose_backward, compose_forward, define_op_pair
 from .base import Backend, capability_reasons
 
-#: the CUDA sources, present in a source checkout or an editable install
-CSRC = Path(__file__).resolve().parents[2] / "csrc"
 PREBUILT = "convgru_ext._cuda"
 JIT_NAME = "convgru_ext_cuda"
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -62,32 +60,6 @@ def _ops_defined() -> bool:
     except (AttributeError, RuntimeError):
         return False
     return True
-
-
-def _default_cuda_home() -> None:
-    """Make /usr/local/cuda the toolkit when CUDA_HOME is unset, as setup.py does.
-
-    torch guesses the toolkit from the ``nvcc`` on PATH, which can be a wrapper script
-    outside the toolkit (/usr/local/bin/nvcc on this project's machines) whose parent
-    folder holds no CUDA headers.
-    """
-    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or not os.path.exists("/usr/local/cuda/bin/nvcc"):
-        return
-    os.environ["CUDA_HOME"] = "/usr/local/cuda"
-    cpp_extension = sys.modules.get("torch.utils.cpp_extension")
-    if cpp_extension is not None:  # imported already: it read CUDA_HOME then
-        cpp_extension.CUDA_HOME = "/usr/local/cuda"
-
-
-def _build_options() -> dict:
-    """setup.py's ``cuda_build_options()`` (the JIT build uses the prebuilt extension's flags), read
-    from the source checkout that holds ``csrc``."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_convgru_ext_setup", CSRC.parent / "setup.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # defines functions only: setup() runs under __main__
-    return module.cuda_build_options()
 
 
 class _Extension:
@@ -130,19 +102,20 @@ class _Extension:
             return None, f"no CUDA device visible to torch (and {missing})"
         if os.environ.get(NO_JIT_VAR, "").strip() == "0":
             return None, f"{missing}, and {NO_JIT_VAR}=0 forbids building it on first use"
-        _default_cuda_home()
+        _build.use_default_cuda_home()
         from torch.utils import cpp_extension
 
         if cpp_extension.CUDA_HOME is None:
             return None, f"{missing}, and no CUDA toolkit (nvcc) was found to build it (set CUDA_HOME)"
-        sources = sorted(str(p) for p in CSRC.glob("*.cpp")) + sorted(str(p) for p in CSRC.glob("cuda/*.cu"))
+        sources = _build.sources()
         if not sources:
-            return None, f"{missing}, and its sources ({CSRC}) are not in this installation to build it"
+            return None, (f"{missing}, and its sources ({_build.sources_dir()}) are not in this installation to "
+                          f"build it")
         cache = os.environ.get("TORCH_EXTENSIONS_DIR") or "torch's extension cache"
         print(f"convgru_ext: {PREBUILT} is not installed; building the CUDA kernels with ninja "
               f"(minutes the first time, then cached under {cache})", file=sys.stderr, flush=True)
         try:
-            options = _build_options()
+            options = _build.build_options()
             cpp_extension.load(
                 name=JIT_NAME,
                 sources=sources,
