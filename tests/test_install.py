@@ -39,9 +39,9 @@ print(json.dumps({
 """
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> pathlib.Path:
-    out = tmp_path_factory.mktemp("wheel")
+def _build_wheel(out: pathlib.Path) -> pathlib.Path:
+    """The wheel of the checkout, without the prebuilt extension (one test builds it: pytest-xdist
+    workers building in the same checkout at once would share setuptools' build folder)."""
     env = dict(os.environ, CONVGRU_SKIP_CUDA="1")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-build-isolation", "--no-deps",
                     "-w", str(out), str(ROOT)], check=True, env=env, cwd=out)
@@ -49,7 +49,8 @@ def wheel(tmp_path_factory) -> pathlib.Path:
     return found
 
 
-def test_the_wheel_ships_every_cuda_source_and_no_extension(wheel):
+def test_an_installed_wheel_finds_its_cuda_sources_and_flags(tmp_path):
+    wheel = _build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {n.removeprefix("convgru_ext/_csrc/") for n in names if n.startswith("convgru_ext/_csrc/")}
     in_checkout = {p.relative_to(ROOT / "csrc").as_posix() for pattern in _build.SOURCE_PATTERNS
@@ -58,8 +59,6 @@ def test_the_wheel_ships_every_cuda_source_and_no_extension(wheel):
     assert "convgru_ext/_build.py" in names
     assert not [n for n in names if n.endswith((".so", ".pyd"))], "CONVGRU_SKIP_CUDA=1 must build no extension"
 
-
-def test_an_installed_wheel_finds_its_cuda_sources_and_flags(wheel, tmp_path):
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
