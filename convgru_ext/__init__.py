@@ -17,7 +17,7 @@ from .backends import available_backends
 from .functional import convgru_cell, convgru_sequence
 from .grurcn import GRURCN
 from .modules import ConvGRU, ConvGRUCell, SepConvGRU
-from .raft_patch import patch_raft
+from .raft import patch_raft
 
 try:
     __version__ = _metadata.version("convgru-ext")  # setup.py's, as installed

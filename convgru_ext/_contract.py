@@ -1,9 +1,10 @@
-"""The argument contract shared by every backend.
+"""The argument contract shared by every backend and module: the ground floor of the package.
 
-Every public entry point checks its arguments here, before any kernel runs, so
-that each error message exists in exactly one place and names the argument and
-what was expected.  Backends receive a checked :class:`Problem` and may assume
-it holds.
+Every public entry point checks its tensors and options here, before any kernel runs, and gets a
+checked :class:`Problem` that the backends may assume holds.  Each error message names the argument
+and what was expected, and lives with its check: the tensor and option checks here, RAFT's in
+``raft.py``, GRURCN's in ``grurcn.py``, and why a backend cannot serve a call in ``backends/``.
+This module imports nothing from the package.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import Sequence
 from typing import Optional, Union
 
 import torch
-from torch import nn
 
 RESETS = ("before", "after")
 IntOrPair = Union[int, Sequence[int]]
@@ -90,7 +90,7 @@ def _check_is_tensor(t, name: str, fn: str) -> None:
         raise TypeError(f"{fn}: `{name}` must be a torch.Tensor; got {type(t).__name__}")
 
 
-def _check_tensor(t, name: str, fn: str, ndim: int, layout: str) -> None:
+def check_tensor(t, name: str, fn: str, ndim: int, layout: str) -> None:
     _check_is_tensor(t, name, fn)
     if not t.is_floating_point():
         raise TypeError(f"{fn}: `{name}` must be a floating-point tensor; got dtype {t.dtype}")
@@ -124,10 +124,10 @@ def check(
     option) naming the offending argument.
     """
     hname = "h0" if sequence else "h"
-    _check_tensor(x, "x", fn, 5 if sequence else 4, "(T, B, C_in, H, W)" if sequence else "(B, C_in, H, W)")
+    check_tensor(x, "x", fn, 5 if sequence else 4, "(T, B, C_in, H, W)" if sequence else "(B, C_in, H, W)")
     T, B, Cin, H, W = x.shape if sequence else (1, *x.shape)
-    _check_tensor(weight_hh, "weight_hh", fn, 4, "(3*hidden, hidden, kh, kw)")
-    _check_tensor(weight_ih, "weight_ih", fn, 4, "(3*hidden, C_in, kh, kw)")
+    check_tensor(weight_hh, "weight_hh", fn, 4, "(3*hidden, hidden, kh, kw)")
+    check_tensor(weight_ih, "weight_ih", fn, 4, "(3*hidden, C_in, kh, kw)")
     C = weight_hh.shape[1]
     kernel = tuple(weight_hh.shape[2:])
     if C == 0 or weight_hh.shape[0] != 3 * C:
@@ -145,11 +145,11 @@ def check(
     for name, b in (("bias_ih", bias_ih), ("bias_hh", bias_hh)):
         if b is None:
             continue
-        _check_tensor(b, name, fn, 1, "(3*hidden,)")
+        check_tensor(b, name, fn, 1, "(3*hidden,)")
         if b.shape[0] != 3 * C:
             raise ValueError(f"{fn}: `{name}` must have shape ({3 * C},); got {tuple(b.shape)}")
     if h is not None:
-        _check_tensor(h, hname, fn, 4, "(B, hidden, H, W)")
+        check_tensor(h, hname, fn, 4, "(B, hidden, H, W)")
         if tuple(h.shape) != (B, C, H, W):
             raise ValueError(f"{fn}: `{hname}` must have shape (B, hidden, H, W) = {_shape(B, C, H, W)}; "
                              f"got {tuple(h.shape)}")
@@ -228,7 +228,7 @@ def check_layer_contexts(context, num_layers: int) -> list:
     return list(context)
 
 
-def _check_positive_int(value, name: str, owner: str) -> None:
+def check_positive_int(value, name: str, owner: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{owner}: `{name}` must be a positive int; got {value!r}")
 
@@ -250,12 +250,12 @@ def check_module_options(owner: str, input_size, hidden_size, kernel_size, dilat
                          dropout=0.0) -> tuple[tuple[int, int], tuple[int, int]]:
     """A module constructor's options (``num_layers``, ``dropout``: ConvGRU's); ``(kernel_size, dilation)`` as pairs.
     ``backend_names``: the registered backends (``backends.names()``)."""
-    _check_positive_int(input_size, "input_size", owner)
-    _check_positive_int(hidden_size, "hidden_size", owner)
+    check_positive_int(input_size, "input_size", owner)
+    check_positive_int(hidden_size, "hidden_size", owner)
     kernel, dil = pair(kernel_size, "kernel_size", odd=True), pair(dilation, "dilation")
     check_reset(reset)
     check_backend_name(backend, backend_names)
-    _check_positive_int(num_layers, "num_layers", owner)
+    check_positive_int(num_layers, "num_layers", owner)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
         raise ValueError(f"{owner}: `dropout` must be a number in [0, 1]; got {dropout!r}")
     return kernel, dil
@@ -297,139 +297,3 @@ def check_sequence_input(x, h0, input_size: int, hidden_size: int, num_states: i
             raise ValueError(f"ConvGRU: `h0` must have shape (num_layers*D, B, hidden, H, W) = "
                              f"{expected}; got {got}")
     return x, h0, unbatched
-
-
-def check_raft_convs(convz, convr, convq) -> tuple[int, int, tuple[int, int], tuple[int, int]]:
-    """``(Cin, C, kernel, dilation)`` of RAFT ConvGRU's three convs over ``cat([h, x])``, once checked."""
-    signature = None  # convz's (kernel_size, dilation, in_channels, out_channels), which the others must match
-    for name, conv in (("convz", convz), ("convr", convr), ("convq", convq)):
-        if not isinstance(conv, nn.Conv2d):
-            raise TypeError(f"from_raft: `{name}` must be an nn.Conv2d; got {type(conv).__name__}")
-        same = same_padding(conv.kernel_size, conv.dilation)
-        if (conv.stride != (1, 1) or conv.groups != 1 or any(k % 2 == 0 for k in conv.kernel_size)
-                or tuple(conv.padding) != same or conv.padding_mode != "zeros"):
-            raise ValueError(
-                f"from_raft: `{name}` must be a stride-1, ungrouped conv with an odd kernel and zero 'same' "
-                f"padding {same}; got stride={conv.stride}, groups={conv.groups}, kernel={conv.kernel_size}, "
-                f"padding={conv.padding}, padding_mode={conv.padding_mode!r}")
-        got = (conv.kernel_size, conv.dilation, conv.in_channels, conv.out_channels)
-        if signature is not None and got != signature:
-            raise ValueError(f"from_raft: `{name}` must match convz's kernel size, dilation and channels "
-                             f"{signature}; got {got}")
-        signature = got
-    C = convz.out_channels
-    if convz.in_channels <= C:
-        raise ValueError(f"from_raft: `convz` must take cat([h, x]) with more than hidden={C} input "
-                         f"channels; got {convz.in_channels}")
-    return convz.in_channels - C, C, convz.kernel_size, convz.dilation
-
-
-def check_raft_sep(raft_gru) -> tuple[int, int, int, list, list]:
-    """``(Cin, C, k, first, second)`` of a RAFT SepConvGRU: its (1, k) and (k, 1) convs z, r, q, once checked."""
-    needed = ("convz1", "convr1", "convq1", "convz2", "convr2", "convq2")
-    missing = [n for n in needed if not hasattr(raft_gru, n)]
-    if missing:
-        raise TypeError(f"from_raft: `raft_gru` must have RAFT SepConvGRU's convs {needed}; missing {missing}")
-    first, second = ([getattr(raft_gru, n) for n in names] for names in (needed[:3], needed[3:]))
-    Cin, C, k1, d1 = check_raft_convs(*first)
-    Cin2, C2, k2, d2 = check_raft_convs(*second)
-    k = k1[1]
-    if k1 != (1, k) or k2 != (k, 1) or (Cin2, C2) != (Cin, C) or d1 != (1, 1) or d2 != (1, 1):
-        raise ValueError(f"from_raft: `raft_gru` must hold undilated (1, k) convs in convz1/convr1/convq1 "
-                         f"and (k, 1) convs of the same channels in convz2/convr2/convq2; got kernels "
-                         f"{k1} and {k2}, dilations {d1} and {d2}, channels {(Cin, C)} and {(Cin2, C2)}")
-    return Cin, C, k, first, second
-
-
-POOLS = ("max", "avg")
-
-
-def check_grurcn_options(input_sizes, hidden_sizes, pool) -> int:
-    """GRURCN's ``input_sizes`` and ``hidden_sizes`` (L >= 1 positive ints each) and ``pool``; returns L."""
-    for name, sizes in (("input_sizes", input_sizes), ("hidden_sizes", hidden_sizes)):
-        if isinstance(sizes, (str, torch.Tensor)) or not isinstance(sizes, Sequence) or len(sizes) == 0:
-            raise TypeError(f"GRURCN: `{name}` must be a non-empty sequence of positive ints; got {sizes!r}")
-        for i, size in enumerate(sizes):
-            _check_positive_int(size, f"{name}[{i}]", "GRURCN")
-    if len(hidden_sizes) != len(input_sizes):
-        raise ValueError(f"GRURCN: `hidden_sizes` must have one entry per level, as many as input_sizes "
-                         f"({len(input_sizes)}); got {len(hidden_sizes)}")
-    if pool not in POOLS:
-        raise ValueError(f'GRURCN: `pool` must be "max" or "avg"; got {pool!r}')
-    return len(input_sizes)
-
-
-def check_percepts(percepts, input_sizes: Sequence[int], batch_first: bool) -> list[tuple[int, int]]:
-    """GRURCN.forward's ``percepts``: one 5-D tensor per level with ``input_sizes[l]`` channels, all of one
-    (T, B), dtype and device, each level's H and W dividing the previous level's; returns the L-1 ratios (rh, rw)."""
-    L = len(input_sizes)
-    if isinstance(percepts, torch.Tensor) or not isinstance(percepts, Sequence):
-        raise TypeError(f"GRURCN: `percepts` must be a list or tuple of {L} tensors (one per level); "
-                        f"got {type(percepts).__name__}")
-    if len(percepts) != L:
-        raise ValueError(f"GRURCN: `percepts` must hold one tensor per level ({L}); got {len(percepts)}")
-    layout = "(B, T, C_in, H, W)" if batch_first else "(T, B, C_in, H, W)"
-    leading = "(B, T)" if batch_first else "(T, B)"
-    ratios = []
-    for level, p in enumerate(percepts):
-        name = f"percepts[{level}]"
-        _check_tensor(p, name, "GRURCN", 5, layout)
-        if p.shape[2] != input_sizes[level]:
-            raise ValueError(f"GRURCN: `{name}` must have input_sizes[{level}]={input_sizes[level]} channels "
-                             f"(dim 2); got shape {tuple(p.shape)}")
-        if level == 0:
-            continue
-        first = percepts[0]
-        if p.shape[:2] != first.shape[:2]:
-            raise ValueError(f"GRURCN: `{name}` must have percepts[0]'s {leading} = {tuple(first.shape[:2])}; "
-                             f"got {tuple(p.shape[:2])}")
-        if p.dtype != first.dtype or p.device != first.device:
-            raise TypeError(f"GRURCN: `{name}` is {p.dtype} on {p.device} but `percepts[0]` is {first.dtype} "
-                            f"on {first.device}; they must match")
-        (Hp, Wp), (H, W) = percepts[level - 1].shape[3:], p.shape[3:]
-        if H == 0 or W == 0 or Hp % H or Wp % W:
-            raise ValueError(f"GRURCN: `{name}` must have H and W that divide percepts[{level - 1}]'s {Hp}x{Wp} "
-                             f"(a positive integer resolution ratio per dimension); got {H}x{W}")
-        ratios.append((Hp // H, Wp // W))
-    return ratios
-
-
-def check_patch_raft(model, backend: str, backend_names: Sequence[str]) -> None:
-    """patch_raft's arguments: ``model`` an nn.Module, ``backend`` one of ``backend_names`` or "auto"."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"patch_raft: `model` must be an nn.Module; got {type(model).__name__}")
-    check_backend_name(backend, backend_names)
-
-
-def check_raft_gru(name: str, module, updates, call: Optional[str], calls: Sequence[str], signature: str) -> None:
-    """Why patch_raft cannot replace ``module``, a RAFT-family GRU by its class and conv names, as a ValueError.
-
-    ``name``: its name in the model; ``updates``: the names of its (z, r, q) convs for each GRU update it makes, in
-    order; ``call``: the form of its ``forward`` (``signature``), one of ``calls`` or None.
-    """
-    if not name:
-        raise ValueError("it is the model itself, which cannot be replaced in place; patch a module that holds it")
-    if call not in calls:
-        raise ValueError(f"its forward{signature} is not RAFT's forward(h, x)"
-                         + (" nor RAFT-Stereo's forward(h, cz, cr, cq, *x_list)" if "stereo" in calls else ""))
-    for names in updates:
-        convs = [getattr(module, n, None) for n in names]
-        try:
-            check_raft_convs(*convs)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"its convs {', '.join(names)}: {e}") from None
-        unbiased = [n for n, conv in zip(names, convs) if conv.bias is None]
-        if unbiased:
-            raise ValueError(f"it has convs without a bias ({', '.join(unbiased)}); RAFT's have one per gate")
-    expected = {f"{n}.{kind}" for names in updates for n in names for kind in ("weight", "bias")}
-    extra = sorted({n for n, _ in module.named_parameters()} - expected) + [n for n, _ in module.named_buffers()]
-    if extra:
-        raise ValueError(f"it holds parameters or buffers besides its convs' weights and biases: {extra}")
-    if len({p.requires_grad for p in module.parameters()}) > 1:
-        raise ValueError("it mixes frozen (requires_grad=False) and trainable parameters")
-
-
-def raft_checkpoint_mismatch(key: str, got, expected) -> str:
-    """The load_state_dict error for a RAFT GRU's checkpoint entry of the wrong shape (worded as torch's)."""
-    return (f"size mismatch for {key}: copying a param with shape {tuple(got)} from checkpoint, "
-            f"the shape in current model is {tuple(expected)}.")

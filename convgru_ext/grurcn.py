@@ -5,12 +5,65 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from . import backends
-from ._contract import IntOrPair, check_grurcn_options, check_module_options, check_percepts
+from ._contract import IntOrPair, check_module_options, check_positive_int, check_tensor
 from .modules import ConvGRU
+
+POOLS = ("max", "avg")
+
+
+def check_grurcn_options(input_sizes, hidden_sizes, pool) -> int:
+    """GRURCN's ``input_sizes`` and ``hidden_sizes`` (L >= 1 positive ints each) and ``pool``; returns L."""
+    for name, sizes in (("input_sizes", input_sizes), ("hidden_sizes", hidden_sizes)):
+        if isinstance(sizes, (str, torch.Tensor)) or not isinstance(sizes, Sequence) or len(sizes) == 0:
+            raise TypeError(f"GRURCN: `{name}` must be a non-empty sequence of positive ints; got {sizes!r}")
+        for i, size in enumerate(sizes):
+            check_positive_int(size, f"{name}[{i}]", "GRURCN")
+    if len(hidden_sizes) != len(input_sizes):
+        raise ValueError(f"GRURCN: `hidden_sizes` must have one entry per level, as many as input_sizes "
+                         f"({len(input_sizes)}); got {len(hidden_sizes)}")
+    if pool not in POOLS:
+        raise ValueError(f'GRURCN: `pool` must be "max" or "avg"; got {pool!r}')
+    return len(input_sizes)
+
+
+def check_percepts(percepts, input_sizes: Sequence[int], batch_first: bool) -> list[tuple[int, int]]:
+    """GRURCN.forward's ``percepts``: one 5-D tensor per level with ``input_sizes[l]`` channels, all of one
+    (T, B), dtype and device, each level's H and W dividing the previous level's; returns the L-1 ratios (rh, rw)."""
+    L = len(input_sizes)
+    if isinstance(percepts, torch.Tensor) or not isinstance(percepts, Sequence):
+        raise TypeError(f"GRURCN: `percepts` must be a list or tuple of {L} tensors (one per level); "
+                        f"got {type(percepts).__name__}")
+    if len(percepts) != L:
+        raise ValueError(f"GRURCN: `percepts` must hold one tensor per level ({L}); got {len(percepts)}")
+    layout = "(B, T, C_in, H, W)" if batch_first else "(T, B, C_in, H, W)"
+    leading = "(B, T)" if batch_first else "(T, B)"
+    ratios = []
+    for level, p in enumerate(percepts):
+        name = f"percepts[{level}]"
+        check_tensor(p, name, "GRURCN", 5, layout)
+        if p.shape[2] != input_sizes[level]:
+            raise ValueError(f"GRURCN: `{name}` must have input_sizes[{level}]={input_sizes[level]} channels "
+                             f"(dim 2); got shape {tuple(p.shape)}")
+        if level == 0:
+            continue
+        first = percepts[0]
+        if p.shape[:2] != first.shape[:2]:
+            raise ValueError(f"GRURCN: `{name}` must have percepts[0]'s {leading} = {tuple(first.shape[:2])}; "
+                             f"got {tuple(p.shape[:2])}")
+        if p.dtype != first.dtype or p.device != first.device:
+            raise TypeError(f"GRURCN: `{name}` is {p.dtype} on {p.device} but `percepts[0]` is {first.dtype} "
+                            f"on {first.device}; they must match")
+        (Hp, Wp), (H, W) = percepts[level - 1].shape[3:], p.shape[3:]
+        if H == 0 or W == 0 or Hp % H or Wp % W:
+            raise ValueError(f"GRURCN: `{name}` must have H and W that divide percepts[{level - 1}]'s {Hp}x{Wp} "
+                             f"(a positive integer resolution ratio per dimension); got {H}x{W}")
+        ratios.append((Hp // H, Wp // W))
+    return ratios
 
 
 class GRURCN(nn.Module):

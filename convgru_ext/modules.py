@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from . import backends, interop
+from . import backends
 from ._contract import (
     IntOrPair,
     check_flag,
@@ -136,7 +136,9 @@ class ConvGRUCell(nn.Module):
         cell ``cell(x, h)``.  The weights are copied; the cell is on the
         convolutions' device and dtype.
         """
-        return interop.cell_from_raft(cls, convz, convr, convq, backend)
+        from .raft import cell_from_raft  # raft.py owns the conversion and builds on this module
+
+        return cell_from_raft(convz, convr, convq, backend, cell_cls=cls)
 
 
 class SepConvGRU(nn.Module):
@@ -167,7 +169,9 @@ class SepConvGRU(nn.Module):
     @classmethod
     def from_raft(cls, raft_gru: nn.Module, backend: str = "auto") -> SepConvGRU:
         """Build from a RAFT ``SepConvGRU`` (``convz1, convr1, convq1`` (1x5), ``convz2, convr2, convq2`` (5x1))."""
-        return interop.sep_from_raft(cls, raft_gru, backend)
+        from .raft import sep_from_raft  # raft.py owns the conversion and builds on this module
+
+        return sep_from_raft(raft_gru, backend, sep_cls=cls)
 
 
 class ConvGRU(nn.Module):

@@ -14,7 +14,7 @@ import torch
 from test_interop import raft_update
 from torch import nn
 
-from convgru_ext.raft_patch import RaftGRU, RaftStereoGRU, patch_raft
+from convgru_ext.raft import RaftGRU, RaftStereoGRU, patch_raft
 from helpers import REL_TOL, rel_err
 
 tv_raft = pytest.importorskip("torchvision.models.optical_flow.raft")
