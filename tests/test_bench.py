@@ -397,8 +397,9 @@ def test_a_crash_of_the_sweep_keeps_what_was_measured(tmp_path, monkeypatch):
 
 def test_static_cost_model_of_the_triton_launches():
     """plan.py: launches per step per reset mode, FLOPs of a cell step equal to cost.py's (the kernels
-    convolve x and h there), waves = CTAs / 132, and a host time per launch measured here."""
+    convolve x and h there), waves = CTAs / SMs, and a host time per launch measured here."""
     pytest.importorskip("triton")
+    from convgru_ext.backends.triton import ops
     from convgru_ext.bench import plan
     from convgru_ext.bench.catalog import CATALOG
     from convgru_ext.bench.cost import forward_flops_per_step
@@ -415,4 +416,4 @@ def test_static_cost_model_of_the_triton_launches():
     for r in rows.values():
         assert r["host_us_per_launch"] > 0
         for k in r["kernels"]:
-            assert k["waves"] == pytest.approx(k["ctas"] / plan.SMS)
+            assert k["waves"] == pytest.approx(k["ctas"] / ops.sm_count())

@@ -119,7 +119,7 @@ def test_configurations_keep_to_what_is_safe(monkeypatch):
 def test_tiles_without_autotuning_follow_the_shape_bucket(monkeypatch):
     """BLOCK_N spans every channel of a gate up to the mode's widest (A read once per tap for all gates),
     from the shape alone; always a kept tile; the 8-warp tiles only when asked for and the grid fills a
-    wave of 132 programs."""
+    wave of the GPU's SMs (the device's count, the H200's 132 where none is visible)."""
     ops = _ops()
     monkeypatch.setattr(ops, "INTERPRET", False)  # the GPU's choice (the interpreter runs larger blocks)
     assert ops.tile_for("mma", 2, 16 * 56 * 56, 64) == (64, 64, 32, 3, 4)  # video: 2 gates x 64 channels
@@ -130,6 +130,8 @@ def test_tiles_without_autotuning_follow_the_shape_bucket(monkeypatch):
     assert ops.tile_for("mma", 3, 16 * 56 * 56, 64) == (128, 64, 32, 3, 8)
     assert ops.tile_for("tf32", 3, 16 * 56 * 56, 64) == (128, 32, 32, 3, 8)  # 3.6 spills at 128 x 64
     assert ops.tile_for("mma", 3, 64 * 64, 64) == (64, 64, 32, 3, 4)  # 32 programs of 128: not a wave
+    assert ops.tile_for("mma", 3, 16 * 56 * 56, 64, sms=400)[4] == 4  # 392 programs: not a wave of 400 SMs
+    assert ops.sm_count(torch.device("cpu")) == ops.DEFAULT_SMS == 132
     assert ops.tile_for("ieee", 3, 16 * 56 * 56, 64)[4] == 4
     for wide in (False, True):
         monkeypatch.setattr(ops, "WIDE", wide)
@@ -352,3 +354,4 @@ def _tf32_parity(case, rng):
     failures = [f"{k}: {rel_err(got[k], want[k]):.2e}" for k in want
                 if not k.startswith("_") and not rel_err(got[k], want[k]) <= TF32_TOL]
     assert not failures, f"triton tf32 {case}: {failures}"
+

@@ -176,9 +176,9 @@ INFERENCE_SCHEMA = ("(Tensor x, Tensor h0, Tensor weight_ih, Tensor weight_hh, T
 def define_inference_op(name: str, forward):
     """``convgru_ext::{name}_inference`` around ``forward`` (:func:`compose_inference`): what a traced call that
     needs no gradient runs.  Opaque to ``torch.compile``, as the op pair is: traced into, Inductor's CPU code
-    for the loop (its own convolutions, the gate math fused) measured slower than ``forward`` in eager (video,
-    T8 B4 32 ch 28x28: 54 against 33 ms; this project's 2-core CPU, one run), so eager calls ``forward`` directly
-    (no dispatch) and traced ones call this op."""
+    for the loop (its own convolutions, the gate math fused) measured slower than ``forward`` in eager
+    (benchmarks/results/cpu/decisions.md), so eager calls ``forward`` directly (no dispatch) and traced ones
+    call this op."""
     op = torch.library.custom_op(f"convgru_ext::{name}_inference", forward, mutates_args=(), schema=INFERENCE_SCHEMA)
     op.register_fake(lambda *args: fake_forward(*args)[0])
     return op

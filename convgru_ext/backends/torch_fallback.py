@@ -46,10 +46,8 @@ _MKLDNN_BUILT = torch.backends.mkldnn.is_available()  # whether this torch was b
 # ------------------------------------------------------------------------- the convolutions of the loops
 
 
-#: the smallest convolution (multiply-adds per call) that runs on a prepacked weight.  Measured on this project's
-#: 2-core CPU (float32, batch 1, 3x3, one run each): at 0.07M-4.7M MACs ``F.conv2d`` took 18-114 us and the packed
-#: oneDNN call 53-125 us (its fixed cost is ~45 us); at 10.6M and 18.9M they tied (263/269, 382/393 us); at 28M
-#: (RAFT-small's r/z step) the packed call was 11-19% faster (5.7 against 7.0 ms, 11.1 against 12.4 ms at 128 ch)
+#: the smallest convolution (multiply-adds per call) that runs on a prepacked weight: below it the packed call's
+#: fixed cost loses to ``F.conv2d`` (the crossover measured: benchmarks/results/cpu/decisions.md)
 PACK_MIN_MACS = 20_000_000
 
 
@@ -97,7 +95,7 @@ def packed_weight(weight: torch.Tensor, pad: list[int], dilation: list[int], fra
 class _Conv:
     """``conv(h, weight) + bias`` (``+ other``, added in place) of the 'same' convolution: on the weight prepacked
     for oneDNN where :func:`_mkldnn_usable` (:func:`packed_weight`), else ``F.conv2d``.  (oneDNN's binary post-op
-    fuses the add too, but measured no faster here than the add in place: 7.9 against 7.4 ms on RAFT's r/z step.)"""
+    fuses the add too, but measured no faster than the add in place: benchmarks/results/cpu/decisions.md.)"""
 
     def __init__(self, weight, bias, dilation, frame: torch.Tensor):
         self.pad, self.dilation, self.weight, self.bias = padding(weight, dilation), list(dilation), weight, bias

@@ -3,8 +3,9 @@ GPU, computed from the shapes and the tiles ``triton/ops.py`` picks, no GPU need
 
 Per kernel launch of one step (forward, and backward where the workload has one):
 
-* **CTAs** = pixel blocks x channel blocks of :func:`ops.tile_for`'s tile, and **waves** = CTAs / 132
-  (the H200's SMs, at one CTA per SM: a lower bound on the waves' count when more fit);
+* **CTAs** = pixel blocks x channel blocks of :func:`ops.tile_for`'s tile, and **waves** = CTAs / SMs
+  (:func:`ops.sm_count`: the GPU's, or the H200's without one; at one CTA per SM, a lower bound on the
+  waves' count when more fit);
 * **FLOPs** = 2 * M * taps * K * (gates x C), with K the reduced channels (h's, or x's and h's in a cell
   call, or the gate gradients' in the backward);
 * **L2 bytes**: every CTA reads its A tile once per tap (BM x K, the shifted pixels; the overlap of
@@ -31,9 +32,6 @@ import torch
 from . import cost
 from .catalog import Workload
 
-#: SMs of the GPU the waves are counted on (the H200)
-SMS = 132
-
 
 def _ops():
     try:
@@ -56,13 +54,13 @@ def _launch_rows(ops, wl: Workload, math: str, e: int, kh: int, kw: int, pass_: 
                 [("BWD_N", 1, C, 3 + 3 + 2), ("BWD_RZ", 1, 2 * C, 1 + 1 + 3 + 1 + 2 + 2)])
     kinds = forward + (backward if pass_ == "fwd+bwd" else [])
     aligned = C % 16 == 0 and (not cell or Cin % 16 == 0)
-    rows = []
+    rows, sms = [], ops.sm_count()
     for name, ng, k_red, tensors in kinds:
-        bm, bn, bk, stages, warps = ops.tile_for(math, ng, M, C, aligned)
+        bm, bn, bk, stages, warps = ops.tile_for(math, ng, M, C, aligned, sms)
         pixel_blocks, channel_blocks = -(-M // bm), -(-C // bn)
         ctas = pixel_blocks * channel_blocks
         l2 = ctas * taps * (bm * k_red + k_red * ng * bn) * e + M * tensors * C * e
-        rows.append({"kernel": name, "tile": f"{bm}x{bn}x{bk}/s{stages}/w{warps}", "ctas": ctas, "waves": ctas / SMS,
+        rows.append({"kernel": name, "tile": f"{bm}x{bn}x{bk}/s{stages}/w{warps}", "ctas": ctas, "waves": ctas / sms,
                      "flops": 2 * M * taps * k_red * ng * C, "l2_bytes": l2})
     return rows
 

@@ -36,6 +36,7 @@ interpreted kernels.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Optional
 
@@ -121,8 +122,9 @@ MATHS = {
 UNALIGNED_WIDEST = 32
 #: the BLOCK_M under the interpreter (no GPU: fewer, larger programs run faster there)
 INTERPRET_BLOCK_M = 256
-#: programs a wide tile's grid must reach (one wave of the H200's 132 SMs), else the default tile
-WIDE_MIN_PROGRAMS = 132
+#: the SMs counted where no CUDA device is visible (the cost model on a CPU): the H200's, this project's GPU;
+#: on a GPU, :func:`sm_count` asks the device
+DEFAULT_SMS = 132
 
 #: CONVGRU_TRITON_AUTOTUNE=1: time up to 3 candidate tiles per launch key on first use, instead of
 #: :func:`tile_for`'s choice
@@ -140,6 +142,19 @@ def _pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
+@functools.cache
+def _device_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def sm_count(device: Optional[torch.device] = None) -> int:
+    """The SMs of CUDA ``device`` (None: the current one), or :data:`DEFAULT_SMS` where no CUDA device is
+    visible (a CPU tensor, or a fake CUDA tensor traced without a GPU)."""
+    if not torch.cuda.is_available() or (device is not None and device.type != "cuda"):
+        return DEFAULT_SMS
+    return _device_sms(torch.cuda.current_device() if device is None or device.index is None else device.index)
+
+
 def math_mode(dtype: torch.dtype) -> str:
     """How a step's GEMM is computed for ``dtype``: "mma", "tf32", "ieee" or "f64".
 
@@ -153,14 +168,15 @@ def math_mode(dtype: torch.dtype) -> str:
     return "mma"
 
 
-def tile_for(math: str, ng: int, M: int, C: int, aligned: bool = True) -> Tile:
+def tile_for(math: str, ng: int, M: int, C: int, aligned: bool = True, sms: int = DEFAULT_SMS) -> Tile:
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps) of a launch with ``ng`` gates per program over
     (M pixels) x (C channels): BLOCK_N spans every channel of a gate (the next power of 2, from 16 up to
     the mode's widest), so that a program reads each tap's A tile once for all its gates.
     Deterministic: the shape bucket is the channel count's power of 2, whether the channel counts are
     ``aligned`` (multiples of 16, which Triton specializes on: otherwise no A load is vectorized, A
     stays out of the async copies, and wider tiles spill, so BLOCK_N stops at
-    :data:`UNALIGNED_WIDEST`), and with :data:`WIDE`, whether an 8-warp tile's grid fills a wave."""
+    :data:`UNALIGNED_WIDEST`), and with :data:`WIDE`, whether an 8-warp tile's grid fills a wave of the
+    GPU's ``sms`` SMs."""
     spec = MATHS[math]
     widest = spec.widest[ng - 1] if aligned else min(spec.widest[ng - 1], UNALIGNED_WIDEST)
     block_n = min(max(_pow2(C), 16), widest)
@@ -168,7 +184,7 @@ def tile_for(math: str, ng: int, M: int, C: int, aligned: bool = True) -> Tile:
         return INTERPRET_BLOCK_M, block_n, spec.block_k, spec.stages, NUM_WARPS
     if WIDE and spec.wide_m and aligned:
         wide_n = min(max(_pow2(C), 16), spec.wide_widest[ng - 1])
-        if _cdiv(M, spec.wide_m) * _cdiv(C, wide_n) >= WIDE_MIN_PROGRAMS:
+        if _cdiv(M, spec.wide_m) * _cdiv(C, wide_n) >= sms:
             return spec.wide_m, wide_n, spec.block_k, spec.stages, WIDE_WARPS
     return spec.block_m, block_n, spec.block_k, spec.stages, NUM_WARPS
 
@@ -191,10 +207,10 @@ def _widths(widest: int) -> list[int]:
     return sorted({min(2 ** i, widest) for i in range(4, 8)})
 
 
-def candidates(math: str, ng: int, M: int, C: int, aligned: bool = True) -> list[Tile]:
+def candidates(math: str, ng: int, M: int, C: int, aligned: bool = True, sms: int = DEFAULT_SMS) -> list[Tile]:
     """The (at most 3) tiles autotuning times: the kept tiles with :func:`tile_for`'s BLOCK_M, BLOCK_N,
     BLOCK_K and warps (BLOCK_K is the weight packing's), which differ in their pipeline depth."""
-    m, n, k, _, w = tile_for(math, ng, M, C, aligned)
+    m, n, k, _, w = tile_for(math, ng, M, C, aligned, sms)
     return [t for t in kept_tiles(math, ng, aligned=aligned) if (t[0], t[1], t[2], t[4]) == (m, n, k, w)][:3]
 
 
@@ -213,9 +229,10 @@ def forced_tile(tile: Tile):
         _FORCED = saved
 
 
-def _tile(math: str, ng: int, M: int, C: int, aligned: bool) -> Tile:
-    """The tile of a launch without autotuning (autotuning keeps BLOCK_N and BLOCK_K: the packing's)."""
-    return _FORCED or tile_for(math, ng, M, C, aligned)
+def _tile(math: str, ng: int, M: int, C: int, aligned: bool, device: torch.device) -> Tile:
+    """The tile of a launch on ``device`` without autotuning (autotuning keeps BLOCK_N and BLOCK_K: the
+    packing's)."""
+    return _FORCED or tile_for(math, ng, M, C, aligned, sm_count(device))
 
 
 # ------------------------------------------------------------------------------------- packing
@@ -278,7 +295,7 @@ def _run(kernel, math: str, ng: int, aligned: bool, tile: Tile, reductions: tupl
         key = (kernel.__name__, math, ng, _pow2(args["M"]), args["C"], args.get("Cin"),
                args["KH"], args["KW"], args["KIND"], args.get("HAS_X"), args.get("HAS_PREV"))
         if key not in _TUNED:
-            found = candidates(math, ng, args["M"], args["C"], aligned)
+            found = candidates(math, ng, args["M"], args["C"], aligned, sm_count())
             times = [triton.testing.do_bench(lambda t=t: _launch(kernel, t, reductions, **args), warmup=3, rep=10)
                      for t in found]
             _TUNED[key] = found[times.index(min(times))]
@@ -322,7 +339,7 @@ def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, re
     kinds = forward_kinds(reset_after)
     reductions = (C, Cin) if cell else (C,)
     aligned = all(k % 16 == 0 for k in reductions)
-    tiles = [_tile(math, GATES[kind], M, C, aligned) for kind in kinds]
+    tiles = [_tile(math, GATES[kind], M, C, aligned, x.device) for kind in kinds]
     n_pad = max(_round_up(C, t[1]) for t in tiles)
     block_k = max(t[2] for t in tiles)
     kp_h, kp_x = _round_up(C, block_k), _round_up(Cin, block_k) if cell else 0
@@ -357,7 +374,7 @@ def _backward_loop(grad_out, h0, out, gates, weight_hh, dilation, reset_after):
     unused = weight_hh  # for pointers a launch never touches (its flags say so): read-only, aliases nothing
     kinds = backward_kinds(reset_after)
     aligned = C % 16 == 0
-    tiles = [_tile(math, 1, M, C, aligned) for _ in kinds]
+    tiles = [_tile(math, 1, M, C, aligned, out.device) for _ in kinds]
     n_pad = max(_round_up(C, t[1]) for t in tiles)
     block_k = max(t[2] for t in tiles)
     # The reduction of BWD_N starts at channel 2C of w_t; every kind reads whole K blocks from its start.
