@@ -4,10 +4,11 @@
 // (convgru_ext/backends/_op.py); these ops check only what guards memory: the sizes, dtypes,
 // devices and dense layout of every tensor the kernels touch.
 //
-//   convgru_ext::_cuda_forward_loop / _cuda_backward_loop (schemas: convgru_ext/backends/cuda.py):
+//   convgru_ext::_cuda_forward_loop / _cuda_backward_loop (schemas: TORCH_LIBRARY_FRAGMENT below, their one home):
 //     CUDA tensors run the kernels on PyTorch's current stream; CPU tensors run every kernel's
-//     CPU emulation (tests).  Activations come and go as dense (..., H, W, C) tensors.  The weights
-//     packed for the GEMMs are cached per weight version (PackCache below).
+//     CPU emulation (tests).  Activations come and go as dense (..., H, W, C) tensors; the forward's
+//     `x` gives only sizes, dtype and device.  The weights packed for the GEMMs are cached per
+//     weight version (PackCache below).
 //   convgru_ext::_cuda_emulate_ldmatrix / _mma / _cta_product, _cuda_tile_shape, _cuda_pack_cache_info:
 //     test-only entry points to the device primitives' CPU implementations, and the cache's counters.
 #include <Python.h>
@@ -86,7 +87,7 @@ Math math_for(at::ScalarType dt, bool tf32) {
   }
 }
 
-// The math mode Python chose (convgru_ext/backends/cuda.py reads the TF32 flag); it must fit the dtype.
+// The math mode Python chose (convgru_ext/backends/_math.py: the one list of modes); it must fit the dtype.
 Math parse_math(const std::string& name, at::ScalarType dt) {
   TORCH_CHECK(dt == at::kHalf || dt == at::kBFloat16 || dt == at::kFloat || dt == at::kDouble,
               "convgru_ext: the CUDA kernels take float16, bfloat16, float32 or float64; got ", dt);
@@ -499,7 +500,7 @@ std::vector<int64_t> pack_cache_info(bool clear) {
 }  // namespace
 }  // namespace convgru
 
-// The loops' schemas; tests/test_cuda.py holds them equal to convgru_ext/backends/cuda.py's LOOP_SCHEMAS.
+// The loops' schemas (convgru_ext/backends/cuda.py calls them as written here).
 // A fragment, because the Python backends add their own ops to the same namespace.
 TORCH_LIBRARY_FRAGMENT(convgru_ext, m) {
   m.def("_cuda_forward_loop(Tensor x, Tensor gx, Tensor h0, Tensor weight_hh, Tensor? bias_hn, int[] dilation, "

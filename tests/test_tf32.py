@@ -108,21 +108,22 @@ def _set_states():
 
 @needs_new_api
 def test_every_backend_reads_the_same_flag_in_every_state():
-    """The Triton and CUDA math modes follow ``_tf32.conv_allows_tf32`` in every state, legacy and new."""
-    from convgru_ext.backends.cuda import math_mode as cuda_math
+    """The Triton and CUDA math modes (one function: ``_math.math_mode``) follow ``_tf32.conv_allows_tf32`` in
+    every state, legacy and new."""
+    from convgru_ext.backends import _math, cuda
 
-    triton_math = None
+    assert cuda.math_mode is _math.math_mode
     if unusable_reason("triton", "cuda" if torch.cuda.is_available() else "cpu", torch.float32) is None:
-        from convgru_ext.backends.triton.ops import math_mode as triton_math
+        from convgru_ext.backends.triton import ops
+
+        assert ops.math_mode is _math.math_mode
     saved = {(b, o): torch._C._get_fp32_precision_getter(b, o)
              for b, o in (("cuda", "conv"), ("cuda", "rnn"), ("cuda", "all"), ("generic", "all"))}
     try:
         for description, set_state, expected in _set_states():
             set_state()
             assert conv_allows_tf32() is expected, description
-            assert cuda_math(torch.float32) == ("tf32" if expected else "f32"), description
-            if triton_math is not None:
-                assert triton_math(torch.float32) == ("tf32" if expected else "ieee"), description
+            assert _math.math_mode(torch.float32) == ("tf32" if expected else "f32"), description
     finally:
         for (b, o), value in saved.items():
             torch._C._set_fp32_precision_setter(b, o, value)

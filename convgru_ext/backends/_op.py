@@ -59,13 +59,28 @@ from torch import Tensor
 from ._hoisted import input_bias, input_projection, weight_and_input_grads
 from ._layout import channels_last, empty_channels_last, logical, physical  # noqa: F401 (the layout's home for importers)
 
+_FORWARD_ARGS = ("Tensor x, Tensor h0, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, "
+                 "int[] dilation, bool reset_after", "Tensor? context=None, bool recompute=False")
+_BACKWARD_ARGS = ("Tensor grad_out, Tensor x, Tensor h0, Tensor out, Tensor gates, Tensor weight_ih, "
+                  "Tensor weight_hh, int[] dilation, bool reset_after, bool need_dx", "int context_steps=0")
+
+
+def forward_schema(*extra: str) -> str:
+    """The schema of ``convgru_ext::{name}_forward``, with the arguments ``extra`` (e.g. ``"str math"``) after
+    the required ones: (out, gates)."""
+    return f"({', '.join([_FORWARD_ARGS[0], *extra, _FORWARD_ARGS[1]])}) -> (Tensor, Tensor)"
+
+
+def backward_schema(*extra: str) -> str:
+    """The schema of ``convgru_ext::{name}_backward``, with ``extra`` after the required arguments:
+    (dx, dh0, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dcontext)."""
+    return f"({', '.join([_BACKWARD_ARGS[0], *extra, _BACKWARD_ARGS[1]])}) -> ({', '.join(['Tensor'] * 7)})"
+
+
 #: ``convgru_ext::{name}_forward``
-FORWARD_SCHEMA = ("(Tensor x, Tensor h0, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, "
-                  "int[] dilation, bool reset_after, Tensor? context=None, bool recompute=False) -> (Tensor, Tensor)")
-#: ``convgru_ext::{name}_backward``: (dx, dh0, dweight_ih, dweight_hh, dbias_ih, dbias_hh, dcontext)
-BACKWARD_SCHEMA = ("(Tensor grad_out, Tensor x, Tensor h0, Tensor out, Tensor gates, Tensor weight_ih, "
-                   "Tensor weight_hh, int[] dilation, bool reset_after, bool need_dx, int context_steps=0) "
-                   "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")
+FORWARD_SCHEMA = forward_schema()
+#: ``convgru_ext::{name}_backward``
+BACKWARD_SCHEMA = backward_schema()
 
 
 def gates_per_channel(reset_after: bool) -> int:

@@ -6,7 +6,7 @@ emulation); this module loads that extension and composes the op pair of ``_op.p
 (``convgru_ext::cuda_forward`` / ``cuda_backward``, and the CPU-emulated twins
 ``_cuda_emulate_forward`` / ``_cuda_emulate_backward`` for tests, which take the math mode as an extra
 argument).  ``csrc/convgru.h`` says what each kernel computes.  The math mode (bf16, fp16, TF32 when a
-float32 convolution may use it, exact fp32, fp64) is chosen here and passed to C++.
+float32 convolution may use it, exact fp32, fp64: ``_math.py``) is chosen per call and passed to C++.
 
 Loading: the extension built by setup.py (``convgru_ext._cuda``) if present; otherwise, with a CUDA
 toolkit and a CUDA device present, the same sources with the same flags (``_build.py``; an installed
@@ -26,9 +26,9 @@ import torch
 
 from .. import _build
 from .._contract import Problem
-from .._tf32 import conv_allows_tf32
 from ._layout import logical, physical
-from ._op import BACKWARD_SCHEMA, FORWARD_SCHEMA, compose_backward, compose_forward, define_op_pair
+from ._math import Math, math_mode
+from ._op import backward_schema, compose_backward, compose_forward, define_op_pair, forward_schema
 from .base import Backend, capability_reasons
 
 PREBUILT = "convgru_ext._cuda"
@@ -37,23 +37,6 @@ DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MIN_CAPABILITY = (8, 0)  # cp.async, bfloat16 tensor cores
 #: set to 0 to never build the extension on first use (``make gpu-check`` builds it beforehand)
 NO_JIT_VAR = "CONVGRU_CUDA_JIT"
-#: the C++ time loops' schemas (``csrc/ops.cpp`` defines them; tests/test_cuda.py holds the two equal).
-#: Activations are dense (..., H, W, C) tensors; ``x`` gives only sizes, dtype and device.
-LOOP_SCHEMAS = {
-    "_cuda_forward_loop": "(Tensor x, Tensor gx, Tensor h0, Tensor weight_hh, Tensor? bias_hn, int[] dilation, "
-                          "bool reset_after, str math) -> (Tensor, Tensor)",
-    "_cuda_backward_loop": "(Tensor grad_out, Tensor h0, Tensor out, Tensor gates, Tensor weight_hh, int[] dilation, "
-                           "bool reset_after, str math) -> (Tensor, Tensor, Tensor)",
-}
-_MATHS = {torch.float16: "f16", torch.bfloat16: "bf16", torch.float64: "f64"}
-
-
-def math_mode(dtype: torch.dtype) -> str:
-    """The kernels' math mode for ``dtype``: "f16", "bf16", "f64", and for float32 "tf32" exactly when a
-    float32 convolution may use TF32 (``_tf32.conv_allows_tf32``), else "f32"."""
-    return _MATHS.get(dtype) or ("tf32" if conv_allows_tf32() else "f32")
-
-
 def _ops_defined() -> bool:
     try:
         torch.ops.convgru_ext._cuda_forward_loop.default  # noqa: B018
@@ -158,7 +141,7 @@ class CudaLoops:
         reason = load_extension()
         if reason:
             raise RuntimeError(f'backend "cuda" is unavailable: {reason}')
-        return self.emulated_math or math_mode(t.dtype)
+        return (Math(self.emulated_math) if self.emulated_math else math_mode(t.dtype)).value
 
     def forward(self, x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after):
         math = self._math(x, "forward")
@@ -176,13 +159,7 @@ class CudaLoops:
 cuda_forward, cuda_backward = define_op_pair("cuda", CudaLoops())
 
 
-def _with_math(schema: str) -> str:
-    """The contract's schema with the math mode as an argument before its defaulted last one."""
-    return schema.replace("Tensor? context=None", "str math, Tensor? context=None").replace(
-        "int context_steps=0", "str math, int context_steps=0")
-
-
-@torch.library.custom_op("convgru_ext::_cuda_emulate_forward", mutates_args=(), schema=_with_math(FORWARD_SCHEMA))
+@torch.library.custom_op("convgru_ext::_cuda_emulate_forward", mutates_args=(), schema=forward_schema("str math"))
 def cuda_emulate_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after, math, context=None,
                          recompute=False):
     """``cuda_forward`` on CPU tensors, every kernel emulated in math mode ``math`` (tests)."""
@@ -190,7 +167,7 @@ def cuda_emulate_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation
                                             context)
 
 
-@torch.library.custom_op("convgru_ext::_cuda_emulate_backward", mutates_args=(), schema=_with_math(BACKWARD_SCHEMA))
+@torch.library.custom_op("convgru_ext::_cuda_emulate_backward", mutates_args=(), schema=backward_schema("str math"))
 def cuda_emulate_backward(grad_out, x, h0, out, gates, weight_ih, weight_hh, dilation, reset_after, need_dx, math,
                           context_steps=0):
     """``cuda_backward`` on CPU tensors, every kernel emulated in math mode ``math`` (tests)."""

@@ -28,11 +28,12 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from .._math import Math
 from . import kernels as K
 
-#: the report's math modes: (Triton element type, ops.MATHS key, tl.dot input precision)
-MATHS = {"bf16": ("bf16", "mma", "tf32"), "f16": ("fp16", "mma", "tf32"), "tf32": ("fp32", "tf32", "tf32"),
-         "ieee": ("fp32", "ieee", "ieee"), "f64": ("fp64", "f64", "ieee")}
+#: the Triton element type of each math mode (the report's order)
+ELEMENT = {Math.BF16: "bf16", Math.F16: "fp16", Math.TF32: "fp32", Math.F32: "fp32", Math.F64: "fp64"}
+MATHS = tuple(m.value for m in ELEMENT)
 FORWARD_KINDS = {"FWD_RZ": K.FWD_RZ.value, "FWD_N": K.FWD_N.value, "FWD_AFTER": K.FWD_AFTER.value}
 BACKWARD_KINDS = {"BWD_N": K.BWD_N.value, "BWD_RZ": K.BWD_RZ.value, "BWD_AFTER": K.BWD_AFTER.value}
 
@@ -42,15 +43,17 @@ class Variant:
     """One compiled specialization of a step kernel."""
 
     kind: str
-    math: str           # a key of MATHS
+    math: str           # a math mode (``_math.Math``)
     tile: tuple         # (BLOCK_M, BLOCK_N, BLOCK_K, num_stages)
     cell: bool = False  # forward: x convolved in the kernel (HAS_X); backward: HAS_PREV is the other way
     kernel: tuple = (3, 3)
     aligned: bool = True  # channel counts multiples of 16
 
     def source(self) -> ASTSource:
+        from .ops import dot_precision
+
         m, n, k = self.tile[:3]
-        t, _, precision = MATHS[self.math]
+        t, precision = ELEMENT[Math(self.math)], dot_precision(self.math)
         if self.kind == "INIT":  # the elementwise start of the backward; cell = reset "after"
             fn = K.backward_init_kernel
             acc = "fp64" if t == "fp64" else "fp32"
@@ -156,20 +159,19 @@ def _gates(kind: str) -> int:
     return GATES[{**FORWARD_KINDS, **BACKWARD_KINDS}[kind]]
 
 
-def default_variants(maths=("bf16", "f16", "tf32", "ieee", "f64")) -> list[Variant]:
+def default_variants(maths=MATHS) -> list[Variant]:
     """Every kernel kind and path (sequence, cell or t = 0) at every tile a launch can use
     (``ops.kept_tiles``; float16 at the untuned tiles only: its code is bfloat16's), and the init kernel."""
     from .ops import kept_tiles
 
     variants = []
     for math in maths:
-        key = MATHS[math][1]
         for kind in list(FORWARD_KINDS) + list(BACKWARD_KINDS):
-            for tile in kept_tiles(key, _gates(kind), tuned=math != "f16"):
+            for tile in kept_tiles(math, _gates(kind), tuned=math != "f16"):
                 variants += [Variant(kind, math, tile), Variant(kind, math, tile, cell=True)]
             if math in ("bf16", "tf32"):  # channel counts not multiples of 16: the narrower tiles
                 variants += [Variant(kind, math, tile, cell=cell, aligned=False) for cell in (False, True)
-                             for tile in kept_tiles(key, _gates(kind), tuned=False, aligned=False)]
+                             for tile in kept_tiles(math, _gates(kind), tuned=False, aligned=False)]
         variants.append(Variant("INIT", math, (64, 32, 0, 1, 4), cell=True))
     return variants + [Variant("INIT", "bf16", (64, 32, 0, 1, 4))]
 
@@ -181,16 +183,16 @@ def quick_variants() -> list[Variant]:
     from .ops import kept_tiles
 
     def widest(math, kind, aligned=True):
-        return [t for t in kept_tiles(MATHS[math][1], _gates(kind), tuned=False, aligned=aligned) if t[4] == 4][-1]
+        return [t for t in kept_tiles(math, _gates(kind), tuned=False, aligned=aligned) if t[4] == 4][-1]
 
     kinds = list(FORWARD_KINDS) + list(BACKWARD_KINDS)
     return ([Variant(kind, "bf16", widest("bf16", kind), cell=cell) for kind in kinds for cell in (False, True)]
             + [Variant("FWD_N", "bf16", widest("bf16", "FWD_N"), cell=True, kernel=(1, 5)),
                Variant("FWD_AFTER", "bf16", widest("bf16", "FWD_AFTER", False), aligned=False),
                Variant("BWD_RZ", "bf16", widest("bf16", "BWD_RZ", False), aligned=False)]
-            + [Variant(kind, math, widest(math, kind), cell=cell) for math in ("f16", "tf32", "ieee", "f64")
+            + [Variant(kind, math, widest(math, kind), cell=cell) for math in ("f16", "tf32", "f32", "f64")
                for kind in ("FWD_AFTER", "BWD_AFTER") for cell in (False, True)]
-            + [Variant(kind, math, max(kept_tiles(MATHS[math][1], _gates(kind), tuned=False),
+            + [Variant(kind, math, max(kept_tiles(math, _gates(kind), tuned=False),
                                        key=lambda t: (t[4], t[1])))  # the widest 8-warp tile
                for math in ("bf16", "tf32") for kind in ("FWD_RZ", "FWD_AFTER", "BWD_AFTER")]
             + [Variant("INIT", "bf16", (64, 32, 0, 1, 4)), Variant("INIT", "f64", (64, 32, 0, 1, 4), cell=True)])
@@ -220,7 +222,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m convgru_ext.backends.triton.compile_report",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", type=int, default=90, help="compute capability x 10 (80 = A100, 90 = H100)")
-    parser.add_argument("--math", action="append", choices=list(MATHS),
+    parser.add_argument("--math", action="append", choices=MATHS,
                         help="repeatable; default every math mode")
     parser.add_argument("--kind", action="append", choices=list(FORWARD_KINDS) + list(BACKWARD_KINDS) + ["INIT"])
     parser.add_argument("--quick", action="store_true", help="one compile of every kernel and code path (CI)")

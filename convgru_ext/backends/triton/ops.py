@@ -44,8 +44,8 @@ import torch
 import triton
 from torch import Tensor
 
-from ..._tf32 import conv_allows_tf32
 from .._layout import empty_channels_last
+from .._math import Math, math_mode
 from .._op import define_op_pair, gates_per_channel
 from . import graphs
 from . import kernels as K
@@ -106,18 +106,25 @@ class MathTiles:
         self.tuned, self.wide_m, self.wide_widest = tuned, wide_m, wide_widest
 
 
-#: per math mode (:func:`math_mode`).  "mma" (fp16/bf16) and "tf32" run tl.dot on wgmma; "ieee" and
-#: "f64" on the CUDA cores, where tiles stay small.  The bounds come from the compile report (sm_90):
+#: per math mode (``_math.Math``).  f16, bf16 and tf32 run tl.dot on wgmma; f32 and f64 on the CUDA
+#: cores, where tiles stay small.  The bounds come from the compile report (sm_90):
 #: the epilogue holds the accumulators and 2-3 loaded (pixel, channel) tensors in the MMA layout at
 #: once, so a program of 4 warps spills beyond 64 x 64 outputs per gate (64 x 128 and 128 x 64 spill
 #: 32 B in FWD_N; TF32 spills at 3 gates x 64 channels); 8 warps hold 128 x 64 (TF32 with 3 gates:
 #: 128 x 32, since Triton 3.6 spills 24 B at 128 x 64 where 3.8 does not).
+_HALF = MathTiles(64, 32, 3, (64, 64, 64), tuned=True, wide_m=128, wide_widest=(64, 64, 64))
 MATHS = {
-    "mma": MathTiles(64, 32, 3, (64, 64, 64), tuned=True, wide_m=128, wide_widest=(64, 64, 64)),
-    "tf32": MathTiles(64, 32, 3, (64, 64, 32), tuned=True, wide_m=128, wide_widest=(64, 64, 32)),
-    "ieee": MathTiles(32, 16, 2, (32, 32, 32), tuned=False),
-    "f64": MathTiles(16, 8, 2, (32, 16, 16), tuned=False),
+    Math.F16: _HALF,
+    Math.BF16: _HALF,
+    Math.TF32: MathTiles(64, 32, 3, (64, 64, 32), tuned=True, wide_m=128, wide_widest=(64, 64, 32)),
+    Math.F32: MathTiles(32, 16, 2, (32, 32, 32), tuned=False),
+    Math.F64: MathTiles(16, 8, 2, (32, 16, 16), tuned=False),
 }
+
+
+def dot_precision(math: str) -> str:
+    """tl.dot's ``input_precision`` in math mode ``math`` (float16/bfloat16 operands ignore it)."""
+    return "tf32" if Math(math).tensor_cores else "ieee"
 #: the widest BLOCK_N for channel counts that are not multiples of 16
 UNALIGNED_WIDEST = 32
 #: the BLOCK_M under the interpreter (no GPU: fewer, larger programs run faster there)
@@ -155,19 +162,6 @@ def sm_count(device: Optional[torch.device] = None) -> int:
     return _device_sms(torch.cuda.current_device() if device is None or device.index is None else device.index)
 
 
-def math_mode(dtype: torch.dtype) -> str:
-    """How a step's GEMM is computed for ``dtype``: "mma", "tf32", "ieee" or "f64".
-
-    float32 uses TF32 tensor cores exactly when a float32 convolution may
-    (``_tf32.conv_allows_tf32``, PyTorch's default), read at each call.
-    """
-    if dtype == torch.float64:
-        return "f64"
-    if dtype == torch.float32:
-        return "tf32" if conv_allows_tf32() else "ieee"
-    return "mma"
-
-
 def tile_for(math: str, ng: int, M: int, C: int, aligned: bool = True, sms: int = DEFAULT_SMS) -> Tile:
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps) of a launch with ``ng`` gates per program over
     (M pixels) x (C channels): BLOCK_N spans every channel of a gate (the next power of 2, from 16 up to
@@ -177,7 +171,7 @@ def tile_for(math: str, ng: int, M: int, C: int, aligned: bool = True, sms: int 
     stays out of the async copies, and wider tiles spill, so BLOCK_N stops at
     :data:`UNALIGNED_WIDEST`), and with :data:`WIDE`, whether an 8-warp tile's grid fills a wave of the
     GPU's ``sms`` SMs."""
-    spec = MATHS[math]
+    spec = MATHS[Math(math)]
     widest = spec.widest[ng - 1] if aligned else min(spec.widest[ng - 1], UNALIGNED_WIDEST)
     block_n = min(max(_pow2(C), 16), widest)
     if INTERPRET:
@@ -193,7 +187,7 @@ def kept_tiles(math: str, ng: int, tuned: bool = True, aligned: bool = True) -> 
     """Every tile a launch can use on a GPU for ``math`` and ``ng``: :func:`tile_for`'s (the 8-warp ones
     included) and, with ``tuned``, the ones autotuning may time.  What is compiled ahead of time and
     held to 0 spills."""
-    spec = MATHS[math]
+    spec = MATHS[Math(math)]
     stages = (spec.stages, spec.stages + 1) if tuned and spec.tuned else (spec.stages,)
     widest = spec.widest[ng - 1] if aligned else min(spec.widest[ng - 1], UNALIGNED_WIDEST)
     found = [(spec.block_m, n, spec.block_k, s, NUM_WARPS) for n in _widths(widest) for s in stages]
@@ -307,7 +301,7 @@ def _step_args(weight_hh: Tensor, dilation: list[int], M: int, H: int, W: int, m
     """The arguments every step kernel takes: sizes, kernel shape, dilation, precision flags."""
     return dict(M=M, H=H, W=W, C=weight_hh.shape[1], KH=weight_hh.shape[2], KW=weight_hh.shape[3],
                 DIL_H=dilation[0], DIL_W=dilation[1],
-                IS_F64=math == "f64", PRECISION="tf32" if math in ("mma", "tf32") else "ieee")
+                IS_F64=Math(math) is Math.F64, PRECISION=dot_precision(math))
 
 
 # ---------------------------------------------------------------------------------------- loops
@@ -367,7 +361,7 @@ def _backward_loop(grad_out, h0, out, gates, weight_hh, dilation, reset_after):
     T, B, C, H, W = out.shape
     M = B * H * W
     math = math_mode(out.dtype)
-    acc_dtype = torch.float64 if math == "f64" else torch.float32
+    acc_dtype = torch.float64 if math is Math.F64 else torch.float32
     dgh = empty_channels_last(out, T, B, 3 * C, H, W)
     dxn = empty_channels_last(out, T, B, C, H, W) if reset_after else None
     dh, dh_other = out.new_empty(M, C, dtype=acc_dtype), out.new_empty(M, C, dtype=acc_dtype)
