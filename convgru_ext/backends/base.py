@@ -33,8 +33,8 @@ class Backend:
     #: ``"auto"`` never picks an experimental backend.  The one place a backend's verification
     #: status is recorded (README's backend table says the same in words).
     experimental: bool = False
-    #: False only for the reference (the spec); the fused backends implement the op pair of ``_op.py``
-    fused: bool = True
+    #: True for the fused backends (:class:`FusedBackend`: the op pair of ``_op.py``); False for the reference
+    fused: bool = False
     #: True when a first call compiles kernels for its shapes (``make gpu-check`` compiles them ahead of time)
     jit: bool = False
 
@@ -68,3 +68,19 @@ class Backend:
         """All hidden states, (T, B, C, H, W); differentiable in every tensor argument.  ``context`` is None or
         (Tc, B, 3C, H, W), Tc = 1 or T, added to the gate pre-activations (see ``_op.py``)."""
         raise NotImplementedError
+
+
+class FusedBackend(Backend):
+    """A backend whose time loops run inside the op pair of ``_op.py`` (everything around them is composed
+    there once): its ``sequence`` calls :meth:`forward_op` with the checked problem's options."""
+
+    fused = True
+
+    def forward_op(self):
+        """The backend's ``convgru_ext::{name}_forward`` op (``_op.define_op_pair``'s first), once importable."""
+        raise NotImplementedError
+
+    def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem):
+        out, _ = self.forward_op()(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, list(problem.dilation),
+                                   problem.reset_after, context, problem.recompute)
+        return out

@@ -29,7 +29,7 @@ from .._contract import Problem
 from ._layout import logical, physical
 from ._math import Math, math_mode
 from ._op import backward_schema, compose_backward, compose_forward, define_op_pair, forward_schema
-from .base import Backend, capability_reasons
+from .base import FusedBackend, capability_reasons
 
 PREBUILT = "convgru_ext._cuda"
 JIT_NAME = "convgru_ext_cuda"
@@ -175,7 +175,7 @@ def cuda_emulate_backward(grad_out, x, h0, out, gates, weight_ih, weight_hh, dil
                                              reset_after, need_dx, context_steps)
 
 
-class CudaBackend(Backend):
+class CudaBackend(FusedBackend):
     name = "cuda"
     experimental = True  # until a GPU run has verified it: "auto" does not pick it
 
@@ -201,7 +201,5 @@ class CudaBackend(Backend):
             reasons.append(f'backend "cuda" supports float16, bfloat16, float32 and float64; got {problem.dtype}')
         return reasons
 
-    def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem):
-        out, _ = cuda_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, list(problem.dilation),
-                              problem.reset_after, context, problem.recompute)
-        return out
+    def forward_op(self):
+        return cuda_forward

@@ -11,7 +11,6 @@ from .base import Backend
 
 class ReferenceBackend(Backend):
     name = "reference"
-    fused = False
 
     def auto_ok(self, problem):
         return False  # the spec is never the fastest choice

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from ._hoisted import conv_backward, input_projection, padding
 from ._layout import channels_last, empty_channels_last
 from ._op import compose_inference, define_inference_op, define_op_pair, gates_per_channel
-from .base import Backend
+from .base import FusedBackend
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # out = grad * y * (1 - y)
 _tanh_backward = torch.ops.aten.tanh_backward.grad_input  # out = grad * (1 - y^2)
@@ -248,15 +248,18 @@ torch_inference = compose_inference(infer, project)
 torch_inference_op = define_inference_op("torch", torch_inference)
 
 
-class TorchBackend(Backend):
+class TorchBackend(FusedBackend):
     name = "torch"
 
+    def forward_op(self):
+        return torch_forward
+
     def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem):
+        """A call that needs no gradient takes the inference path (no ``gates`` kept); others the op pair."""
         args = (x, h0, weight_ih, weight_hh, bias_ih, bias_hh, list(problem.dilation), problem.reset_after, context)
         if not needs_grad(args):
             return (torch_inference_op if torch.compiler.is_compiling() else torch_inference)(*args)
-        out, _ = torch_forward(*args, problem.recompute)
-        return out
+        return super().sequence(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem)
 
 
 def needs_grad(args) -> bool:

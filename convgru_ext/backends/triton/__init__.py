@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from ..._contract import Problem
-from ..base import Backend, capability_reasons
+from ..base import FusedBackend, capability_reasons
 
 GPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: under the interpreter: numpy has no bfloat16, and float16 products round differently there
@@ -43,7 +43,7 @@ def interpreted() -> bool:
     return ops.INTERPRET if ops is not None else os.environ.get("TRITON_INTERPRET", "") == "1"
 
 
-class TritonBackend(Backend):
+class TritonBackend(FusedBackend):
     name = "triton"
     experimental = True  # until a GPU run has verified it: "auto" does not pick it
     jit = True
@@ -82,8 +82,6 @@ class TritonBackend(Backend):
                            f"got tensors on {problem.device}")
         return reasons
 
-    def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem):
-        out, _ = _ops().triton_forward_op(x, h0, weight_ih, weight_hh, bias_ih, bias_hh,
-                                          list(problem.dilation), problem.reset_after, context, problem.recompute)
-        return out
+    def forward_op(self):
+        return _ops().triton_forward_op
 
