@@ -9,6 +9,8 @@ stand in for.
 With a GPU: every configuration autotuning may pick, run on its own against the reference.
 """
 
+import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
@@ -24,6 +26,16 @@ from helpers import GPU, TF32_TOL, Case, compare, lowp_parity, make_inputs, rel_
 
 triton = pytest.importorskip("triton", reason="triton is not installed")
 
+
+
+@pytest.fixture
+def triton_config():
+    """``triton_config(**switches)``: set Triton switches for the rest of one test, through
+    ``config.configured`` (restored after it)."""
+    from convgru_ext.backends.triton import config
+
+    with contextlib.ExitStack() as stack:
+        yield lambda **changes: stack.enter_context(config.configured(**changes))
 
 def _ops():
     skip_unusable("triton", "cuda" if torch.cuda.is_available() else "cpu", torch.float64)
@@ -78,13 +90,24 @@ def test_cell_convolves_x_in_the_step_kernels(reset, bias, monkeypatch, rng):
 
 @pytest.mark.parametrize("reset,per_step", [("before", (2, 2)), ("after", (1, 1))])
 @pytest.mark.parametrize("T", [1, 3])
-def test_launch_budget(reset, per_step, T, monkeypatch, rng):
+def test_launch_budget(reset, per_step, T, triton_config, rng):
     """Forward: 2 step kernels per step ("before") or 1 ("after"); backward the same, plus one init kernel."""
     ops = _ops()
     launches = []
-    real = ops._launch
-    monkeypatch.setattr(ops, "_launch",
-                        lambda kernel, *rest, **args: launches.append(args["KIND"]) or real(kernel, *rest, **args))
+    real = ops.default_launcher
+
+    class Counted:  # the real launch, counted per step kernel (the init kernel has no KIND)
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                if "KIND" in kwargs:
+                    launches.append(kwargs["KIND"])
+                return real(self.kernel)[grid](*args, **kwargs)
+            return launch
+
+    triton_config(launcher=Counted)
     case = Case(T=T, reset=reset, B=1, C=4, Cin=3, H=5, W=6)
     inputs = make_inputs(case, torch.float64, _device(), rng)
     out, _ = convgru_ext.convgru_sequence(*inputs.values(), reset=reset, backend="triton")
@@ -94,14 +117,14 @@ def test_launch_budget(reset, per_step, T, monkeypatch, rng):
     assert len(launches) == per_step[1] * T
 
 
-def test_configurations_keep_to_what_is_safe(monkeypatch):
+def test_configurations_keep_to_what_is_safe(triton_config):
     """4 warps by default; the 8-warp tiles (pytorch#173068 saw a miscompile at 8) only with
     CONVGRU_TRITON_8_WARPS=1.  tl.dot's minimum block of 16 wherever tl.dot runs (everything but
     float64), at most 64 x 64 outputs per gate at 4 warps and 128 x 64 at 8, and autotuning times at
     most 3 of the kept tiles."""
     ops = _ops()
-    assert ops.NUM_WARPS == 4 and not ops.WIDE  # the default until a GPU has run the 8-warp tiles
-    monkeypatch.setattr(ops, "INTERPRET", False)  # the GPU's tiles
+    assert ops.NUM_WARPS == 4 and not ops.CONFIG.wide  # the default until a GPU has run the 8-warp tiles
+    triton_config(interpreter_tiles=False)  # the GPU's tiles
     for math in ops.MATHS:
         for ng in (1, 2, 3):
             kept = ops.kept_tiles(math, ng)
@@ -116,17 +139,17 @@ def test_configurations_keep_to_what_is_safe(monkeypatch):
                 assert all(t[4] == 4 for t in cands)
 
 
-def test_tiles_without_autotuning_follow_the_shape_bucket(monkeypatch):
+def test_tiles_without_autotuning_follow_the_shape_bucket(triton_config):
     """BLOCK_N spans every channel of a gate up to the mode's widest (A read once per tap for all gates),
     from the shape alone; always a kept tile; the 8-warp tiles only when asked for and the grid fills a
     wave of the GPU's SMs (the device's count, the H200's 132 where none is visible)."""
     ops = _ops()
-    monkeypatch.setattr(ops, "INTERPRET", False)  # the GPU's choice (the interpreter runs larger blocks)
+    triton_config(interpreter_tiles=False)  # the GPU's choice (the interpreter's are larger)
     assert ops.tile_for("bf16", 2, 16 * 56 * 56, 64) == (64, 64, 32, 3, 4)  # video: 2 gates x 64 channels
     assert ops.tile_for("bf16", 3, 64 * 64, 20) == (64, 32, 32, 3, 4)
     assert ops.tile_for("tf32", 3, 100, 64) == (64, 32, 32, 3, 4)  # TF32 spills at 3 x 64 with 4 warps
     assert ops.tile_for("bf16", 2, 100, 40, aligned=False) == (64, 32, 32, 3, 4)
-    monkeypatch.setattr(ops, "WIDE", True)
+    triton_config(wide=True)
     assert ops.tile_for("bf16", 3, 16 * 56 * 56, 64) == (128, 64, 32, 3, 8)
     assert ops.tile_for("tf32", 3, 16 * 56 * 56, 64) == (128, 32, 32, 3, 8)  # 3.6 spills at 128 x 64
     assert ops.tile_for("bf16", 3, 64 * 64, 64) == (64, 64, 32, 3, 4)  # 32 programs of 128: not a wave
@@ -134,7 +157,7 @@ def test_tiles_without_autotuning_follow_the_shape_bucket(monkeypatch):
     assert ops.sm_count(torch.device("cpu")) == ops.DEFAULT_SMS == 132
     assert ops.tile_for("f32", 3, 16 * 56 * 56, 64)[4] == 4
     for wide in (False, True):
-        monkeypatch.setattr(ops, "WIDE", wide)
+        triton_config(wide=wide)
         for math in ops.MATHS:
             for ng in (1, 2, 3):
                 for M, C in ((1, 1), (126, 20), (8 * 46 * 62, 128), (4 * 128 * 128, 64), (16 * 56 * 56, 256)):
@@ -242,54 +265,54 @@ def _graph_runs(case, calls, rng, device):
     return runs
 
 
-def _replay_equals_eager(monkeypatch, rng, device):
+def _replay_equals_eager(triton_config, rng, device):
     from convgru_ext.backends.triton import graphs
 
     graphs.clear()
-    monkeypatch.setattr(graphs, "ENABLED", True)
+    triton_config(graphs=True)
     for i, reset in enumerate(("before", "after")):
         case = Case(T=2, B=2, C=4, Cin=3, H=4, W=5, reset=reset)
         runs = _graph_runs(case, 3, rng, device)  # eager, capture, replay
         assert graphs.held() == 2 * (i + 1), "one forward and one backward graph per shape"
-        monkeypatch.setattr(graphs, "ENABLED", False)
+        triton_config(graphs=False)
         for inputs, got in runs:  # every result kept its own values: nothing aliases a later call's
             want = run_with_grads("triton", inputs, case, rng, upstream=runs[0][1]["_upstream"])
             for key in want:
                 if not key.startswith("_"):
                     assert torch.equal(got[key], want[key]), f"{reset} {key}: replayed loop != eager loop"
-        monkeypatch.setattr(graphs, "ENABLED", True)
-    monkeypatch.setattr(graphs, "MAX_GRAPHS", 2)
+        triton_config(graphs=True)
+    triton_config(max_graphs=2)
     for C in range(1, 4):  # new shapes: new captures, the least recently used dropped
         _graph_runs(Case(T=2, B=1, C=C, Cin=2, H=3, W=3), 2, rng, device)
-        assert graphs.held() <= graphs.MAX_GRAPHS
+        assert graphs.held() <= graphs.CONFIG.max_graphs
     graphs.clear()
 
 
-def test_graph_replay_matches_the_eager_loop(monkeypatch, rng):
+def test_graph_replay_matches_the_eager_loop(rng, triton_config):
     """The capture/replay plumbing of graphs.py on the CPU, with a stand-in graph that re-runs the loop
     into the captured outputs: the static inputs take each call's values, every result is a copy that
-    no later call overwrites, each shape gets its own graph, and at most MAX_GRAPHS are held."""
+    no later call overwrites, each shape gets its own graph, and at most ``max_graphs`` are held."""
     _ops()
     from convgru_ext.backends.triton import graphs
 
     if torch.cuda.is_available():
         pytest.skip("covered by test_gpu_graph_replay_matches_the_eager_loop with real CUDA graphs")
-    monkeypatch.setattr(graphs, "GRAPH", graphs.RerunGraph)
-    monkeypatch.setattr(graphs, "DEVICES", ("cpu",))
-    _replay_equals_eager(monkeypatch, rng, "cpu")
+    triton_config(graph=graphs.RerunGraph)
+    triton_config(graph_devices=("cpu",))
+    _replay_equals_eager(triton_config, rng, "cpu")
 
 
-def test_graphs_stand_aside_where_they_cannot_capture(monkeypatch):
+def test_graphs_stand_aside_where_they_cannot_capture(triton_config):
     from convgru_ext.backends.triton import graphs
 
-    monkeypatch.setattr(graphs, "ENABLED", True)
+    triton_config(graphs=True)
     x = torch.randn(2, 3, 4)
     assert graphs._why_eager((x,)) == "tensors on cpu"
-    monkeypatch.setattr(graphs, "DEVICES", ("cpu",))
+    triton_config(graph_devices=("cpu",))
     assert graphs._why_eager((x,)) is None
     assert "strides" in graphs._why_eager((x.expand(2, 2, 3, 4),))
     assert "strides" in graphs._why_eager((x[:, :, ::2],))
-    monkeypatch.setattr(graphs, "ENABLED", False)
+    triton_config(graphs=False)
     assert graphs._why_eager((x,)) == "CONVGRU_TRITON_GRAPHS=0"
 
 
@@ -332,12 +355,12 @@ def test_gpu_every_tile_we_keep(math, tile, reset, rng):
 
 
 @GPU
-def test_gpu_graph_replay_matches_the_eager_loop(monkeypatch, rng):
+def test_gpu_graph_replay_matches_the_eager_loop(triton_config, rng):
     """Real CUDA graphs: replay equals the eager loop bit for bit, and many calls do not grow memory."""
     _ops()
     from convgru_ext.backends.triton import graphs
 
-    _replay_equals_eager(monkeypatch, rng, "cuda")
+    _replay_equals_eager(triton_config, rng, "cuda")
     case = Case(T=4, B=2, C=16, Cin=8, H=9, W=7)
     _graph_runs(case, 3, rng, "cuda")
     torch.cuda.synchronize()
@@ -357,3 +380,16 @@ def _tf32_parity(case, rng):
                 if not k.startswith("_") and not rel_err(got[k], want[k]) <= TF32_TOL]
     assert not failures, f"triton tf32 {case}: {failures}"
 
+
+
+def test_switches_change_through_configured_only():
+    """config.configured sets fields of the one CONFIG and restores them; an unknown switch is an error."""
+    from convgru_ext.backends.triton import config
+
+    before = dataclasses.replace(config.CONFIG)
+    with config.configured(wide=not before.wide, max_graphs=3) as changed:
+        assert changed is config.CONFIG and config.CONFIG.wide is not before.wide and config.CONFIG.max_graphs == 3
+    assert config.CONFIG == before
+    with pytest.raises(TypeError, match=r"unknown Triton switches \['WIDE'\]"):
+        with config.configured(WIDE=True):
+            pass

@@ -9,7 +9,7 @@ the loop's static arguments and configuration) and replays it afterwards:
   compiles), the second captures the loop on static copies of its inputs, and every later call
   copies its inputs into those, replays, and returns *clones* of the static outputs, so that a
   result never aliases a later call's (the forward's outputs are saved for the backward);
-* at most :data:`MAX_GRAPHS` keys are held (least recently used first out), so memory does not grow
+* at most ``CONFIG.max_graphs`` keys are held (least recently used first out), so memory does not grow
   with the number of shapes seen; each holds its static inputs and its private pool;
 * it stands aside (eager loop) while torch.compile or torch.export traces, for tensor subclasses
   (fake tensors), inside a graph the caller is capturing, for inputs with gaps or overlaps in their
@@ -24,7 +24,6 @@ logic with a stand-in graph that re-runs the loop into the static outputs (``tes
 from __future__ import annotations
 
 import collections
-import os
 import warnings
 from collections.abc import Callable
 from typing import Optional
@@ -32,12 +31,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-#: CONVGRU_TRITON_GRAPHS=0 runs every loop eagerly
-ENABLED = os.environ.get("CONVGRU_TRITON_GRAPHS", "1").strip() != "0"
-#: launch keys whose graphs are held at once
-MAX_GRAPHS = 8
-#: devices whose loops are captured (tests add "cpu", with :class:`RerunGraph`)
-DEVICES = ("cuda",)
+from .config import CONFIG
 
 
 class CudaGraph:
@@ -66,9 +60,6 @@ class RerunGraph:
                 static.copy_(fresh)
 
 
-#: what :func:`run` captures with
-GRAPH = CudaGraph
-
 _FAILED = object()  # a key whose capture failed: eager from then on
 _graphs: collections.OrderedDict[tuple, object] = collections.OrderedDict()
 
@@ -85,9 +76,9 @@ def held() -> int:
 
 def _why_eager(tensors: tuple[Optional[Tensor], ...]) -> Optional[str]:
     present = [t for t in tensors if t is not None]
-    if not ENABLED:
+    if not CONFIG.graphs:
         return "CONVGRU_TRITON_GRAPHS=0"
-    if present[0].device.type not in DEVICES:
+    if present[0].device.type not in CONFIG.graph_devices:
         return f"tensors on {present[0].device}"
     if torch.compiler.is_compiling():
         return "torch.compile is tracing"
@@ -128,7 +119,7 @@ def run(fn: Callable, tensors: tuple[Optional[Tensor], ...], args: tuple, config
         statics = tuple(None if t is None else torch.full_like(t, float("nan")) if i in unread else t.clone()
                         for i, t in enumerate(tensors))
         try:
-            graph = GRAPH(lambda: fn(*statics, *args))
+            graph = (CONFIG.graph or CudaGraph)(lambda: fn(*statics, *args))
         except Exception as error:  # noqa: BLE001 -- the eager loop is always correct; say why once
             warnings.warn(f"convgru_ext: capturing the Triton time loop as a CUDA graph failed "
                           f"({type(error).__name__}: {error}); this shape runs eagerly", RuntimeWarning, stacklevel=2)
@@ -148,5 +139,5 @@ def run(fn: Callable, tensors: tuple[Optional[Tensor], ...], args: tuple, config
 def _remember(key: tuple, value) -> None:
     _graphs[key] = value
     _graphs.move_to_end(key)
-    while len(_graphs) > MAX_GRAPHS:
+    while len(_graphs) > CONFIG.max_graphs:
         _graphs.popitem(last=False)

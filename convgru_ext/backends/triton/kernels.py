@@ -26,7 +26,7 @@ interleaved: Triton's blocks are powers of two, so three gates would pad N by a 
 of the accumulator in the epilogue costs a layout conversion through shared memory.  These loops are
 safe at ``num_warps=4``, the default tiles' setting: the miscompile of pytorch/pytorch#173068 was
 seen at 8.  The 8-warp tiles (BLOCK_M = 128: the weights re-read half as often) compile cleanly but
-stay off until a GPU has run each against the reference (``ops.WIDE``).  The compile report
+stay off until a GPU has run each against the reference (``config.CONFIG.wide``).  The compile report
 (``compile_report.py``, committed under ``benchmarks/results/compile/``) holds every kept tile to 0
 spills and at most one full pipeline drain per main loop.
 

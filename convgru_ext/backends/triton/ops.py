@@ -27,6 +27,7 @@ mode, its number of gates and its shape bucket, deterministically; every tile it
 :func:`kept_tiles`, which ``compile_report`` compiles for sm_90 (the committed report under
 ``benchmarks/results/compile/`` holds them to 0 spills on Triton 3.6 and 3.8).
 ``CONVGRU_TRITON_AUTOTUNE=1`` times at most 3 candidates per launch key (M bucketed to a power of 2).
+Every switch is a field of ``config.CONFIG``, set through ``config.configured``.
 
 Registration: with a GPU, ``torch.library.triton_op`` (torch.compile sees the kernels through
 ``wrap_triton``); under ``TRITON_INTERPRET=1`` an opaque ``custom_op``, because Inductor cannot compile
@@ -49,6 +50,7 @@ from .._math import Math, math_mode
 from .._op import define_op_pair, gates_per_channel
 from . import graphs
 from . import kernels as K
+from .config import CONFIG, configured
 
 #: kernels run on the CPU through Triton's interpreter (fixed when this module is imported)
 INTERPRET = os.environ.get("TRITON_INTERPRET", "") == "1"
@@ -89,10 +91,9 @@ NUM_WARPS = 4
 #: ``num_warps`` of the wide tiles: two warpgroups, BLOCK_M = 128, so that every pixel block re-reads
 #: the weights half as often.  pytorch/pytorch#173068 saw Triton miscompile a flattened tap loop at
 #: 8 warps; these tiles compile cleanly (the compile report) but stay off until a GPU has run each
-#: against the reference: CONVGRU_TRITON_8_WARPS=1 turns them on, ``make gpu-check``'s tests force
-#: each of them (tests/test_triton.py::test_gpu_every_tile_we_keep).
+#: against the reference: CONVGRU_TRITON_8_WARPS=1 (``CONFIG.wide``) turns them on, ``make gpu-check``'s
+#: tests force each of them (tests/test_triton.py::test_gpu_every_tile_we_keep).
 WIDE_WARPS = 8
-WIDE = os.environ.get("CONVGRU_TRITON_8_WARPS", "0").strip() == "1"
 
 
 class MathTiles:
@@ -133,9 +134,6 @@ INTERPRET_BLOCK_M = 256
 #: on a GPU, :func:`sm_count` asks the device
 DEFAULT_SMS = 132
 
-#: CONVGRU_TRITON_AUTOTUNE=1: time up to 3 candidate tiles per launch key on first use, instead of
-#: :func:`tile_for`'s choice
-AUTOTUNE = os.environ.get("CONVGRU_TRITON_AUTOTUNE", "0").strip() == "1"
 
 Tile = tuple[int, int, int, int, int]  # (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps)
 
@@ -169,14 +167,14 @@ def tile_for(math: str, ng: int, M: int, C: int, aligned: bool = True, sms: int 
     Deterministic: the shape bucket is the channel count's power of 2, whether the channel counts are
     ``aligned`` (multiples of 16, which Triton specializes on: otherwise no A load is vectorized, A
     stays out of the async copies, and wider tiles spill, so BLOCK_N stops at
-    :data:`UNALIGNED_WIDEST`), and with :data:`WIDE`, whether an 8-warp tile's grid fills a wave of the
+    :data:`UNALIGNED_WIDEST`), and with ``CONFIG.wide``, whether an 8-warp tile's grid fills a wave of the
     GPU's ``sms`` SMs."""
     spec = MATHS[Math(math)]
     widest = spec.widest[ng - 1] if aligned else min(spec.widest[ng - 1], UNALIGNED_WIDEST)
     block_n = min(max(_pow2(C), 16), widest)
-    if INTERPRET:
+    if CONFIG.interpreter_tiles:
         return INTERPRET_BLOCK_M, block_n, spec.block_k, spec.stages, NUM_WARPS
-    if WIDE and spec.wide_m and aligned:
+    if CONFIG.wide and spec.wide_m and aligned:
         wide_n = min(max(_pow2(C), 16), spec.wide_widest[ng - 1])
         if _cdiv(M, spec.wide_m) * _cdiv(C, wide_n) >= sms:
             return spec.wide_m, wide_n, spec.block_k, spec.stages, WIDE_WARPS
@@ -208,25 +206,15 @@ def candidates(math: str, ng: int, M: int, C: int, aligned: bool = True, sms: in
     return [t for t in kept_tiles(math, ng, aligned=aligned) if (t[0], t[1], t[2], t[4]) == (m, n, k, w)][:3]
 
 
-#: when set (tests), every launch uses this tile instead of :func:`tile_for`'s
-_FORCED: Optional[Tile] = None
-
-
-@contextlib.contextmanager
 def forced_tile(tile: Tile):
     """Run every kernel with ``tile`` (BLOCK_M, BLOCK_N, BLOCK_K, stages, warps) inside the block."""
-    global _FORCED
-    saved, _FORCED = _FORCED, tile
-    try:
-        yield
-    finally:
-        _FORCED = saved
+    return configured(tile=tile)
 
 
 def _tile(math: str, ng: int, M: int, C: int, aligned: bool, device: torch.device) -> Tile:
     """The tile of a launch on ``device`` without autotuning (autotuning keeps BLOCK_N and BLOCK_K: the
     packing's)."""
-    return _FORCED or tile_for(math, ng, M, C, aligned, sm_count(device))
+    return CONFIG.tile or tile_for(math, ng, M, C, aligned, sm_count(device))
 
 
 # ------------------------------------------------------------------------------------- packing
@@ -264,11 +252,17 @@ def _device_guard(t: Tensor):
 
 #: autotuning's choices: launch key -> tile
 _TUNED: dict = {}
-#: kernel -> launchable kernel (``wrap_triton``, so that torch.compile sees the launches; the cost model
-#: stubs it out to time our loop's own host overhead).  Under the interpreter the op is an opaque custom_op
-#: (``define_op_pair`` below) and the kernel is launched as it is: torch 2.11's ``wrap_triton`` refuses
-#: the interpreter's ``InterpretedFunction`` (2.14's accepts it).
-_LAUNCHER = (lambda kernel: kernel) if INTERPRET else torch.library.wrap_triton
+
+
+def default_launcher(kernel):
+    """``kernel`` made launchable: ``wrap_triton``'s, so that torch.compile sees the launches.  Under the
+    interpreter the op is an opaque custom_op (``define_op_pair`` below) and the kernel is launched as it
+    is: torch 2.11's ``wrap_triton`` refuses the interpreter's ``InterpretedFunction`` (2.14's accepts it)."""
+    return kernel if INTERPRET else torch.library.wrap_triton(kernel)
+
+
+def _launcher(kernel):
+    return (CONFIG.launcher or default_launcher)(kernel)
 
 
 def _launch(kernel, tile: Tile, reductions: tuple[int, ...], **args) -> None:
@@ -276,7 +270,7 @@ def _launch(kernel, tile: Tile, reductions: tuple[int, ...], **args) -> None:
     its reduction sizes is a whole number of K blocks (then A needs no channel mask)."""
     block_m, block_n, block_k, stages, warps = tile
     grid = (_cdiv(args["M"], block_m), _cdiv(args["C"], block_n))
-    _LAUNCHER(kernel)[grid](**args, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+    _launcher(kernel)[grid](**args, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
                             EVEN_K=all(k % block_k == 0 for k in reductions), num_warps=warps, num_stages=stages)
 
 
@@ -285,7 +279,7 @@ def _run(kernel, math: str, ng: int, aligned: bool, tile: Tile, reductions: tupl
     fastest of :func:`candidates` for this launch key, timed once (a step kernel may be re-run: none
     reads what it writes).  ``aligned``: the loop's channel counts are multiples of 16;
     ``reductions``: the channel counts this kernel reduces over."""
-    if AUTOTUNE and _FORCED is None and not INTERPRET and not torch.cuda.is_current_stream_capturing():
+    if CONFIG.autotune and CONFIG.tile is None and not INTERPRET and not torch.cuda.is_current_stream_capturing():
         key = (kernel.__name__, math, ng, _pow2(args["M"]), args["C"], args.get("Cin"),
                args["KH"], args["KW"], args["KIND"], args.get("HAS_X"), args.get("HAS_PREV"))
         if key not in _TUNED:
@@ -321,7 +315,8 @@ def backward_kinds(reset_after: bool) -> tuple[int, ...]:
     return (K.BWD_AFTER.value,) if reset_after else (K.BWD_N.value, K.BWD_RZ.value)
 
 
-def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after):
+def forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after):
+    """The forward time loop (``_op.StepLoops.forward``): per step, :func:`forward_kinds`' kernels."""
     T, B, Cin, H, W = x.shape
     C = weight_hh.shape[1]
     M = B * H * W
@@ -357,7 +352,9 @@ def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, re
     return out, gates
 
 
-def _backward_loop(grad_out, h0, out, gates, weight_hh, dilation, reset_after):
+def backward_loop(grad_out, h0, out, gates, weight_hh, dilation, reset_after):
+    """The backward time loop (``_op.StepLoops.backward``): the init kernel, then per step (in reverse)
+    :func:`backward_kinds`' kernels."""
     T, B, C, H, W = out.shape
     M = B * H * W
     math = math_mode(out.dtype)
@@ -390,7 +387,7 @@ def _backward_loop(grad_out, h0, out, gates, weight_hh, dilation, reset_after):
                   **_step_args(weight_hh, dilation, M, H, W, math))
     with _device_guard(out):
         init_m, init_n = 64, 32
-        _LAUNCHER(K.backward_init_kernel)[(_cdiv(M, init_m), _cdiv(C, init_n))](
+        _launcher(K.backward_init_kernel)[(_cdiv(M, init_m), _cdiv(C, init_n))](
             grad_out[T - 1], dh, last["gates_prev_ptr"], last["h_prev_ptr"], last["dgh_prev_ptr"],
             last["dxn_prev_ptr"], M, C, RESET_AFTER=reset_after, BLOCK_M=init_m, BLOCK_N=init_n)
         for t in reversed(range(T)):
@@ -411,13 +408,13 @@ class TritonLoops:
 
     def forward(self, x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after):
         # a sequence's loop reads gx, not x, weight_ih or bias_x (in the projection already)
-        return graphs.run(_forward_loop, (x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn),
-                          (list(dilation), reset_after), (math_mode(x.dtype), _FORCED),
+        return graphs.run(forward_loop, (x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn),
+                          (list(dilation), reset_after), (math_mode(x.dtype), CONFIG.tile),
                           unread=() if gx is None else (0, 3, 5))
 
     def backward(self, grad_out, h0, out, gates, weight_hh, dilation, reset_after):
-        return graphs.run(_backward_loop, (grad_out, h0, out, gates, weight_hh),
-                          (list(dilation), reset_after), (math_mode(out.dtype), _FORCED))
+        return graphs.run(backward_loop, (grad_out, h0, out, gates, weight_hh),
+                          (list(dilation), reset_after), (math_mode(out.dtype), CONFIG.tile))
 
 
 # ---------------------------------------------------------------------------------- registration
