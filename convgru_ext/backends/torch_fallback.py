@@ -17,9 +17,8 @@ kept, in eager no custom-op dispatch either (under ``torch.compile`` an opaque o
 runs on a weight prepacked for oneDNN (:func:`packed_weight`, a cache checked against the weight's values), and
 the backward's data gradients run as forward convolutions of the transposed weight (:class:`_DataGrad`).
 
-Everything runs channels-last: oneDNN and cuDNN are fastest there, and on CPU a large NCHW
-convolution was measured at twice the per-frame cost of a small one, while channels-last stays
-flat.  Memory: the forward's ``gates`` (T*B*G*C*H*W elements, the op contract); the backward's
+Everything runs channels-last (``_op.py``'s layout; on the CPU, benchmarks/results/cpu/decisions.md
+says why).  Memory: the forward's ``gates`` (T*B*G*C*H*W elements, the op contract); the backward's
 temporaries are the gate-gradient buffer (T*B*3C*H*W, plus T*B*C*H*W under ``"after"``).  All
 arithmetic runs in the input dtype.
 """
