@@ -44,17 +44,13 @@ def _load_build():
 build = _load_build()
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def _note(message: str) -> None:
     print(f"convgru-ext setup: {message}", file=sys.stderr)
 
 
 def _cuda_extension() -> tuple[list, dict]:
     """(ext_modules, cmdclass) for the CUDA extension, or ([], {}) after saying why not."""
-    force = _flag("CONVGRU_FORCE_CUDA")
+    force = build.env_flag("CONVGRU_FORCE_CUDA")
 
     def without(reason: str) -> tuple[list, dict]:
         if force:
@@ -62,7 +58,7 @@ def _cuda_extension() -> tuple[list, dict]:
         _note(f"installing without the CUDA extension: {reason}")
         return [], {}
 
-    if _flag("CONVGRU_SKIP_CUDA"):
+    if build.env_flag("CONVGRU_SKIP_CUDA"):
         return without("CONVGRU_SKIP_CUDA is set")
     build.use_default_cuda_home()  # before torch.utils.cpp_extension reads CUDA_HOME
     try:

@@ -39,7 +39,8 @@ def sources() -> list[str]:
     return sorted(str(p) for p in root.glob("*.cpp")) + sorted(str(p) for p in root.glob("cuda/*.cu"))
 
 
-def _flag(name: str) -> bool:
+def env_flag(name: str) -> bool:
+    """Whether environment variable ``name`` is set to 1/true/yes/on (the build switches' one rule)."""
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -56,7 +57,7 @@ def build_options() -> dict:
     """The compiler options of the extension: include folders and per-compiler flags
     (``CONVGRU_PTXAS_VERBOSE=1`` adds ptxas' per-kernel register and spill report)."""
     nvcc = ["-O3", "-lineinfo"]  # the C++ standard: torch.utils.cpp_extension adds the one torch needs
-    if _flag("CONVGRU_PTXAS_VERBOSE"):
+    if env_flag("CONVGRU_PTXAS_VERBOSE"):
         nvcc += ["-Xptxas", "-v"]
     return {
         "include_dirs": [str(sources_dir())] + _nvidia_include_dirs(),

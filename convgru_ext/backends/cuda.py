@@ -37,6 +37,8 @@ DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MIN_CAPABILITY = (8, 0)  # cp.async, bfloat16 tensor cores
 #: set to 0 to never build the extension on first use (``make gpu-check`` builds it beforehand)
 NO_JIT_VAR = "CONVGRU_CUDA_JIT"
+
+
 def _ops_defined() -> bool:
     try:
         torch.ops.convgru_ext._cuda_forward_loop.default  # noqa: B018
