@@ -7,14 +7,47 @@ from typing import Optional
 import torch
 
 from . import backends
-from ._contract import IntOrPair, check, check_context
+from ._contract import IntOrPair, Problem, check, check_context
 from .backends._op import channels_last
+
+
+#: checked signatures -> their Problem (``_checked``); cleared when full
+_CHECKED: dict = {}
+_CHECKED_SIZE = 256
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def _checked(fn, x, h, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset, recompute, sequence) -> Problem:
+    """``check``'s Problem, decided once per signature: the check reads only types, shapes, dtypes, devices and
+    options, so a call whose tensors are plain tensors with the shapes, dtypes and devices of one checked before,
+    with the same options, has that call's Problem.  Anything else (a tensor subclass, an unhashable option,
+    tracing) is checked afresh, and so raises the same errors."""
+    tensors = (x, h, weight_ih, weight_hh, bias_ih, bias_hh)
+    key = None
+    if (type(recompute) is bool and type(reset) is str and _plain_ints(dilation) and not torch.compiler.is_compiling()
+            and all(t is None or type(t) in _PLAIN for t in tensors)):
+        key = (fn, sequence, recompute, reset, dilation) + tuple(
+            None if t is None else (t.shape, t.dtype, t.device) for t in tensors)
+        problem = _CHECKED.get(key)
+        if problem is not None:
+            return problem
+    problem = check(fn, x, h, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset, sequence=sequence,
+                    recompute=recompute)
+    if key is not None:
+        if len(_CHECKED) >= _CHECKED_SIZE:
+            _CHECKED.clear()
+        _CHECKED[key] = problem
+    return problem
+
+
+def _plain_ints(value) -> bool:
+    """An int or a tuple of ints, none of them a bool (``True == 1`` would make a key match another)."""
+    return type(value) is int or (type(value) is tuple and all(type(v) is int for v in value))
 
 
 def _run(fn, x, h, weight_ih, weight_hh, bias_ih, bias_hh, context, dilation, reset, backend, recompute, *,
          sequence):
-    problem = check(fn, x, h, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset, sequence=sequence,
-                    recompute=recompute)
+    problem = _checked(fn, x, h, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset, recompute, sequence)
     context = check_context(fn, context, problem, sequence=sequence)
     impl = backends.select(backend, problem)
     if not sequence:

@@ -5,6 +5,7 @@ op layout of ``_op.py``."""
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -15,9 +16,14 @@ from .._contract import same_padding
 from ._layout import channels_last, empty_channels_last, like
 
 
-def padding(weight: Tensor, dilation: list[int]) -> list[int]:
-    """'Same' padding of ``weight`` (O, I, kh, kw) at ``dilation``."""
-    return list(same_padding(weight.shape[2:], dilation))
+def padding(weight: Tensor, dilation: list[int]) -> tuple[int, int]:
+    """'Same' padding of ``weight`` (O, I, kh, kw) at ``dilation`` (cached: a process sees a few kernels)."""
+    return _padding(weight.shape[2], weight.shape[3], *dilation)
+
+
+@functools.lru_cache(maxsize=None)
+def _padding(kh: int, kw: int, dh: int, dw: int) -> tuple[int, int]:
+    return same_padding((kh, kw), (dh, dw))  # type: ignore[return-value]
 
 
 def conv_backward(grad: Tensor, inp: Tensor, weight: Tensor, dilation: list[int],

@@ -227,16 +227,49 @@ def define_op_pair(name: str, loops: StepLoops, *, triton: bool = False):
     the fake kernels and autograd.  ``triton``: a ``torch.library.triton_op``, so that ``torch.compile``
     sees the Triton kernels inside (through ``wrap_triton``); otherwise an opaque ``custom_op``.
 
-    Returns the two ops."""
+    Returns the two ops.  An eager call need not go through them: :func:`eager` gives the same composition and
+    autograd formula as a ``torch.autograd.Function``, without the dispatcher's round trips."""
+    forward, backward = compose_forward(loops), compose_backward(loops)
     define = torch.library.triton_op if triton else torch.library.custom_op
-    forward_op = define(f"convgru_ext::{name}_forward", compose_forward(loops), mutates_args=(),
-                        schema=FORWARD_SCHEMA)
-    backward_op = define(f"convgru_ext::{name}_backward", compose_backward(loops), mutates_args=(),
-                         schema=BACKWARD_SCHEMA)
+    forward_op = define(f"convgru_ext::{name}_forward", forward, mutates_args=(), schema=FORWARD_SCHEMA)
+    backward_op = define(f"convgru_ext::{name}_backward", backward, mutates_args=(), schema=BACKWARD_SCHEMA)
     forward_op.register_fake(fake_forward)
     backward_op.register_fake(fake_backward)
     register_autograd(forward_op, backward_op)
+    _EAGER[forward_op] = (forward, backward)
     return forward_op, backward_op
+
+
+#: forward op -> its (forward, backward) composition, for :func:`eager`
+_EAGER: dict = {}
+
+
+def eager(forward_op):
+    """What an eager call of ``forward_op`` (same arguments and results) runs: the op's composition through a
+    ``torch.autograd.Function`` with the op pair's autograd formula, or the op itself under tracing (compile,
+    export) or for an op that :func:`define_op_pair` did not define.  The dispatcher's work per call (schema
+    parsing, the autograd kernel of ``register_autograd``, the redispatch to the backward op) costs more than a
+    small call's convolutions on a CPU; a Function pays none of it."""
+    pair = _EAGER.get(forward_op)
+    if pair is None or torch.compiler.is_compiling():
+        return forward_op
+    return lambda *args: _EagerPair.apply(pair, *args)
+
+
+class _EagerPair(torch.autograd.Function):
+    """:func:`eager`'s Function: ``apply((forward, backward), *forward_args)`` -> (out, gates)."""
+
+    @staticmethod
+    def forward(ctx, pair, *inputs):
+        output = pair[0](*inputs)
+        _setup_context(ctx, inputs, output)
+        ctx.pair = pair
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_gates):
+        forward, backward = ctx.pair
+        return (None, *_backward(ctx, grad_out, forward, backward, ctx.needs_input_grad[1:]))
 
 
 def recompute_gates(forward_op, x, h0, out, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after,
@@ -254,52 +287,60 @@ def recompute_gates(forward_op, x, h0, out, weight_ih, weight_hh, bias_ih, bias_
     return gates.view(T, B, -1, H, W)
 
 
+def _setup_context(ctx, inputs, output) -> None:
+    """What the backward of the op pair (either path: :func:`register_autograd`, :func:`eager`) keeps."""
+    x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after, *rest = inputs
+    context, recompute = (list(rest) + [None, False][len(rest):])[:2]
+    out, gates = output
+    ctx.mark_non_differentiable(gates)
+    ctx.set_materialize_grads(False)  # no zero-filled gradient for `gates`
+    ctx.recompute = recompute
+    if recompute:
+        ctx.save_for_backward(x, h0, out, weight_ih, weight_hh, bias_ih, bias_hh, context)
+    else:
+        ctx.save_for_backward(x, h0, out, gates, weight_ih, weight_hh)
+    ctx.dilation = list(dilation)
+    ctx.reset_after = reset_after
+    ctx.context_steps = 0 if context is None else context.shape[0]
+
+
+def _backward(ctx, grad_out, forward, backward, need) -> tuple:
+    """The gradients of the forward's inputs (``need``: which are wanted), through ``backward`` (the backward op
+    or its composition); ``forward`` recomputes the gates under ``recompute``."""
+    if ctx.recompute:
+        x, h0, out, weight_ih, weight_hh, bias_ih, bias_hh, context = ctx.saved_tensors
+        gates = recompute_gates(forward, x, h0, out, weight_ih, weight_hh, bias_ih, bias_hh, ctx.dilation,
+                                ctx.reset_after, context)
+    else:
+        x, h0, out, gates, weight_ih, weight_hh = ctx.saved_tensors
+    if grad_out is None:
+        grad_out = torch.zeros_like(out)
+    dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dcontext = backward(
+        channels_last(grad_out), x, h0, out, gates, weight_ih, weight_hh,
+        ctx.dilation, ctx.reset_after, bool(need[0]), ctx.context_steps if need[8:9] == (True,) else 0,
+    )
+
+    def keep(grad: Tensor, wanted: bool) -> Optional[Tensor]:
+        return grad if wanted else None
+
+    return (
+        keep(dx, need[0]),
+        keep(dh0, need[1]),
+        keep(dw_ih, need[2]),
+        keep(dw_hh, need[3]),
+        keep(db_ih, need[4]),  # False where the bias is None
+        keep(db_hh, need[5]),
+        None,
+        None,
+        keep(dcontext, need[8:9] == (True,)),
+        None,
+    )[: len(need)]  # a call that left `context` (and `recompute`) out has no gradient slot for them
+
+
 def register_autograd(forward_op, backward_op) -> None:
     """Make ``forward_op`` differentiable through ``backward_op`` (schemas above)."""
 
-    def setup_context(ctx, inputs, output):
-        x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after, context, recompute = inputs
-        out, gates = output
-        ctx.mark_non_differentiable(gates)
-        ctx.set_materialize_grads(False)  # no zero-filled gradient for `gates`
-        ctx.recompute = recompute
-        if recompute:
-            ctx.save_for_backward(x, h0, out, weight_ih, weight_hh, bias_ih, bias_hh, context)
-        else:
-            ctx.save_for_backward(x, h0, out, gates, weight_ih, weight_hh)
-        ctx.dilation = list(dilation)
-        ctx.reset_after = reset_after
-        ctx.context_steps = 0 if context is None else context.shape[0]
-
     def backward(ctx, grad_out, _grad_gates):
-        if ctx.recompute:
-            x, h0, out, weight_ih, weight_hh, bias_ih, bias_hh, context = ctx.saved_tensors
-            gates = recompute_gates(forward_op, x, h0, out, weight_ih, weight_hh, bias_ih, bias_hh, ctx.dilation,
-                                    ctx.reset_after, context)
-        else:
-            x, h0, out, gates, weight_ih, weight_hh = ctx.saved_tensors
-        need = ctx.needs_input_grad
-        if grad_out is None:
-            grad_out = torch.zeros_like(out)
-        dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dcontext = backward_op(
-            channels_last(grad_out), x, h0, out, gates, weight_ih, weight_hh,
-            ctx.dilation, ctx.reset_after, bool(need[0]), ctx.context_steps if need[8:9] == (True,) else 0,
-        )
+        return _backward(ctx, grad_out, forward_op, backward_op, ctx.needs_input_grad)
 
-        def keep(grad: Tensor, wanted: bool) -> Optional[Tensor]:
-            return grad if wanted else None
-
-        return (
-            keep(dx, need[0]),
-            keep(dh0, need[1]),
-            keep(dw_ih, need[2]),
-            keep(dw_hh, need[3]),
-            keep(db_ih, need[4]),  # False where the bias is None
-            keep(db_hh, need[5]),
-            None,
-            None,
-            keep(dcontext, need[8:9] == (True,)),
-            None,
-        )[: len(need)]  # a call that left `context` (and `recompute`) out has no gradient slot for them
-
-    torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
+    torch.library.register_autograd(forward_op, backward, setup_context=_setup_context)

@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 
 from .._contract import Problem
+from ._op import eager
 
 #: (major, minor) compute capability per CUDA device index, cached (calls under torch.compile read it)
 _CAPABILITY: dict[int, tuple[int, int]] = {}
@@ -72,7 +73,8 @@ class Backend:
 
 class FusedBackend(Backend):
     """A backend whose time loops run inside the op pair of ``_op.py`` (everything around them is composed
-    there once): its ``sequence`` calls :meth:`forward_op` with the checked problem's options."""
+    there once): its ``sequence`` calls :meth:`forward_op` with the checked problem's options, in eager mode
+    through ``_op.eager`` (the same composition without the dispatcher)."""
 
     fused = True
 
@@ -81,6 +83,6 @@ class FusedBackend(Backend):
         raise NotImplementedError
 
     def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem):
-        out, _ = self.forward_op()(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, list(problem.dilation),
+        out, _ = eager(self.forward_op())(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, list(problem.dilation),
                                    problem.reset_after, context, problem.recompute)
         return out

@@ -54,9 +54,9 @@ def _mkldnn_usable(t: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether a convolution of ``t`` (N, C, H, W) with ``weight`` runs on a weight prepacked for oneDNN (the ops
     Inductor's CPU freezing emits): float32 on the CPU, not while tracing, at least :data:`PACK_MIN_MACS`; bf16
     would need AVX-512 there, so it stays with ``F.conv2d``, which behaves alike on every machine."""
-    return (t.dtype == torch.float32 and t.device.type == "cpu" and not torch.compiler.is_compiling()
-            and _MKLDNN_BUILT and torch.backends.mkldnn.enabled
-            and t.shape[0] * t.shape[2] * t.shape[3] * weight.numel() >= PACK_MIN_MACS)
+    return (t.shape[0] * t.shape[2] * t.shape[3] * weight.numel() >= PACK_MIN_MACS  # the cheapest test first
+            and t.dtype == torch.float32 and t.device.type == "cpu" and _MKLDNN_BUILT
+            and torch.backends.mkldnn.enabled and not torch.compiler.is_compiling())
 
 
 #: packed weights: key -> (the weight's values when packed, the packed weight); most recently used last
