@@ -50,14 +50,13 @@ def _run(fn, x, h, weight_ih, weight_hh, bias_ih, bias_hh, context, dilation, re
     problem = _checked(fn, x, h, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset, recompute, sequence)
     context = check_context(fn, context, problem, sequence=sequence)
     impl = backends.select(backend, problem)
-    if not sequence:
-        x = x.unsqueeze(0)
+    x = channels_last(x) if sequence else channels_last(x).unsqueeze(0)  # a 4-D frame converts in one call
     if h is None:
         h = x.new_zeros(problem.B, problem.C, problem.H, problem.W)
     if problem.T == 0:
         return x.new_zeros(0, problem.B, problem.C, problem.H, problem.W), h.clone()
     weights = [t if t is None else t.contiguous() for t in (weight_ih, weight_hh, bias_ih, bias_hh)]
-    out = impl.sequence(channels_last(x), channels_last(h), *weights, context, problem)
+    out = impl.sequence(x, channels_last(h), *weights, context, problem)
     return out, out[-1]
 
 

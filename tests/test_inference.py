@@ -1,5 +1,5 @@
-"""The torch backend's inference path (``torch_fallback.infer``): its prepacked-weight cache never serves a stale
-weight, whatever writes to the weight between calls."""
+"""The torch backend's packed weights (``torch_fallback.packed_weight``): packed once per call and reused by its steps,
+never across calls, so that no write to a weight between calls can be missed."""
 
 import pytest
 import torch
@@ -18,7 +18,7 @@ def _pack_every_convolution(monkeypatch):
 
 
 def _assert_fresh(module, x, h):
-    """The inference path (packed weights, cache warm) equals the reference on the module's current weights."""
+    """The inference path (packed weights) equals the reference on the module's current weights."""
     with torch.no_grad():
         got = module(x, h)
         module.backend = "reference"
@@ -28,44 +28,45 @@ def _assert_fresh(module, x, h):
         assert rel_err(g, w) <= REL_TOL[torch.float32]
 
 
-def _cell():
+def _layer():
+    """A layer whose calls pack (T >= 2 steps reuse each packed weight); h0 != 0: U*h counts."""
     torch.manual_seed(0)
-    return ConvGRUCell(3, 4, backend="torch"), torch.randn(2, 3, 6, 7), torch.randn(2, 4, 6, 7)  # h != 0: U*h counts
+    return ConvGRU(3, 4, backend="torch"), torch.randn(3, 2, 3, 6, 7), torch.randn(1, 2, 4, 6, 7)
 
 
-def _write_optimizer_step(cell):
-    cell(torch.randn(2, 3, 6, 7)).square().sum().backward()
-    torch.optim.SGD(cell.parameters(), lr=0.5).step()
+def _write_optimizer_step(gru):
+    gru(torch.randn(3, 2, 3, 6, 7))[0].square().sum().backward()
+    torch.optim.SGD(gru.parameters(), lr=0.5).step()
 
 
-def _write_load_state_dict(cell):
-    other = ConvGRUCell(3, 4)
-    cell.load_state_dict(other.state_dict())
+def _write_load_state_dict(gru):
+    other = ConvGRU(3, 4)
+    gru.load_state_dict(other.state_dict())
 
 
-def _write_through_data(cell):  # `.data` has its own version counter: only the values tell
-    cell.weight_hh.data.mul_(-2.0)
-    cell.weight_ih.data[0, 0, 1, 1] += 1.0
+def _write_through_data(gru):  # `.data` has its own version counter: only the values tell
+    gru.weight_hh_l0.data.mul_(-2.0)
+    gru.weight_ih_l0.data[0, 0, 1, 1] += 1.0
 
 
-def _write_under_no_grad(cell):
+def _write_under_no_grad(gru):
     with torch.no_grad():
-        cell.weight_hh.mul_(0.5)
-        cell.weight_ih.add_(0.25)
+        gru.weight_hh_l0.mul_(0.5)
+        gru.weight_ih_l0.add_(0.25)
 
 
 @pytest.mark.parametrize("write", [_write_optimizer_step, _write_load_state_dict, _write_through_data,
                                    _write_under_no_grad], ids=lambda f: f.__name__.removeprefix("_write_"))
 def test_a_written_weight_is_never_served_stale(write):
-    cell, x, h = _cell()
-    _assert_fresh(cell, x, h)  # packs and caches
-    _assert_fresh(cell, x, h)  # served from the cache
-    write(cell)
-    _assert_fresh(cell, x, h)
+    gru, x, h = _layer()
+    _assert_fresh(gru, x, h)  # packs
+    _assert_fresh(gru, x, h)
+    write(gru)
+    _assert_fresh(gru, x, h)
 
 
-def test_the_cache_is_used_and_bounded(monkeypatch):
-    torch_fallback._PACKED.clear()
+def _count_packs(monkeypatch) -> list:
+    """The shapes of the weights packed from now on."""
     packs = []
     reorder = torch.ops.mkldnn._reorder_convolution_weight
 
@@ -74,24 +75,39 @@ def test_the_cache_is_used_and_bounded(monkeypatch):
             return getattr(torch.ops.mkldnn, name)
 
         def _reorder_convolution_weight(self, *args):
-            packs.append(args[0].shape)
+            packs.append(tuple(args[0].shape))
             return reorder(*args)
 
     monkeypatch.setattr(torch_fallback, "_mkldnn_ops", CountingOps())
-    gru, x = ConvGRU(3, 4, backend="torch"), torch.randn(5, 2, 3, 6, 7)
+    return packs
+
+
+@pytest.mark.parametrize("reset", ["before", "after"])
+def test_weights_are_packed_once_per_call_and_reused_by_its_steps(monkeypatch, reset):
+    packs = _count_packs(monkeypatch)
+    gru, x = ConvGRU(3, 4, backend="torch", reset=reset), torch.randn(5, 2, 3, 6, 7)
+    recurrent = [(8, 4, 3, 3), (4, 4, 3, 3)] if reset == "before" else [(12, 4, 3, 3)]  # U_rz, U_n; or all of U
     with torch.no_grad():
         gru(x)
-        first = len(packs)
+        assert packs == recurrent  # the projection runs once: F.conv2d, nothing to reuse
         gru(x)
-    assert first == 3 and len(packs) == 3  # w_ih, U_rz, U_n packed once, then reused across calls and steps
-    monkeypatch.setattr(torch_fallback, "PACKED_CACHE_SIZE", 2)
+    assert packs == recurrent * 2  # packed again by the next call: nothing outlives a call
+    out = gru(x)[0]
+    packs.clear()
+    out.sum().backward()  # the backward's data gradients: the transposed recurrent weights, once for every step
+    assert sorted(packs) == sorted((w[1], w[0], *w[2:]) for w in recurrent)
+
+
+def test_a_single_step_packs_nothing(monkeypatch):
+    """One step would use a packed weight once: F.conv2d's own reorder is the same work."""
+    packs = _count_packs(monkeypatch)
     with torch.no_grad():
-        ConvGRU(3, 4, backend="torch")(x)
-    assert len(torch_fallback._PACKED) == 2
+        ConvGRUCell(3, 4, backend="torch")(torch.randn(2, 3, 6, 7), torch.randn(2, 4, 6, 7))
+    assert packs == []
 
 
 def test_weights_packed_under_inference_mode_serve_training_calls():
-    """The cache's copies made under inference_mode are inference tensors: a later training call still works."""
+    """Weights packed under inference_mode are inference tensors: a later training call still works."""
     gru, x = ConvGRU(3, 4, backend="torch"), torch.randn(3, 2, 3, 6, 7)
     with torch.inference_mode():
         first = gru(x)[0]

@@ -55,7 +55,7 @@ def input_projection(x: Tensor, weight_ih: Tensor, bias_x: Optional[Tensor], dil
     one convolution."""
     T, B, Cin, H, W = x.shape
     gx = F.conv2d(x.view(T * B, Cin, H, W), weight_ih, bias_x, 1, padding(weight_ih, dilation), dilation)
-    return channels_last(gx.view(T, B, weight_ih.shape[0], H, W))
+    return channels_last(gx).view(T, B, weight_ih.shape[0], H, W)
 
 
 def weight_and_input_grads(

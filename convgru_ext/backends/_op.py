@@ -114,15 +114,14 @@ class StepLoops(Protocol):
         ...
 
 
-def _around_the_loop(hoist: bool, x, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after, context,
-                     project=input_projection):
+def _around_the_loop(hoist: bool, x, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after, context):
     """``(gx, bias_x, bias_hn)`` for a forward loop: the hoisted projection (None unless ``hoist`` or a context),
     the bias that goes with ``W*x`` and the part of ``b_hh`` that ``r`` multiplies (``StepLoops.forward``)."""
     C = weight_hh.shape[1]
     bias_x = input_bias(bias_ih, bias_hh, reset_after)
     gx = None
     if hoist or context is not None:  # context adds to the projection
-        gx = project(x, weight_ih, bias_x, dilation)
+        gx = input_projection(x, weight_ih, bias_x, dilation)
         if context is not None:
             gx.add_(context)
     bias_hn = bias_hh[2 * C:] if reset_after and bias_hh is not None else None
@@ -145,18 +144,17 @@ def compose_forward(loops: StepLoops):
     return forward
 
 
-def compose_inference(infer, project=input_projection):
+def compose_inference(infer):
     """The forward of a call that needs no gradient, around a backend's inference loop ``infer(gx, h0, weight_hh,
-    bias_hn, dilation, reset_after) -> out``: the projection of :func:`compose_forward` (through ``project``, with
-    :func:`input_projection`'s contract), no ``gates`` kept, no custom op and no autograd (for ``torch.compile``,
-    :func:`define_inference_op` wraps it)."""
+    bias_hn, dilation, reset_after) -> out``: the projection of :func:`compose_forward`, no ``gates`` kept, no
+    custom op and no autograd (for ``torch.compile``, :func:`define_inference_op` wraps it)."""
 
     def forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after, context=None) -> Tensor:
         T, B = x.shape[:2]
         if T == 0 or B == 0:
             return fake_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after)[0]
         gx, _, bias_hn = _around_the_loop(True, x, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after,
-                                          context, project)
+                                          context)
         return infer(gx, h0, weight_hh, bias_hn, list(dilation), reset_after)
 
     return forward

@@ -13,9 +13,10 @@ operations than the reference:
 A call that needs no gradient (``torch.no_grad``, ``inference_mode``, or nothing requiring grad) takes
 the inference path instead (:func:`infer`, composed by ``_op.compose_inference``): no autograd, no ``gates``
 kept, in eager no custom-op dispatch either (under ``torch.compile`` an opaque op of its own:
-``_op.define_inference_op`` says why).  On the CPU in float32 every large enough convolution of either path
-runs on a weight prepacked for oneDNN (:func:`packed_weight`, a cache checked against the weight's values), and
-the backward's data gradients run as forward convolutions of the transposed weight (:class:`_DataGrad`).
+``_op.define_inference_op`` says why).  On the CPU in float32 the recurrent convolutions of either loop, when
+large enough, run on a weight prepacked for oneDNN once per call (:func:`packed_weight`: no packed weight
+outlives its call), and the backward's data gradients run as forward convolutions of the transposed weight
+(:class:`_DataGrad`).
 
 Everything runs channels-last (``_op.py``'s layout; on the CPU, benchmarks/results/cpu/decisions.md
 says why).  Memory: the forward's ``gates`` (T*B*G*C*H*W elements, the op contract); the backward's
@@ -25,13 +26,10 @@ arithmetic runs in the input dtype.
 
 from __future__ import annotations
 
-import collections
-import threading
-
 import torch
 import torch.nn.functional as F
 
-from ._hoisted import conv_backward, input_projection, padding
+from ._hoisted import conv_backward, padding
 from ._layout import channels_last, empty_channels_last
 from ._op import compose_inference, define_inference_op, define_op_pair, gates_per_channel
 from .base import FusedBackend
@@ -45,60 +43,43 @@ _MKLDNN_BUILT = torch.backends.mkldnn.is_available()  # whether this torch was b
 # ------------------------------------------------------------------------- the convolutions of the loops
 
 
-#: the smallest convolution (multiply-adds per call) that runs on a prepacked weight: below it the packed call's
+#: the smallest convolution (multiply-adds per step) that runs on a prepacked weight: below it the packed call's
 #: fixed cost loses to ``F.conv2d`` (the crossover measured: benchmarks/results/cpu/decisions.md)
 PACK_MIN_MACS = 20_000_000
 
 
-def _mkldnn_usable(t: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether a convolution of ``t`` (N, C, H, W) with ``weight`` runs on a weight prepacked for oneDNN (the ops
-    Inductor's CPU freezing emits): float32 on the CPU, not while tracing, at least :data:`PACK_MIN_MACS`; bf16
-    would need AVX-512 there, so it stays with ``F.conv2d``, which behaves alike on every machine."""
-    return (t.shape[0] * t.shape[2] * t.shape[3] * weight.numel() >= PACK_MIN_MACS  # the cheapest test first
+def _mkldnn_usable(t: torch.Tensor, weight: torch.Tensor, uses: int) -> bool:
+    """Whether a convolution of ``t`` (N, C, H, W) with ``weight``, run ``uses`` times in one call, runs on a weight
+    prepacked for oneDNN (the ops Inductor's CPU freezing emits): only where the packing is reused (``uses`` >= 2: a
+    loop's steps; a single use would reorder the weight just as ``F.conv2d`` does), float32 on the CPU, not while
+    tracing, at least :data:`PACK_MIN_MACS`; bf16 would need AVX-512 there, so it stays with ``F.conv2d``, which
+    behaves alike on every machine."""
+    return (uses >= 2 and t.shape[0] * t.shape[2] * t.shape[3] * weight.numel() >= PACK_MIN_MACS
             and t.dtype == torch.float32 and t.device.type == "cpu" and _MKLDNN_BUILT
             and torch.backends.mkldnn.enabled and not torch.compiler.is_compiling())
 
 
-#: packed weights: key -> (the weight's values when packed, the packed weight); most recently used last
-_PACKED: collections.OrderedDict = collections.OrderedDict()
-_PACKED_LOCK = threading.Lock()
-#: entries kept (each holds a copy of its weight and the packed weight: twice the weight's memory)
-PACKED_CACHE_SIZE = 32
+def packed_weight(weight: torch.Tensor, pad, dilation, frame: torch.Size, transposed: bool = False) -> torch.Tensor:
+    """``weight`` packed for oneDNN's convolution of ``frame``-shaped inputs, for the steps of **one call**.
 
-
-def packed_weight(weight: torch.Tensor, pad: list[int], dilation: list[int], frame: torch.Size,
-                  transposed: bool = False) -> torch.Tensor:
-    """``weight`` packed for oneDNN's convolution of ``frame``-shaped inputs, from a cache that never serves a
-    stale weight: an entry is used only while the weight still holds exactly the values it was packed from
-    (``torch.equal`` against a copy kept with it), whatever wrote to it in between (an optimizer step,
-    ``load_state_dict``, a write through ``.data``, which no version counter sees, or memory reused by another
-    tensor).  That check reads the weight twice; packing again costs oneDNN a reorder, many times more.
+    Packing is scoped to the call that packs: no packed weight outlives it, so none can be stale, whatever
+    writes to the weight between calls (an optimizer step, ``load_state_dict``, a write through ``.data``, which
+    no version counter sees).  A cache across calls would have to compare the weight's values on every call,
+    which costs more than the one reorder it saves (benchmarks/results/cpu/decisions.md).
     ``transposed``: pack the weight of the data gradient instead (:class:`_DataGrad`)."""
-    key = (weight.data_ptr(), tuple(weight.shape), weight.stride(), weight.dtype, tuple(pad), tuple(dilation),
-           tuple(frame), transposed)
-    with _PACKED_LOCK:  # calls from several threads share the cache
-        hit = _PACKED.get(key)
-        if hit is not None and torch.equal(hit[0], weight):
-            _PACKED.move_to_end(key)
-            return hit[1]
     source = weight.flip(2, 3).transpose(0, 1).contiguous() if transposed else weight
-    packed = _mkldnn_ops._reorder_convolution_weight(source, list(pad), [1, 1], list(dilation), 1, list(frame))
-    with _PACKED_LOCK:
-        _PACKED[key] = (weight.detach().clone(), packed)
-        _PACKED.move_to_end(key)
-        while len(_PACKED) > PACKED_CACHE_SIZE:
-            _PACKED.popitem(last=False)
-    return packed
+    return _mkldnn_ops._reorder_convolution_weight(source, list(pad), [1, 1], list(dilation), 1, list(frame))
 
 
 class _Conv:
-    """``conv(h, weight) + bias`` (``+ other``, added in place) of the 'same' convolution: on the weight prepacked
-    for oneDNN where :func:`_mkldnn_usable` (:func:`packed_weight`), else ``F.conv2d``.  (oneDNN's binary post-op
-    fuses the add too, but measured no faster than the add in place: benchmarks/results/cpu/decisions.md.)"""
+    """``conv(h, weight) + bias`` (``+ other``, added in place) of the 'same' convolution, run ``uses`` times in one
+    call: on the weight prepacked for oneDNN where :func:`_mkldnn_usable` (:func:`packed_weight`), else
+    ``F.conv2d``.  (oneDNN's binary post-op fuses the add too, but measured no faster than the add in place:
+    benchmarks/results/cpu/decisions.md.)"""
 
-    def __init__(self, weight, bias, dilation, frame: torch.Tensor):
+    def __init__(self, weight, bias, dilation, frame: torch.Tensor, uses: int):
         self.pad, self.dilation, self.weight, self.bias = padding(weight, dilation), list(dilation), weight, bias
-        usable = _mkldnn_usable(frame, weight)
+        usable = _mkldnn_usable(frame, weight, uses)
         self.packed = packed_weight(weight, self.pad, self.dilation, frame.shape) if usable else None
 
     def __call__(self, h, other=None):
@@ -116,10 +97,10 @@ class _DataGrad:
     :func:`_mkldnn_usable` it runs as a forward convolution with that weight prepacked once; else through
     ``convolution_backward``."""
 
-    def __init__(self, weight, dilation, frame: torch.Tensor):
+    def __init__(self, weight, dilation, frame: torch.Tensor, uses: int):
         self.weight, self.dilation, self.pad = weight, list(dilation), padding(weight, dilation)
         self.packed = None
-        if _mkldnn_usable(frame, weight):
+        if _mkldnn_usable(frame, weight, uses):
             grads = torch.Size((frame.shape[0], weight.shape[0], *frame.shape[2:]))  # its input: the output gradient
             self.packed = packed_weight(weight, self.pad, self.dilation, grads, transposed=True)
 
@@ -129,16 +110,6 @@ class _DataGrad:
         g = g.contiguous(memory_format=torch.channels_last)  # oneDNN takes dense inputs; a gate block is a slice
         return _mkldnn_ops._convolution_pointwise(g, self.packed, None, self.pad, [1, 1], self.dilation, 1, "none",
                                                   [], "")
-
-
-def project(x, weight_ih, bias_x, dilation):
-    """The inference path's input projection (``_hoisted.input_projection``'s contract), its weight prepacked."""
-    T, B, Cin, H, W = x.shape
-    frames = x.view(T * B, Cin, H, W)
-    if not _mkldnn_usable(frames, weight_ih):
-        return input_projection(x, weight_ih, bias_x, dilation)
-    gx = _Conv(weight_ih, bias_x, dilation, frames)(frames)
-    return channels_last(gx.view(T, B, weight_ih.shape[0], H, W))
 
 
 # ------------------------------------------------------------------------------------ the loops
@@ -158,22 +129,27 @@ class TorchLoops:
         h = h0
         if reset_after:
             bias_n = None if bias_hn is None else torch.cat([bias_hn.new_zeros(2 * C), bias_hn])
-            conv = _Conv(weight_hh, bias_n, dilation, h0)
-            for t in range(T):
-                rz, n, ghn = gates[t, :, : 2 * C], gates[t, :, 2 * C: 3 * C], gates[t, :, 3 * C:]
+            conv = _Conv(weight_hh, bias_n, dilation, h0, T)
+            for g, gate, o in zip(gx.unbind(0), gates.unbind(0), out.unbind(0)):
+                g_rz, g_n = g.split((2 * C, C), 1)
+                rz, n, ghn = gate.split((2 * C, C, C), 1)
                 gh = conv(h)  # U*h + (0, 0, b_hn)
-                torch.add(gx[t, :, : 2 * C], gh[:, : 2 * C], out=rz).sigmoid_()
-                ghn.copy_(gh[:, 2 * C:])
-                torch.addcmul(gx[t, :, 2 * C:], rz[:, :C], ghn, out=n).tanh_()
-                h = torch.lerp(h, n, rz[:, C:], out=out[t])
+                gh_rz, gh_n = gh.split((2 * C, C), 1)
+                torch.add(g_rz, gh_rz, out=rz).sigmoid_()
+                ghn.copy_(gh_n)
+                r, z = rz.split(C, 1)
+                torch.addcmul(g_n, r, ghn, out=n).tanh_()
+                h = torch.lerp(h, n, z, out=o)
         else:
-            conv_rz = _Conv(weight_hh[: 2 * C], None, dilation, h0)
-            conv_n = _Conv(weight_hh[2 * C:], None, dilation, h0)
-            for t in range(T):
-                rz, n = gates[t, :, : 2 * C], gates[t, :, 2 * C:]
-                torch.sigmoid(conv_rz(h, gx[t, :, : 2 * C]), out=rz)
-                torch.tanh(conv_n(rz[:, :C] * h, gx[t, :, 2 * C:]), out=n)
-                h = torch.lerp(h, n, rz[:, C:], out=out[t])
+            conv_rz = _Conv(weight_hh[: 2 * C], None, dilation, h0, T)
+            conv_n = _Conv(weight_hh[2 * C:], None, dilation, h0, T)
+            for g, gate, o in zip(gx.unbind(0), gates.unbind(0), out.unbind(0)):
+                g_rz, g_n = g.split((2 * C, C), 1)
+                rz, n = gate.split((2 * C, C), 1)
+                torch.sigmoid(conv_rz(h, g_rz), out=rz)
+                r, z = rz.split(C, 1)
+                torch.tanh(conv_n(r * h, g_n), out=n)
+                h = torch.lerp(h, n, z, out=o)
         return out, gates
 
     def backward(self, grad_out, h0, out, gates, weight_hh, dilation, reset_after):
@@ -187,9 +163,9 @@ class TorchLoops:
         dxn = empty_channels_last(out, T, B, C, H, W) if reset_after else None
         dh = grad_out[T - 1].clone()  # dL/dh_T; becomes dL/dh_t going back
         if reset_after:
-            grad_hh = _DataGrad(weight_hh, dilation, grad_out[0])
+            grad_hh = _DataGrad(weight_hh, dilation, grad_out[0], T)
         else:
-            grad_rz, grad_n = _DataGrad(w_rz, dilation, grad_out[0]), _DataGrad(w_n, dilation, grad_out[0])
+            grad_rz, grad_n = _DataGrad(w_rz, dilation, grad_out[0], T), _DataGrad(w_n, dilation, grad_out[0], T)
         for t in reversed(range(T)):
             h_prev = out[t - 1] if t > 0 else h0
             r, z, n = gates[t, :, :C], gates[t, :, C: 2 * C], gates[t, :, 2 * C: 3 * C]
@@ -227,23 +203,26 @@ def infer(gx, h0, weight_hh, bias_hn, dilation, reset_after):
     h = h0
     if reset_after:
         bias_n = None if bias_hn is None else torch.cat([bias_hn.new_zeros(2 * C), bias_hn])
-        conv = _Conv(weight_hh, bias_n, dilation, h0)
-        for t in range(T):
-            gh = conv(h)
-            rz = torch.add(gx[t, :, : 2 * C], gh[:, : 2 * C]).sigmoid_()
-            n = torch.addcmul(gx[t, :, 2 * C:], rz[:, :C], gh[:, 2 * C:]).tanh_()
-            h = torch.lerp(h, n, rz[:, C:], out=out[t])
+        conv = _Conv(weight_hh, bias_n, dilation, h0, T)
+        for g, o in zip(gx.unbind(0), out.unbind(0)):
+            g_rz, g_n = g.split((2 * C, C), 1)
+            gh_rz, gh_n = conv(h).split((2 * C, C), 1)
+            r, z = gh_rz.add_(g_rz).sigmoid_().split(C, 1)
+            n = gh_n.mul_(r).add_(g_n).tanh_()
+            h = torch.lerp(h, n, z, out=o)
     else:
-        conv_rz, conv_n = _Conv(weight_hh[: 2 * C], None, dilation, h0), _Conv(weight_hh[2 * C:], None, dilation, h0)
-        for t in range(T):
-            rz = conv_rz(h, gx[t, :, : 2 * C]).sigmoid_()
-            n = conv_n(rz[:, :C] * h, gx[t, :, 2 * C:]).tanh_()
-            h = torch.lerp(h, n, rz[:, C:], out=out[t])
+        conv_rz = _Conv(weight_hh[: 2 * C], None, dilation, h0, T)
+        conv_n = _Conv(weight_hh[2 * C:], None, dilation, h0, T)
+        for g, o in zip(gx.unbind(0), out.unbind(0)):
+            g_rz, g_n = g.split((2 * C, C), 1)
+            r, z = conv_rz(h, g_rz).sigmoid_().split(C, 1)
+            n = conv_n(r * h, g_n).tanh_()
+            h = torch.lerp(h, n, z, out=o)
     return out
 
 
 torch_forward, torch_backward = define_op_pair("torch", TorchLoops())
-torch_inference = compose_inference(infer, project)
+torch_inference = compose_inference(infer)
 torch_inference_op = define_inference_op("torch", torch_inference)
 
 
