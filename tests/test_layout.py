@@ -13,7 +13,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from convgru_ext import ConvGRU
-from convgru_ext.backends import _hoisted
+from convgru_ext.backends import _hoisted, _layout
 from convgru_ext.backends._layout import significant_strides
 from convgru_ext.backends._op import fake_backward, fake_forward
 from helpers import FUSED_BACKENDS, Case, op_args, skip_unusable
@@ -124,3 +124,16 @@ def test_parameter_grads_have_the_parameters_layout(backend, memory_format, rng)
     for pname, p in gru.named_parameters():
         assert significant_strides(p.grad) == significant_strides(p), pname
     assert significant_strides(x.grad) == significant_strides(x)
+
+
+@pytest.mark.parametrize("T, B", [(1, 1), (1, 3), (3, 1), (2, 3)])
+def test_frames_have_pytorchs_own_channels_last_strides(T, B):
+    """The convolutions outside the loops see (T*B, C, H, W) frames; for one frame a plain view gives the batch
+    dimension the stride C, and oneDNN then runs NCHW (an input copy, an NCHW output copied back)."""
+    t = _layout.empty_channels_last(torch.empty(0), T, B, 5, 4, 3)
+    want = torch.empty(T * B, 5, 4, 3, memory_format=torch.channels_last).stride()
+    assert _layout.frames(t).stride() == want
+    assert _layout.frames(t).data_ptr() == t.data_ptr()  # a view
+    frames = _layout.frames(t).normal_()
+    assert torch.nn.functional.conv2d(frames, torch.randn(6, 5, 3, 3), padding=1).is_contiguous(
+        memory_format=torch.channels_last)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._contract import same_padding
-from ._layout import channels_last, empty_channels_last, like
+from ._layout import channels_last, empty_channels_last, frames, like
 
 
 def padding(weight: Tensor, dilation: list[int]) -> tuple[int, int]:
@@ -54,7 +54,7 @@ def input_projection(x: Tensor, weight_ih: Tensor, bias_x: Optional[Tensor], dil
     """``W*x_t + bias_x`` for every step (``bias_x`` from :func:`input_bias`): (T, B, 3C, H, W), channels-last,
     one convolution."""
     T, B, Cin, H, W = x.shape
-    gx = F.conv2d(x.view(T * B, Cin, H, W), weight_ih, bias_x, 1, padding(weight_ih, dilation), dilation)
+    gx = F.conv2d(frames(x), weight_ih, bias_x, 1, padding(weight_ih, dilation), dilation)
     return channels_last(gx).view(T, B, weight_ih.shape[0], H, W)
 
 
@@ -72,11 +72,10 @@ def weight_and_input_grads(
     """
     T, B, Cin, H, W = x.shape
     C = weight_hh.shape[1]
-    h_prev_all = empty_channels_last(x, T, B, C, H, W)  # the state entering each step
-    h_prev_all[0].copy_(h0)
-    h_prev_all[1:].copy_(out[:-1])
-    h_prev_all = h_prev_all.view(T * B, C, H, W)
-    dgh_all = dgh.view(T * B, 3 * C, H, W)
+    h_prev = empty_channels_last(x, T, B, C, H, W)  # the state entering each step
+    h_prev[0].copy_(h0)
+    h_prev[1:].copy_(out[:-1])
+    h_prev_all, dgh_all = frames(h_prev), frames(dgh)
     db_hh = dgh_all.sum((0, 2, 3))
     if reset_after:
         _, dw_hh = conv_backward(dgh_all, h_prev_all, weight_hh, dilation, False, True)
@@ -85,10 +84,10 @@ def weight_and_input_grads(
     else:
         w_rz, w_n = weight_hh[: 2 * C], weight_hh[2 * C:]
         _, dw_rz = conv_backward(dgh_all[:, : 2 * C], h_prev_all, w_rz, dilation, False, True)
-        rh_all = h_prev_all.view(T, B, C, H, W).mul_(gates[:, :, :C]).view(T * B, C, H, W)
+        rh_all = frames(h_prev.mul_(gates[:, :, :C]))
         _, dw_n = conv_backward(dgh_all[:, 2 * C:], rh_all, w_n, dilation, False, True)
         dw_hh = torch.cat([dw_rz, dw_n])
         db_ih = db_hh.clone()
-    dx, dw_ih = conv_backward(dgh_all, x.view(T * B, Cin, H, W), weight_ih, dilation, need_dx, True)
-    dx = channels_last(dx.view(T, B, Cin, H, W)) if need_dx else x.new_empty(0)
+    dx, dw_ih = conv_backward(dgh_all, frames(x), weight_ih, dilation, need_dx, True)
+    dx = channels_last(dx).view(T, B, Cin, H, W) if need_dx else x.new_empty(0)
     return dx, like(dw_ih, weight_ih), like(dw_hh, weight_hh), db_ih, db_hh

@@ -34,6 +34,13 @@ def channels_last(t: Tensor) -> Tensor:
     return logical(physical(t))
 
 
+def frames(t: Tensor) -> Tensor:
+    """The (T*B, C, H, W) frames of a channels-last (T, B, C, H, W) tensor, as a view in PyTorch's own
+    channels_last strides.  A plain ``view`` of one frame (T*B = 1) gives its batch dimension the stride C,
+    which oneDNN takes for NCHW: it then copies the input and returns NCHW, which the next step copies back."""
+    return t[0] if t.shape[0] == 1 else t.flatten(0, 1)
+
+
 def empty_channels_last(like: Tensor, *shape: int) -> Tensor:
     """An uninitialised channels-last tensor of logical ``shape`` (..., C, H, W), ``like``'s dtype and device."""
     return logical(like.new_empty([shape[i] for i in _to_channel_last_order(len(shape))]))

@@ -57,7 +57,7 @@ import torch
 from torch import Tensor
 
 from ._hoisted import input_bias, input_projection, weight_and_input_grads
-from ._layout import channels_last, empty_channels_last, logical, physical  # noqa: F401 (the layout's home for importers)
+from ._layout import channels_last, empty_channels_last, frames, logical, physical  # noqa: F401 (the layout's home for importers)
 
 _FORWARD_ARGS = ("Tensor x, Tensor h0, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, "
                  "int[] dilation, bool reset_after", "Tensor? context=None, bool recompute=False")
@@ -279,8 +279,8 @@ def recompute_gates(forward_op, x, h0, out, weight_ih, weight_hh, bias_ih, bias_
     h_prev[0].copy_(h0)
     h_prev[1:].copy_(out[:-1])
     if context is not None:
-        context = channels_last(context.expand(T, -1, -1, -1, -1)).view(1, T * B, 3 * C, H, W)
-    _, gates = forward_op(channels_last(x).view(1, T * B, Cin, H, W), h_prev.view(T * B, C, H, W), weight_ih,
+        context = frames(channels_last(context.expand(T, -1, -1, -1, -1))).unsqueeze(0)
+    _, gates = forward_op(frames(channels_last(x)).unsqueeze(0), frames(h_prev), weight_ih,
                           weight_hh, bias_ih, bias_hh, dilation, reset_after, context)
     return gates.view(T, B, -1, H, W)
 
