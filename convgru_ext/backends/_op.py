@@ -144,18 +144,18 @@ def compose_forward(loops: StepLoops):
     return forward
 
 
-def compose_inference(infer):
-    """The forward of a call that needs no gradient, around a backend's inference loop ``infer(gx, h0, weight_hh,
-    bias_hn, dilation, reset_after) -> out``: the projection of :func:`compose_forward`, no ``gates`` kept, no
-    custom op and no autograd (for ``torch.compile``, :func:`define_inference_op` wraps it)."""
+def compose_inference(loops: StepLoops):
+    """The forward of a call that needs no gradient, around a backend's inference loop ``loops.infer`` (the arguments
+    of ``StepLoops.forward``; returns ``out`` alone): the projection of :func:`compose_forward`, no ``gates`` kept,
+    no custom op and no autograd (for ``torch.compile``, :func:`define_inference_op` wraps it)."""
 
     def forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after, context=None) -> Tensor:
         T, B = x.shape[:2]
         if T == 0 or B == 0:
             return fake_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after)[0]
-        gx, _, bias_hn = _around_the_loop(True, x, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after,
-                                          context)
-        return infer(gx, h0, weight_hh, bias_hn, list(dilation), reset_after)
+        gx, bias_x, bias_hn = _around_the_loop(loops.hoists(T), x, weight_ih, weight_hh, bias_ih, bias_hh, dilation,
+                                               reset_after, context)
+        return loops.infer(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, list(dilation), reset_after)
 
     return forward
 

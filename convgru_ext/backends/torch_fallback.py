@@ -11,7 +11,7 @@ operations than the reference:
   gradient back.
 
 A call that needs no gradient (``torch.no_grad``, ``inference_mode``, or nothing requiring grad) takes
-the inference path instead (:func:`infer`, composed by ``_op.compose_inference``): no autograd, no ``gates``
+the inference path instead (:meth:`TorchLoops.infer`, composed by ``_op.compose_inference``): no autograd, no ``gates``
 kept, in eager no custom-op dispatch either (under ``torch.compile`` an opaque op of its own:
 ``_op.define_inference_op`` says why).  On the CPU in float32 the recurrent convolutions of either loop, when
 large enough, run on a weight prepacked for oneDNN once per call (:func:`packed_weight`: no packed weight
@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._hoisted import conv_backward, padding
+from ._hoisted import conv_backward, input_projection, padding
 from ._layout import channels_last, empty_channels_last
 from ._op import compose_inference, define_inference_op, define_op_pair, gates_per_channel
 from .base import FusedBackend
@@ -115,42 +115,94 @@ class _DataGrad:
 # ------------------------------------------------------------------------------------ the loops
 
 
+class _Preactivations:
+    """The gate pre-activations of each step ``t``, as the forward loop asks for them: ``rz(t, h)`` = ``W_rz*x_t +
+    U_rz*h + b_rz`` and ``n(t, rh)`` = ``W_n*x_t + U_n*rh + b_n`` (``reset="before"``), each a fresh tensor.
+
+    From the hoisted projection ``gx`` when there is one: a convolution of ``h`` (or ``rh``) plus ``gx``'s block.
+    Without it (a single step, :meth:`TorchLoops.hoists`) ``x_t`` is convolved together with the state, as one
+    convolution over ``cat([x_t, h])`` with the weights ``[W_rz | U_rz]`` (and ``cat([x_t, rh])`` with ``[W_n | U_n]``):
+    two convolutions of larger depth instead of three, measured faster for a step
+    (benchmarks/results/cpu/decisions.md)."""
+
+    def __init__(self, x, gx, h0, weight_ih, weight_hh, bias_x, dilation, T):
+        C = weight_hh.shape[1]
+        self.C, self.x = C, x
+        if gx is not None:
+            self.gx_rz, self.gx_n = gx.split((2 * C, C), 2)
+            self.conv_rz = _Conv(weight_hh[: 2 * C], None, dilation, h0, T)
+            self.conv_n = _Conv(weight_hh[2 * C:], None, dilation, h0, T)
+        else:
+            frame = x[0]
+            b_rz, b_n = (None, None) if bias_x is None else bias_x.split((2 * C, C))
+            self.conv_rz = _Conv(torch.cat([weight_ih[: 2 * C], weight_hh[: 2 * C]], 1), b_rz, dilation, frame, T)
+            self.conv_n = _Conv(torch.cat([weight_ih[2 * C:], weight_hh[2 * C:]], 1), b_n, dilation, frame, T)
+        self.hoisted = gx is not None
+
+    def rz(self, t, h):
+        if self.hoisted:
+            return self.conv_rz(h, self.gx_rz[t])
+        return self.conv_rz(torch.cat([self.x[t], h], 1))
+
+    def n(self, t, rh):
+        if self.hoisted:
+            return self.conv_n(rh, self.gx_n[t])
+        return self.conv_n(torch.cat([self.x[t], rh], 1))
+
+
+def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after, keep_gates):
+    """``(out, gates)`` of ``StepLoops.forward``; without ``keep_gates`` (the inference path) ``gates`` is None and
+    the gate math runs in place on each step's temporaries."""
+    T, B, _, H, W = x.shape
+    C = weight_hh.shape[1]
+    out = empty_channels_last(x, T, B, C, H, W)
+    gates = empty_channels_last(x, T, B, gates_per_channel(reset_after) * C, H, W) if keep_gates else None
+    steps = gates.unbind(0) if keep_gates else [None] * T
+    h = h0
+    if reset_after:
+        if gx is None:  # reset "after" convolves h alone (r multiplies U_n*h + b_hn): the projection, here
+            gx = input_projection(x, weight_ih, bias_x, dilation)
+        bias_n = None if bias_hn is None else torch.cat([bias_hn.new_zeros(2 * C), bias_hn])
+        conv = _Conv(weight_hh, bias_n, dilation, h0, T)
+        for g, gate, o in zip(gx.unbind(0), steps, out.unbind(0)):
+            g_rz, g_n = g.split((2 * C, C), 1)
+            gh_rz, gh_n = conv(h).split((2 * C, C), 1)  # U*h + (0, 0, b_hn)
+            if gate is None:
+                r, z = gh_rz.add_(g_rz).sigmoid_().split(C, 1)
+                n = gh_n.mul_(r).add_(g_n).tanh_()
+            else:
+                rz, n, ghn = gate.split((2 * C, C, C), 1)
+                r, z = torch.add(g_rz, gh_rz, out=rz).sigmoid_().split(C, 1)
+                ghn.copy_(gh_n)
+                torch.addcmul(g_n, r, ghn, out=n).tanh_()
+            h = torch.lerp(h, n, z, out=o)
+    else:
+        pre = _Preactivations(x, gx, h0, weight_ih, weight_hh, bias_x, dilation, T)
+        for t, (gate, o) in enumerate(zip(steps, out.unbind(0))):
+            if gate is None:
+                r, z = pre.rz(t, h).sigmoid_().split(C, 1)
+                n = pre.n(t, r * h).tanh_()
+            else:
+                rz, n = gate.split((2 * C, C), 1)
+                r, z = torch.sigmoid(pre.rz(t, h), out=rz).split(C, 1)
+                torch.tanh(pre.n(t, r * h), out=n)
+            h = torch.lerp(h, n, z, out=o)
+    return out, gates
+
+
 class TorchLoops:
     """The time loops of ``backend="torch"`` (``_op.StepLoops``)."""
 
     def hoists(self, T: int) -> bool:
-        return True
+        """One step convolves ``x`` with the state (:class:`_Preactivations`); more share one projection."""
+        return T > 1
 
     def forward(self, x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after):
-        T, B, _, H, W = x.shape
-        C = weight_hh.shape[1]
-        out = empty_channels_last(x, T, B, C, H, W)
-        gates = empty_channels_last(x, T, B, gates_per_channel(reset_after) * C, H, W)
-        h = h0
-        if reset_after:
-            bias_n = None if bias_hn is None else torch.cat([bias_hn.new_zeros(2 * C), bias_hn])
-            conv = _Conv(weight_hh, bias_n, dilation, h0, T)
-            for g, gate, o in zip(gx.unbind(0), gates.unbind(0), out.unbind(0)):
-                g_rz, g_n = g.split((2 * C, C), 1)
-                rz, n, ghn = gate.split((2 * C, C, C), 1)
-                gh = conv(h)  # U*h + (0, 0, b_hn)
-                gh_rz, gh_n = gh.split((2 * C, C), 1)
-                torch.add(g_rz, gh_rz, out=rz).sigmoid_()
-                ghn.copy_(gh_n)
-                r, z = rz.split(C, 1)
-                torch.addcmul(g_n, r, ghn, out=n).tanh_()
-                h = torch.lerp(h, n, z, out=o)
-        else:
-            conv_rz = _Conv(weight_hh[: 2 * C], None, dilation, h0, T)
-            conv_n = _Conv(weight_hh[2 * C:], None, dilation, h0, T)
-            for g, gate, o in zip(gx.unbind(0), gates.unbind(0), out.unbind(0)):
-                g_rz, g_n = g.split((2 * C, C), 1)
-                rz, n = gate.split((2 * C, C), 1)
-                torch.sigmoid(conv_rz(h, g_rz), out=rz)
-                r, z = rz.split(C, 1)
-                torch.tanh(conv_n(r * h, g_n), out=n)
-                h = torch.lerp(h, n, z, out=o)
-        return out, gates
+        return _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after, True)
+
+    def infer(self, x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after):
+        """The inference path's loop (``_op.compose_inference``): :meth:`forward`'s states, no gates kept."""
+        return _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after, False)[0]
 
     def backward(self, grad_out, h0, out, gates, weight_hh, dilation, reset_after):
         T, B, C, H, W = out.shape
@@ -190,39 +242,8 @@ class TorchLoops:
         return dgh, dxn, dh
 
 
-def infer(gx, h0, weight_hh, bias_hn, dilation, reset_after):
-    """The inference loop (``_op.compose_inference``): every state (T, B, C, H, W), channels-last, no gates kept.
-
-    Per step: ``reset="before"``, the r/z convolution of ``h`` with ``gx``'s r/z block added, sigmoid in place,
-    ``r*h``, the n convolution with ``gx``'s n block added, tanh in place, and ``h' = lerp(h, n, z)`` written into
-    the output; ``"after"``, one convolution of ``h`` for all three gates (``b_hn`` as its bias on the n block),
-    then the gate math.  Convolutions as :class:`_Conv` says."""
-    T, B, _, H, W = gx.shape
-    C = weight_hh.shape[1]
-    out = empty_channels_last(gx, T, B, C, H, W)
-    h = h0
-    if reset_after:
-        bias_n = None if bias_hn is None else torch.cat([bias_hn.new_zeros(2 * C), bias_hn])
-        conv = _Conv(weight_hh, bias_n, dilation, h0, T)
-        for g, o in zip(gx.unbind(0), out.unbind(0)):
-            g_rz, g_n = g.split((2 * C, C), 1)
-            gh_rz, gh_n = conv(h).split((2 * C, C), 1)
-            r, z = gh_rz.add_(g_rz).sigmoid_().split(C, 1)
-            n = gh_n.mul_(r).add_(g_n).tanh_()
-            h = torch.lerp(h, n, z, out=o)
-    else:
-        conv_rz = _Conv(weight_hh[: 2 * C], None, dilation, h0, T)
-        conv_n = _Conv(weight_hh[2 * C:], None, dilation, h0, T)
-        for g, o in zip(gx.unbind(0), out.unbind(0)):
-            g_rz, g_n = g.split((2 * C, C), 1)
-            r, z = conv_rz(h, g_rz).sigmoid_().split(C, 1)
-            n = conv_n(r * h, g_n).tanh_()
-            h = torch.lerp(h, n, z, out=o)
-    return out
-
-
 torch_forward, torch_backward = define_op_pair("torch", TorchLoops())
-torch_inference = compose_inference(infer)
+torch_inference = compose_inference(TorchLoops())
 torch_inference_op = define_inference_op("torch", torch_inference)
 
 
