@@ -10,7 +10,6 @@ from . import backends
 from ._contract import IntOrPair, Problem, check, check_context
 from .backends._op import channels_last
 
-
 #: checked signatures -> their Problem (``_checked``); cleared when full
 _CHECKED: dict = {}
 _CHECKED_SIZE = 256

@@ -21,7 +21,7 @@ def padding(weight: Tensor, dilation: list[int]) -> tuple[int, int]:
     return _padding(weight.shape[2], weight.shape[3], *dilation)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _padding(kh: int, kw: int, dh: int, dw: int) -> tuple[int, int]:
     return same_padding((kh, kw), (dh, dw))  # type: ignore[return-value]
 

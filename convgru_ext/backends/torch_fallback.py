@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ._hoisted import conv_backward, input_projection, padding
-from ._layout import channels_last, empty_channels_last
+from ._layout import empty_channels_last
 from ._op import compose_inference, define_inference_op, define_op_pair, gates_per_channel
 from .base import FusedBackend
 
