@@ -134,39 +134,32 @@ def settings_from_args(args, device: torch.device, scale: float) -> Settings:
         seed=args.seed, quick=args.quick)
 
 
-class _Progress:
-    """A live rich progress bar on a terminal; one line per row otherwise (a log, or without rich)."""
+def _progress(console: Console, sweep: Sweep):
+    """Report ``sweep``'s rows: a live rich progress bar on a terminal (failures printed), else one line per row
+    (a log, or without rich).  Returns the bar to start and stop, or None."""
+    total, done = len(sweep.plan()), []
+    bar = None
+    if console.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    def __init__(self, console: Console, total: int):
-        self.console, self.total, self.done, self.progress = console, total, 0, None
-        if console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        bar = Progress(TextColumn("{task.description:<48}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       console=console.rich, transient=True)
+        task = bar.add_task("starting", total=total)
+        sweep.on_start = lambda text: bar.update(task, description=text)
 
-            self.progress = Progress(TextColumn("{task.description:<48}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), console=console.rich, transient=True)
-            self.task = self.progress.add_task("starting", total=total)
-
-    def __enter__(self):
-        self.progress and self.progress.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.progress and self.progress.stop()
-
-    def start(self, text: str) -> None:
-        self.progress and self.progress.update(self.task, description=text)
-
-    def row(self, row: dict) -> None:
-        self.done += 1
-        if self.progress:
-            self.progress.advance(self.task)
-            if row["status"] in ("error", "failed check"):
-                self.console.print(f"[red]{row['status']}[/]: {row['workload']} {row['dtype']} {row['pass']} "
-                                   f"{row['label']}: {row['reason']}")
+    def on_row(row: dict) -> None:
+        done.append(row)
+        what = f"{row['workload']} {row['dtype']} {row['pass']} {row['label']}"
+        if bar is None:
+            figure = fmt_time(row["time"]["median"]) if row.get("time") else f"{row['status']}: {row['reason']}"
+            print(f"[{len(done)}/{total}] {what}: {figure}", flush=True)
             return
-        figure = fmt_time(row["time"]["median"]) if row.get("time") else f"{row['status']}: {row['reason']}"
-        print(f"[{self.done}/{self.total}] {row['workload']} {row['dtype']} {row['pass']} {row['label']}: {figure}",
-              flush=True)
+        bar.advance(task)
+        if row["status"] in ("error", "failed check"):
+            console.print(f"[red]{row['status']}[/]: {what}: {row['reason']}")
+
+    sweep.on_row = on_row
+    return bar
 
 
 def device_and_scale(args) -> tuple[torch.device, float, str]:
@@ -234,19 +227,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         write_json(results, os.path.join(out_dir, "results.json"))
 
     sweep = Sweep(settings, on_checkpoint=checkpoint)
-    interrupted = False
-    with _Progress(console, len(sweep.plan())) as progress:
-        sweep.on_start, sweep.on_row = progress.start, progress.row
-        try:
-            results = sweep.run(meta)
-        except KeyboardInterrupt:
-            interrupted, results = True, sweep.results
-            results["aborted"] = "interrupted (Ctrl-C)"
-        except Exception as e:  # a bug of the sweep itself: keep what was measured
-            results = sweep.results
-            results.update(aborted=f"the sweep crashed: {type(e).__name__}: {e}",
-                           traceback=traceback.format_exc()[-4000:])
-            console.rich.print_exception() if console.rich else traceback.print_exc()
+    bar, interrupted = _progress(console, sweep), False
+    try:
+        bar and bar.start()
+        results = sweep.run(meta)
+    except KeyboardInterrupt:
+        interrupted, results = True, sweep.results
+        results["aborted"] = "interrupted (Ctrl-C)"
+    except Exception as e:  # a bug of the sweep itself: keep what was measured
+        results = sweep.results
+        results.update(aborted=f"the sweep crashed: {type(e).__name__}: {e}", traceback=traceback.format_exc()[-4000:])
+        console.rich.print_exception() if console.rich else traceback.print_exc()
+    finally:
+        bar and bar.stop()
     if "rows" not in results:  # stopped before the first row
         return 130 if interrupted else 1
     results["partial"] = interrupted

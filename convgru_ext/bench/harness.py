@@ -5,13 +5,10 @@ A sweep (:meth:`Sweep.run`) measures the ceilings first, then goes dtype by dtyp
 a sweep cut short by its time budget loses the least wanted figures), workload by workload, pass by pass,
 implementation by implementation.  Each row:
 
-1. **check**: one call on input set 0 against the ``reference`` backend on the same values, comparing the output
-   and, for ``fwd+bwd``, the gradients of ``x``, ``h0`` and every parameter, by the rule of
-   ``convgru_ext.testing``: float64 and float32 against the reference run in that dtype, within 1e-10 and 1e-5
-   (float32 on TF32 against the float64 reference, within a few TF32 roundoffs); float16 and bfloat16 against the
-   float64 reference, within ``3 * (the reference's own error in that dtype) + 1e-3``.  An implementation that
-   disagrees is reported as ``failed check`` and not timed.  The wall time of this first call is kept
-   (``first_call_s``: compilation, autotuning, cuDNN heuristics);
+1. **check**: one call on input set 0 against the ``reference`` backend on the same values (the output and, for
+   ``fwd+bwd``, the gradients of ``x``, ``h0`` and every parameter) by the tolerance rule of
+   ``convgru_ext.testing.reference_errors``; an implementation that disagrees is reported as ``failed check`` and
+   not timed.  The wall time of this first call is kept (``first_call_s``: compilation, autotuning);
 2. **time**: by the caller's timer (the CLI: ``timing.time_calls``; the suite: pytest-benchmark's rounds); inputs
    rotate among random sets (on a GPU enough of them to fill its L2 cache twice, see :func:`input_sets_for`);
    for ``fwd+bwd``, the bytes autograd saves for the backward (``saved_bytes``);
@@ -353,13 +350,14 @@ class Sweep:
                     f"compiling may take {need:.0f} s")
         return None
 
-    def _inputs(self, data: WorkloadData, dtype: torch.dtype, pass_: str):
+    def _inputs(self, row: dict, data: WorkloadData, dtype: torch.dtype, pass_: str):
         """The input sets of (workload, dtype) and the reference run in ``dtype`` for ``pass_`` (kept per group)."""
         wl, s = data.wl, self.s
         if self._group[0] != (wl.name, dtype):
             n_sets = s.input_sets or input_sets_for(wl, dtype, s.device)
             self._group = ((wl.name, dtype), data.input_sets(dtype, n_sets, train=not wl.inference_only), {})
         _, sets, baselines = self._group
+        row["input_sets"] = len(sets)
         if pass_ not in baselines:
             try:
                 baselines[pass_] = data.reference(pass_, dtype, sets)
@@ -372,8 +370,7 @@ class Sweep:
 
     def _measure(self, row, data: WorkloadData, dtype, pass_, impl, timer) -> None:
         s, device, train = self.s, self.s.device, pass_ == "fwd+bwd"
-        sets, baseline = self._inputs(data, dtype, pass_)
-        row["input_sets"] = len(sets)
+        sets, baseline = self._inputs(row, data, dtype, pass_)
         built = impl.build(data.wl, data.params_as(dtype), train)
         row["export_s"] = built.export_s
         want, in_dtype = _slots_for(built, data.reference(pass_)), _slots_for(built, baseline)

@@ -1,25 +1,7 @@
-"""The implementations the benchmark runs side by side: peers and ours.
-
-Peers:
-
-* ``eager``: the per-step ConvGRU most public code uses (:class:`PublicConvGRUCell`), autograd does the backward,
-  sequences loop over T in Python; ``reset="before"`` only, so it has no row for the ``gru-1x1`` anchor;
-* ``compiled``: the same under ``torch.compile`` (default mode ``max-autotune-no-cudagraphs``, ``fullgraph=True``,
-  static shapes).  The compiled function is the step (one cell, or RAFT's two); the time loop stays in Python,
-  since compiling the unrolled sequence multiplies compile time by T.  Compile time is excluded from the timings
-  and reported separately;
-* ``nn.GRU``: ``torch.nn.GRU`` (cuDNN on a GPU) where the workload reduces to it (1x1 kernels on 1x1 pixels,
-  ``reset="after"``, z weights negated: see ``tests/test_oracle.py``);
-* ``ort-naive`` and ``ort-ours`` (forward rows only): the eager peer's model, and our layer through the public
-  functional API (``backend="auto"``: while exporting, every call runs the ``reference`` backend, so the graph
-  is standard ONNX operators), each exported once per row with ``torch.onnx.export(..., dynamo=True)`` (a
-  sequence unrolled over its T steps) and run in an ``onnxruntime.InferenceSession`` with PyTorch's number of
-  CPU threads, on the CPU provider, or on a GPU the CUDA provider (skipped, with the reason, where it is not
-  installed).  The export is excluded from the timings and reported separately.
-
-Ours: every backend of ``convgru_ext`` usable here, the ``reference`` included, through the public functional API
-(``convgru_cell`` / ``convgru_sequence``), and every fused backend's ``recompute=True`` mode; backends marked
-experimental are labelled so.
+"""The implementations the benchmark runs side by side.  Peers: ``eager`` and ``compiled`` (:class:`PublicPeer`),
+``nn.GRU`` (:class:`NNGRUPeer`), ``ort-naive`` and ``ort-ours`` (:class:`OnnxRuntimePeer`); ours (:class:`Ours`):
+every backend of ``convgru_ext`` usable here, the ``reference`` included, and every fused backend's
+``recompute=True`` mode, through the public functional API; backends marked experimental are labelled so.
 
 Every implementation is built from the same parameters (ours: ``weight_ih``, ``weight_hh``, ``bias_ih``,
 ``bias_hh`` per cell), mapped so that it computes the same function, and says how the reference's parameter
@@ -116,7 +98,7 @@ class _Layer(nn.Module):
             return step(x, h)
         if self.native and self.api == "sequence":
             first = self.cells[0]
-            return convgru_sequence(x, h, *first.parameters(), **first.kw)[0]
+            return convgru_sequence(x, h, *first.tensors(), **first.kw)[0]
         states = []
         for t in range(x.shape[0]):
             h = step(x[t], h)
@@ -137,8 +119,11 @@ class _OurCell(nn.Module):
             self.register_parameter(n, nn.Parameter(p[n].detach().clone()))
         self.kw = kw
 
+    def tensors(self) -> tuple[Tensor, ...]:  # not parameters(): a walk of the module, microseconds per step
+        return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+
     def forward(self, x: Tensor, h: Tensor) -> Tensor:
-        return convgru_cell(x, h, *self.parameters(), **self.kw)
+        return convgru_cell(x, h, *self.tensors(), **self.kw)
 
 
 def _ours(wl: Workload, params: Params, **kw) -> _Layer:
@@ -221,7 +206,13 @@ def _public(wl: Workload, params: Params) -> _Layer:
 
 
 class PublicPeer(Implementation):
-    """``eager`` (``compile_mode=None``) or ``compiled``: :class:`PublicConvGRUCell` per step."""
+    """``eager`` (``compile_mode=None``): :class:`PublicConvGRUCell`, the per-step ConvGRU most public code uses,
+    autograd doing the backward, sequences looping over T in Python (``reset="before"`` only: no ``gru-1x1`` row).
+
+    ``compiled``: the same under ``torch.compile`` (default mode :data:`COMPILE_MODE`, ``fullgraph=True``, static
+    shapes).  The compiled function is the step (one cell, or RAFT's two); the time loop stays in Python, since
+    compiling the unrolled sequence multiplies compile time by T.  Compile time is reported apart from the timings.
+    """
 
     kind = "peer"
 
@@ -245,7 +236,8 @@ class PublicPeer(Implementation):
 
 
 class NNGRUPeer(Implementation):
-    """``torch.nn.GRU`` on the 1x1-pixel, 1x1-kernel, reset-after anchor (cuDNN on a GPU)."""
+    """``torch.nn.GRU`` (cuDNN on a GPU) where the workload reduces to it: 1x1 kernels on 1x1 pixels,
+    ``reset="after"``, z weights negated (see ``tests/test_oracle.py``)."""
 
     kind, name = "peer", "nn.GRU"
 
@@ -292,8 +284,11 @@ def _quiet():
 
 
 class OnnxRuntimePeer(Implementation):
-    """``ort-naive`` (``model="naive"``: the eager peer's model) or ``ort-ours`` (``model="ours"``: our layer),
-    exported to ONNX once per build and run by onnxruntime; forward rows only."""
+    """Forward rows only: ``ort-naive`` (``model="naive"``: the eager peer's model) or ``ort-ours`` (our layer
+    through the public functional API with ``backend="auto"``: exporting, every call runs the ``reference``, so the
+    graph is standard ONNX operators), exported once per build with ``torch.onnx.export(..., dynamo=True)`` (a
+    sequence unrolled over its T steps) and run in an ``onnxruntime.InferenceSession`` with PyTorch's number of CPU
+    threads, on the CPU provider, or on a GPU the CUDA provider.  The export is reported apart from the timings."""
 
     kind = "peer"
     no_graph = "onnxruntime launches its own CUDA work, outside PyTorch's graph capture"
