@@ -91,7 +91,7 @@ if __name__ == "__main__":
         package_data={"convgru_ext._csrc": list(build.SOURCE_PATTERNS)},
         python_requires=">=3.10",
         install_requires=["torch>=2.4", "rich"],
-        extras_require={"bench": ["matplotlib", "pytest-benchmark"], "triton": ["triton"]},
+        extras_require={"bench": ["rich", "matplotlib", "pytest-benchmark"], "triton": ["triton"]},
         ext_modules=ext_modules,
         cmdclass=cmdclass,
     )

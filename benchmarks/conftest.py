@@ -85,7 +85,8 @@ def bench_config(pytestconfig) -> BenchConfig:
 
 @pytest.fixture(scope="session")
 def session_cache() -> dict:
-    """Per-session data shared by the cases: float64 workload data, measured ceilings."""
+    """Per-session data shared by the cases: the harness of each device (it keeps the workloads' data), the
+    measured ceilings."""
     return {}
 
 

@@ -1,11 +1,10 @@
-"""The benchmark catalog as a pytest-benchmark suite: workload x implementation x device/dtype x pass.
+"""The benchmark catalog as a pytest-benchmark suite: workload x implementation x device/dtype x pass, each case one
+row of the benchmark's harness (``convgru_ext.bench.harness``, the one ``python -m convgru_ext bench`` drives).
 
-Each case builds the implementation, checks one call against the float64
-reference (output and, for fwd+bwd, every gradient; the test fails if it
-disagrees), then times it with ``benchmark.pedantic`` (the device synchronized
-inside the timed function, inputs rotated between calls).  ``extra_info``
-carries FLOPs, minimal bytes, TFLOP/s, % of the roofline (ceilings measured in
-this session), the check's error and the first call's time.  GPU cases skip
+Each case checks one call against the float64 reference (output and, for fwd+bwd, every gradient; the test fails
+if it disagrees), then pytest-benchmark times it with ``benchmark.pedantic`` (the device synchronized inside the
+timed function, inputs rotated between calls).  ``extra_info`` carries FLOPs, minimal bytes, TFLOP/s, % of the
+roofline (ceilings measured in this session), the check's error and the first call's time.  GPU cases skip
 without a GPU; implementations unavailable here skip with the reason.
 
     pytest benchmarks/ --benchmark-json=out.json                 # real sizes on a GPU
@@ -20,13 +19,10 @@ import pytest
 import torch
 
 from convgru_ext import backends
-from convgru_ext.bench import check as bench_check
-from convgru_ext.bench import cost
 from convgru_ext.bench.catalog import CATALOG
+from convgru_ext.bench.harness import DTYPES, Settings, Sweep, derive
 from convgru_ext.bench.impls import COMPILE_MODE, NNGRUPeer, Ours, PublicPeer
-from convgru_ext.bench.results import DTYPES
-from convgru_ext.bench.sweep import input_sets_for, make_call
-from convgru_ext.bench.timing import measure_ceilings, synchronize
+from convgru_ext.bench.timing import Timing, measure_ceilings, synchronize
 from convgru_ext.testing import FUSED_BACKENDS
 
 NO_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible to torch)")
@@ -39,13 +35,9 @@ SMOKE_COMPILED = ("raft-cell", "video")
 
 
 def _implementation(name: str):
-    if name == "eager":
-        return PublicPeer()
-    if name == "compiled":
-        return PublicPeer(COMPILE_MODE)
-    if name == "nn.GRU":
-        return NNGRUPeer()
-    return Ours(name) if name in backends.names() else None
+    """The implementation named ``name``; None for a backend not registered in this checkout."""
+    peers = {"eager": PublicPeer, "compiled": lambda: PublicPeer(COMPILE_MODE), "nn.GRU": NNGRUPeer}
+    return peers[name]() if name in peers else Ours(name) if name in backends.names() else None
 
 
 def _cases():
@@ -56,28 +48,6 @@ def _cases():
                 continue
             for pass_ in wl.passes:
                 yield pytest.param(wl.name, name, pass_, id=f"{wl.name}-{name}-{pass_}")
-
-
-def _prepared(cache: dict, wl, device, dtype, pass_: str, quick: bool):
-    """The workload's float64 data, input sets, reference-in-dtype baseline and the device's ceilings,
-    cached for the cases of one workload (they run workload by workload)."""
-    for key in [k for k in cache if k[0] == "workload" and k[1] != wl.name]:
-        del cache[key]  # keep one workload's data at a time
-    case_key = ("workload", wl.name, str(device))
-    if case_key not in cache:
-        cache[case_key] = {"case": bench_check.Case(wl, device, seed=0)}
-    entry = cache[case_key]
-    case = entry["case"]
-    if ("sets", dtype) not in entry:
-        entry[("sets", dtype)] = case.input_sets(dtype, input_sets_for(wl, dtype, device),
-                                                 train=not wl.inference_only)
-    sets = entry[("sets", dtype)]
-    if ("baseline", dtype, pass_) not in entry:
-        entry[("baseline", dtype, pass_)] = bench_check.reference_in_dtype(case, dtype, pass_, sets)
-    ceil_key = ("ceilings", str(device), dtype)
-    if ceil_key not in cache:
-        cache[ceil_key] = measure_ceilings(device, [dtype], quick=quick)
-    return case, sets, entry[("baseline", dtype, pass_)], cache[ceil_key]
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -91,36 +61,36 @@ def test_workload(benchmark, bench_config, session_cache, workload, impl_name, p
         pytest.skip(f"smoke scale: the compiled peer runs on {SMOKE_COMPILED} only (compile time)")
     scale = bench_config.scale_for(device.type)
     wl = CATALOG[workload].scaled(scale)
-    reason = impl.unavailable(wl, dtype, device)
-    if reason:
-        pytest.skip(reason)
-
-    case, sets, baseline, ceilings = _prepared(session_cache, wl, device, dtype, pass_, bench_config.smoke)
-    train = pass_ == "fwd+bwd"
-    built, check, first_call_s = bench_check.check_impl(impl, case, dtype, pass_, sets, baseline)
-    assert check["passed"], (f"{impl_name} disagrees with the float64 reference on {workload} {target[1]} {pass_}: "
-                             f"{check['worst']}: relative error {check['worst_err']:.2e} > {check['worst_tol']:.1e}")
-
-    call = make_call(built, sets, train)
-    counter = itertools.count()
-
-    def one_call():
-        call(next(counter))
-        synchronize(device)
-
+    key = ("ceilings", target[0], target[1])
+    if key not in session_cache:
+        session_cache[key] = measure_ceilings(device, [dtype], quick=bench_config.smoke)
+    ceilings = session_cache[key]
+    # one harness per device for the session: it keeps the workload's data, input sets and reference results
+    sweep = session_cache.setdefault(("sweep", target[0]), Sweep(Settings(device, [], [], [])))
     benchmark.group = f"{workload} {target[0]}-{target[1]} {pass_}"
-    flops = cost.flops(wl, pass_)
-    nbytes = cost.min_bytes(wl, pass_, torch.empty(0, dtype=dtype).element_size())
+
+    def timer(call):
+        counter = itertools.count()
+
+        def one_call():
+            call(next(counter))
+            synchronize(device)
+
+        benchmark.pedantic(one_call, rounds=bench_config.rounds, warmup_rounds=bench_config.warmup_rounds,
+                           iterations=1)
+        return Timing(list(benchmark.stats.stats.data), 1) if benchmark.stats else None  # None: --benchmark-disable
+
+    row = sweep.row(dtype, wl, pass_, impl, timer)
+    if row["status"] == "skipped":
+        pytest.skip(row["reason"])
+    assert row["status"] == "ok", (f"{impl_name} on {workload} {target[1]} {pass_}: {row['status']}: {row['reason']}"
+                                   + row.get("traceback", ""))
+    derive({"rows": [row], "ceilings": ceilings})
     benchmark.extra_info.update(
-        workload=workload, sizes=wl.sizes(), scale=scale, implementation=impl.label(device),
-        device=target[0], dtype=target[1], flops=flops, min_bytes=nbytes, **{"pass": pass_},
-        max_rel_err=check["max_rel_err"], first_call_s=first_call_s,
+        workload=workload, sizes=wl.sizes(), scale=scale, implementation=row["label"], device=target[0],
+        dtype=target[1], flops=row["flops"], min_bytes=row["min_bytes"], **{"pass": pass_},
+        max_rel_err=row["check"]["max_rel_err"], first_call_s=row["first_call_s"],
         ceiling_flops_per_s=ceilings["flops"][target[1]]["flops_per_s"],
         ceiling_bytes_per_s=ceilings["bandwidth"]["bytes_per_s"])
-    benchmark.pedantic(one_call, rounds=bench_config.rounds, warmup_rounds=bench_config.warmup_rounds,
-                       iterations=1)
-    if benchmark.stats:  # None or empty with --benchmark-disable
-        median = benchmark.stats.stats.median
-        t_roof, bound = cost.roofline(flops, nbytes, benchmark.extra_info["ceiling_flops_per_s"],
-                                      benchmark.extra_info["ceiling_bytes_per_s"])
-        benchmark.extra_info.update(tflops=flops / median / 1e12, roofline_pct=100 * t_roof / median, bound=bound)
+    if row["time"]:
+        benchmark.extra_info.update(tflops=row["tflops"], roofline_pct=row["roofline_pct"], bound=row["bound"])

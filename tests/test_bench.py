@@ -17,9 +17,8 @@ import torch
 from convgru_ext.bench import catalog, cost
 from convgru_ext.bench.catalog import CATALOG, Workload
 from convgru_ext.bench.cli import main as bench_main
+from convgru_ext.bench.harness import Settings, Sweep, ours_vs_peers
 from convgru_ext.bench.impls import Built, Implementation, OnnxRuntimePeer, Ours, PublicPeer
-from convgru_ext.bench.results import ours_vs_peers
-from convgru_ext.bench.sweep import Settings, Sweep
 from convgru_ext.bench.timing import time_calls
 from convgru_ext.testing import REL_TOL
 
@@ -145,6 +144,28 @@ def test_cli_writes_results_with_metadata(tmp_path, capsys, monkeypatch):
     assert results["meta"]["device"] in md and f"scale: {catalog.SMOKE_SCALE}" in md
 
 
+def test_cli_without_rich_and_matplotlib_prints_plain_tables_and_says_why_no_plots(tmp_path, capsys, monkeypatch):
+    """rich and matplotlib are the ``bench`` extra: without them, plain-text tables and the files without plots."""
+    for module in ("rich", "rich.console", "rich.table", "rich.progress", "matplotlib", "matplotlib.pyplot"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    out = tmp_path / "run"
+    rc = bench_main(["--scale", "smoke", "-w", "gru-1x1", "--impl", "nn.GRU", "--impl", "torch", "--repeats", "1",
+                     "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "[bold]" not in printed and "[/]" not in printed  # no rich markup left in plain text
+    assert "implementation" in printed and "nn.GRU" in printed and "ours / fastest peer, float32 fwd" in printed
+    assert "plot not written" in printed and "matplotlib is not installed" in printed
+    assert (out / "results.json").is_file() and (out / "results.md").is_file()
+    assert not (out / "speedup.png").exists() and not (out / "roofline.png").exists()
+    assert "Plots" not in (out / "results.md").read_text()
+    assert bench_main(["--list"]) == 0
+    assert "raft-cell" in capsys.readouterr().out
+    results = str(out / "results.json")
+    assert bench_main(["--compare", results, results]) == 0
+    assert "no regressions" in capsys.readouterr().out
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the reduced default scale applies without a GPU")
 def test_cli_says_when_it_runs_reduced_on_cpu(tmp_path, capsys):
     rc = bench_main(["-w", "stream", "--impl", "eager", "--repeats", "1", "--no-plots", "--out", str(tmp_path)])
@@ -220,17 +241,14 @@ def test_onnxruntime_peers_run_forward_rows_that_pass_the_check():
 
 
 def test_onnxruntime_peers_export_raft_sep_and_match_its_reference():
-    """RAFT's two cells, both exports, one call each against the reference (the sweep's check, without timing)."""
+    """RAFT's two cells, both exports, one call each against the reference (the harness's check, without timing)."""
     _needs_onnxruntime()
-    from convgru_ext.bench.check import Case, check_impl, reference_in_dtype
-
-    case = Case(Workload("sep", "sep", T=1, B=1, Cin=3, C=4, H=3, W=3), torch.device("cpu"), seed=0)
-    sets = case.input_sets(torch.float32, 1, train=False)
-    baseline = reference_in_dtype(case, torch.float32, "fwd", sets)
+    wl = Workload("sep", "sep", T=1, B=1, Cin=3, C=4, H=3, W=3)
+    sweep = Sweep(Settings(device=torch.device("cpu"), workloads=[], dtypes=[], impls=[]))
     for model in ("naive", "ours"):
-        built, check, _ = check_impl(OnnxRuntimePeer(model), case, torch.float32, "fwd", sets, baseline)
-        assert check["passed"] and check["max_rel_err"] < 1e-5, (model, check)
-        assert built.params == [] and built.run(*sets[0][:2]).shape == case.wl.out_shape
+        row = sweep.row(torch.float32, wl, "fwd", OnnxRuntimePeer(model), timer=lambda call: None)
+        assert row["status"] == "ok" and row["time"] is None and row["export_s"] > 0, row
+        assert row["check"]["passed"] and row["check"]["max_rel_err"] < 1e-5, (model, row["check"])
 
 
 def test_onnxruntime_peers_say_why_they_cannot_run(monkeypatch):
@@ -375,7 +393,7 @@ def test_the_time_budget_skips_rows_and_says_why():
 
 
 def test_a_crash_of_the_sweep_keeps_what_was_measured(tmp_path, monkeypatch):
-    from convgru_ext.bench import sweep
+    from convgru_ext.bench import harness as sweep
 
     calls = []
 

@@ -1,36 +1,19 @@
-"""The named workloads of the benchmark, in one place.
+"""The named workloads of the benchmark (:data:`CATALOG`), each exercising one public API (``Workload.api``):
+``cell``, one ``convgru_cell`` call (RAFT's update block: ``x`` changes every call, nothing can be hoisted);
+``sep``, RAFT's ``SepConvGRU`` (a 1xk cell, then a kx1 cell); ``sequence``, one ``convgru_sequence`` call;
+``stream``, ``convgru_cell`` once per arriving frame under ``torch.no_grad`` (latency-bound: launch overhead
+dominates).  ``gru-1x1`` (1x1 kernel, 1x1 pixels, ``reset="after"``) *is* ``torch.nn.GRU``: a sanity anchor,
+with cuDNN's GRU as its peer.
 
-Each workload says which public API it exercises (``api``) and its sizes:
-
-==========  ===================================  ==========================================================
-name        API                                  sizes (scale 1)
-==========  ===================================  ==========================================================
-raft-cell   ``convgru_cell`` (one step)          B=8, Cin=256, C=128, 46x62, k=3x3: RAFT's update block;
-                                                 ``x`` changes every call, nothing can be hoisted
-raft-sep    ``SepConvGRU`` (a 1x5 cell, then     B=8, Cin=256, C=128, 46x62: RAFT's separable update
-            a 5x1 cell)
-video       ``convgru_sequence``                 T=16, B=16, Cin=C=64, 56x56, k=3x3
-nowcast     ``convgru_sequence``                 T=20, B=4, Cin=C=64, 128x128, k=3x3 (precipitation nowcasting)
-stream      ``convgru_cell`` once per frame,     T=32 frames, B=1, Cin=C=32, 64x64, k=3x3: inference only,
-            under ``torch.no_grad``              latency-bound (launch overhead dominates)
-gru-1x1     ``convgru_sequence``                 T=32, B=64, Cin=C=256, 1x1 pixels, k=1x1, reset="after": the
-                                                 layer *is* ``torch.nn.GRU`` there (a sanity anchor: cuDNN's
-                                                 GRU runs it as a peer)
-==========  ===================================  ==========================================================
-
-``--scale s`` multiplies each workload's number of pixels in a batch, B*H*W,
-by about ``s``: spatial workloads scale H and W by sqrt(s) (rounded, at least
-1) and keep B, T and the channels, so the GEMMs' channel dimensions and the
-number of recurrent steps stay representative; the 1x1-pixel anchor scales B.
+``--scale s`` multiplies each workload's number of pixels in a batch, B*H*W, by about ``s``: spatial workloads
+scale H and W by sqrt(s) (rounded, at least 1) and keep B, T and the channels, so the GEMMs' channel dimensions
+and the number of recurrent steps stay representative; the 1x1-pixel anchor scales B.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-
-#: the APIs a workload can exercise (see the module docstring)
-APIS = ("cell", "sep", "sequence", "stream")
 
 #: the scale of ``--scale smoke``: every workload shrinks to a few pixels (CI, tests)
 SMOKE_SCALE = 0.001
@@ -43,7 +26,7 @@ class Workload:
     """One benchmarked call.  ``T`` is the sequence length (1 for ``cell`` and ``sep``); ``dilation``: every cell's."""
 
     name: str
-    api: str
+    api: str  # "cell", "sep", "sequence" or "stream"
     T: int
     B: int
     Cin: int
@@ -79,9 +62,7 @@ class Workload:
     @property
     def x_shape(self) -> tuple[int, ...]:
         """``x``: (B, Cin, H, W) for ``cell``/``sep``, (T, B, Cin, H, W) otherwise."""
-        if self.api in ("cell", "sep"):
-            return (self.B, self.Cin, self.H, self.W)
-        return (self.T, self.B, self.Cin, self.H, self.W)
+        return (*((self.T,) if self.api in ("sequence", "stream") else ()), self.B, self.Cin, self.H, self.W)
 
     @property
     def h_shape(self) -> tuple[int, ...]:
@@ -89,9 +70,8 @@ class Workload:
 
     @property
     def out_shape(self) -> tuple[int, ...]:
-        """What one call returns: the new state (B, C, H, W) for ``cell``, ``sep`` and ``stream`` (its last
-        state), every state (T, B, C, H, W) for ``sequence``."""
-        return (self.T, self.B, self.C, self.H, self.W) if self.api == "sequence" else self.h_shape
+        """What one call returns: every state (T, B, C, H, W) for ``sequence``, else the last state."""
+        return (self.T, *self.h_shape) if self.api == "sequence" else self.h_shape
 
     def sizes(self) -> str:
         """A short human-readable summary: ``T=16 B=16 Cin=64 C=64 56x56 k=3x3``."""
@@ -113,11 +93,7 @@ class Workload:
         return dataclasses.replace(self, H=max(1, round(self.H * f)), W=max(1, round(self.W * f)), scale=scale)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["kernel"] = list(self.kernel)
-        d["sizes"] = self.sizes()
-        d["passes"] = list(self.passes)
-        return d
+        return dict(dataclasses.asdict(self), kernel=list(self.kernel), sizes=self.sizes(), passes=list(self.passes))
 
 
 CATALOG: dict[str, Workload] = {w.name: w for w in (
@@ -143,7 +119,7 @@ def parse_scale(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"`--scale` must be a positive number or 'smoke'; got {text!r}") from None
+        value = math.nan
     if not value > 0 or math.isinf(value):
         raise ValueError(f"`--scale` must be a positive number or 'smoke'; got {text!r}")
     return value

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import sys
+import traceback
 from typing import Optional
 
 import torch
@@ -28,10 +29,10 @@ import torch
 from . import catalog
 from .catalog import CATALOG, CPU_DEFAULT_SCALE, parse_scale
 from .cost import PASSES, flops
-from .impls import COMPILE_MODE, OnnxRuntimePeer, all_implementations
+from .harness import DTYPES, Settings, Sweep
+from .impls import COMPILE_MODE, OnnxRuntimePeer, Ours, all_implementations
 from .meta import collect_meta
-from .results import DTYPES
-from .sweep import Settings, Sweep
+from .report import Console, ceilings_text, fmt_flops, fmt_time, header_lines, print_tables, write_all, write_json
 
 #: the default time budget of a GPU sweep, seconds: it shares a 10-minute command with the build and tests
 GPU_BUDGET_S = 330.0
@@ -80,69 +81,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _console():
-    from rich.console import Console
-
-    return Console(width=None if sys.stdout.isatty() else 200)
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "device"
-
-
 def default_out_dir(device: torch.device) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return os.path.join("benchmarks", "results", f"{_slug(name)}-{stamp}")
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "device"
+    return os.path.join("benchmarks", "results", f"{slug}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}")
 
 
-def _list(console, device: torch.device, scale: float) -> int:
-    from rich.table import Table
+def _list(console: Console, device: torch.device, scale: float) -> int:
+    from .. import backends
 
-    from .report import fmt_flops
-
-    table = Table("workload", "API", f"sizes (scale {scale:g})", "forward FLOPs", "passes", "what",
-                  title="workloads")
-    for wl in catalog.select(None, scale):
-        table.add_row(wl.name, wl.api, wl.sizes(), fmt_flops(flops(wl, "fwd")), ", ".join(wl.passes),
-                      wl.description)
-    console.print(table)
-    table = Table("implementation", "--impl", "kind", "status", title="implementations")
+    console.table(("workload", "API", f"sizes (scale {scale:g})", "forward FLOPs", "passes", "what"), [
+        [wl.name, wl.api, wl.sizes(), fmt_flops(flops(wl, "fwd")), ", ".join(wl.passes), wl.description]
+        for wl in catalog.select(None, scale)], "workloads")
+    rows = []
     for impl in all_implementations():
         status = ""
-        if impl.kind == "ours":
-            from .. import backends
-
+        if isinstance(impl, Ours):
             status = backends.available_backends()[impl.backend] or "usable here"
         elif isinstance(impl, OnnxRuntimePeer):
             status = impl.unavailable(None, torch.float32, device) or "usable here (float32, float16; forward only)"
-        table.add_row(impl.label(device), impl.name, impl.kind + (", experimental" if impl.experimental else ""),
-                      status)
-    console.print(table)
+        kind = impl.kind + (", experimental" if impl.experimental else "")
+        rows.append([impl.label(device), impl.name, kind, status])
+    console.table(("implementation", "--impl", "kind", "status"), rows, "implementations")
     return 0
-
-
-def _compare(args, console) -> int:
-    from .report import compare_results, print_compare
-
-    loaded = []
-    for path in args.compare:
-        with open(path) as f:
-            loaded.append(json.load(f))
-    entries, warnings = compare_results(*loaded, threshold=args.threshold)
-    regressions = print_compare(entries, warnings, *args.compare, *loaded, threshold=args.threshold,
-                                console=console)
-    return 1 if regressions else 0
 
 
 def settings_from_args(args, device: torch.device, scale: float) -> Settings:
     gpu = device.type == "cuda"
     if args.dtype:
         dtypes = [DTYPES[d] for d in dict.fromkeys(args.dtype)]
-    elif gpu:
-        dtypes = [torch.bfloat16] if args.quick else [torch.bfloat16, torch.float16, torch.float32]
     else:
-        dtypes = [torch.float32]
+        dtypes = ([torch.bfloat16] if args.quick else [torch.bfloat16, torch.float16, torch.float32]) if gpu else [
+            torch.float32]
     impls = all_implementations(None if args.no_compile else args.compile_mode)
     if args.impl:
         known = {i.name for i in all_implementations()}
@@ -152,10 +122,9 @@ def settings_from_args(args, device: torch.device, scale: float) -> Settings:
         impls = [i for i in impls if i.name in args.impl]
     repeats = args.repeats or ((7 if args.quick else 15) if gpu else (3 if args.quick else 5))
     budget = args.budget if args.budget is not None else (GPU_BUDGET_S if gpu else 0)
-    for name in ("repeats", "warmup", "input_sets"):
-        value = repeats if name == "repeats" else getattr(args, name)
+    for name, value in (("repeats", repeats), ("warmup", args.warmup), ("input-sets", args.input_sets)):
         if value is not None and value < 1:
-            raise SystemExit(f"bench: --{name.replace('_', '-')} must be at least 1; got {value}")
+            raise SystemExit(f"bench: --{name} must be at least 1; got {value}")
     return Settings(
         device=device, workloads=catalog.select(args.workload, scale), dtypes=dtypes, impls=impls,
         passes=tuple(args.passes or PASSES), repeats=repeats, warmup=args.warmup,
@@ -165,46 +134,32 @@ def settings_from_args(args, device: torch.device, scale: float) -> Settings:
         seed=args.seed, quick=args.quick)
 
 
-class _Progress:
-    """A live rich progress bar on a terminal; one line per row in a log."""
+def _progress(console: Console, sweep: Sweep):
+    """Report ``sweep``'s rows: a live rich progress bar on a terminal (failures printed), else one line per row
+    (a log, or without rich).  Returns the bar to start and stop, or None."""
+    total, done = len(sweep.plan()), []
+    bar = None
+    if console.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    def __init__(self, console, total: int):
-        self.console, self.total, self.done = console, total, 0
-        self.live = console.is_terminal
-        self.progress = None
-        if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        bar = Progress(TextColumn("{task.description:<48}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       console=console.rich, transient=True)
+        task = bar.add_task("starting", total=total)
+        sweep.on_start = lambda text: bar.update(task, description=text)
 
-            self.progress = Progress(TextColumn("{task.description:<48}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), console=console, transient=True)
-            self.task = self.progress.add_task("starting", total=total)
-
-    def __enter__(self):
-        if self.progress:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.progress:
-            self.progress.stop()
-
-    def start(self, text: str) -> None:
-        if self.progress:
-            self.progress.update(self.task, description=text)
-
-    def row(self, row: dict) -> None:
-        from .report import fmt_time
-
-        self.done += 1
-        if self.progress:
-            self.progress.advance(self.task)
-            if row["status"] in ("error", "failed check"):
-                self.console.print(f"[red]{row['status']}[/]: {row['workload']} {row['dtype']} {row['pass']} "
-                                   f"{row['label']}: {row['reason']}")
+    def on_row(row: dict) -> None:
+        done.append(row)
+        what = f"{row['workload']} {row['dtype']} {row['pass']} {row['label']}"
+        if bar is None:
+            figure = fmt_time(row["time"]["median"]) if row.get("time") else f"{row['status']}: {row['reason']}"
+            print(f"[{len(done)}/{total}] {what}: {figure}", flush=True)
             return
-        figure = fmt_time(row["time"]["median"]) if row.get("time") else f"{row['status']}: {row['reason']}"
-        print(f"[{self.done}/{self.total}] {row['workload']} {row['dtype']} {row['pass']} {row['label']}: {figure}",
-              flush=True)
+        bar.advance(task)
+        if row["status"] in ("error", "failed check"):
+            console.print(f"[red]{row['status']}[/]: {what}: {row['reason']}")
+
+    sweep.on_row = on_row
+    return bar
 
 
 def device_and_scale(args) -> tuple[torch.device, float, str]:
@@ -227,22 +182,26 @@ def device_and_scale(args) -> tuple[torch.device, float, str]:
 def plan(argv: list[str]) -> tuple[Settings, list]:
     """The settings and the rows (dtype, workload, pass, implementation) that ``bench argv`` runs."""
     args = build_parser().parse_args(argv)
-    device, scale, _ = device_and_scale(args)
-    settings = settings_from_args(args, device, scale)
+    settings = settings_from_args(args, *device_and_scale(args)[:2])
     return settings, Sweep(settings).plan()
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    console = _console()
+    console = Console()
     if args.compare:
-        return _compare(args, console)
+        from .report import compare_results, print_compare
 
+        loaded = []
+        for path in args.compare:
+            with open(path) as f:
+                loaded.append(json.load(f))
+        entries, warnings = compare_results(*loaded, threshold=args.threshold)
+        return 1 if print_compare(entries, warnings, *args.compare, *loaded, args.threshold, console) else 0
     device, scale, scale_note = device_and_scale(args)
     if args.list:
         return _list(console, device, scale)
-
     settings = settings_from_args(args, device, scale)
     if args.threads is not None:
         if args.threads < 1:
@@ -253,57 +212,45 @@ def main(argv: Optional[list[str]] = None) -> int:
     meta = collect_meta(device, argv, scale, scale_note)
     out_dir = args.out or default_out_dir(device)
 
-    from .report import header_lines, print_tables, write_all, write_json
-
     console.rule("[bold]convgru-ext bench")
     for line in header_lines({"meta": meta, "settings": settings.to_dict(), "ceilings": {}}):
         if not line.startswith("ceilings"):
-            console.print(line, highlight=False)
+            console.print(line)
     if scale_note:
         console.print(f"[bold yellow]{scale_note}[/]")
     if args.cuda_graph and device.type != "cuda":
         console.print("--cuda-graph: ignored without a GPU")
-
     os.makedirs(out_dir, exist_ok=True)
-    sweep = Sweep(settings)
-    total = len(sweep.plan())
 
     def checkpoint(results):
         results["partial"] = True
         write_json(results, os.path.join(out_dir, "results.json"))
 
-    with _Progress(console, total) as progress:
-        sweep.on_start, sweep.on_row, sweep.on_checkpoint = progress.start, progress.row, checkpoint
-        interrupted = False
-        try:
-            results = sweep.run(meta)
-        except KeyboardInterrupt:
-            interrupted = True
-            results = sweep.results
-            results["aborted"] = "interrupted (Ctrl-C)"
-        except Exception as e:  # a bug of the sweep itself: keep what was measured
-            import traceback
-
-            results = sweep.results
-            results["aborted"] = f"the sweep crashed: {type(e).__name__}: {e}"
-            results["traceback"] = traceback.format_exc()[-4000:]
-            console.print_exception()
+    sweep = Sweep(settings, on_checkpoint=checkpoint)
+    bar, interrupted = _progress(console, sweep), False
+    try:
+        bar and bar.start()
+        results = sweep.run(meta)
+    except KeyboardInterrupt:
+        interrupted, results = True, sweep.results
+        results["aborted"] = "interrupted (Ctrl-C)"
+    except Exception as e:  # a bug of the sweep itself: keep what was measured
+        results = sweep.results
+        results.update(aborted=f"the sweep crashed: {type(e).__name__}: {e}", traceback=traceback.format_exc()[-4000:])
+        console.rich.print_exception() if console.rich else traceback.print_exc()
+    finally:
+        bar and bar.stop()
     if "rows" not in results:  # stopped before the first row
         return 130 if interrupted else 1
     results["partial"] = interrupted
-    if results:
-        c = results["ceilings"]
-        console.print("ceilings measured in this run: " + ", ".join(
-            f"{d} {v['flops_per_s'] / 1e12:.3g} TFLOP/s" for d, v in c.get("flops", {}).items())
-            + (f", copy {c['bandwidth']['bytes_per_s'] / 1e9:.3g} GB/s" if c.get("bandwidth") else "")
-            + (f" [red]{c['error']}[/]" if c.get("error") else ""), highlight=False)
-        paths = write_all(results, out_dir, plots=not args.no_plots)
-        print_tables(results, console)
-        for error in results.get("plot_errors", []):
-            console.print(f"[yellow]plot not written[/]: {error}")
-        if results.get("aborted"):
-            console.print(f"[bold red]{results['aborted']}[/]")
-        console.print("wrote " + ", ".join(paths))
+    console.print(f"ceilings measured in this run: {ceilings_text(results['ceilings'])}")
+    paths = write_all(results, out_dir, plots=not args.no_plots)
+    print_tables(results, console)
+    for error in results.get("plot_errors", []):
+        console.print(f"[yellow]plot not written[/]: {error}")
+    if results.get("aborted"):
+        console.print(f"[bold red]{results['aborted']}[/]")
+    console.print("wrote " + ", ".join(paths))
     if interrupted:
         return 130
     # A failed check is a failure whoever fails it (a peer that disagrees means the benchmark is wrong);

@@ -1,35 +1,11 @@
-"""The implementations the benchmark runs side by side: peers and ours.
+"""The implementations the benchmark runs side by side.  Peers: ``eager`` and ``compiled`` (:class:`PublicPeer`),
+``nn.GRU`` (:class:`NNGRUPeer`), ``ort-naive`` and ``ort-ours`` (:class:`OnnxRuntimePeer`); ours (:class:`Ours`):
+every backend of ``convgru_ext`` usable here, the ``reference`` included, and every fused backend's
+``recompute=True`` mode, through the public functional API; backends marked experimental are labelled so.
 
-Peers:
-
-* ``eager``: the per-step ConvGRU that most public code uses (:class:`PublicConvGRUCell`):
-  a convolution over ``cat([x, h])`` for r and z, ``split``, one over
-  ``cat([x, r*h])`` for n, elementwise, autograd does the backward; sequences
-  loop over T in Python.  It computes ``reset="before"`` only, so it has no
-  row for the ``gru-1x1`` anchor;
-* ``compiled``: the same cell under ``torch.compile`` (default mode
-  ``max-autotune-no-cudagraphs``, ``fullgraph=True``, static shapes).  The
-  compiled function is the cell (or RAFT's two-cell update); the time loop
-  stays in Python, since compiling the unrolled sequence multiplies compile time
-  by T.  Compile time is excluded from the timings and reported separately;
-* ``nn.GRU``: ``torch.nn.GRU`` (cuDNN on a GPU) where the workload reduces to it
-  (1x1 kernels on 1x1 pixels, ``reset="after"``, z weights negated: see
-  ``tests/test_oracle.py``);
-* ``ort-naive`` and ``ort-ours`` (forward rows only): the eager peer's model, and our layer through the public
-  functional API (``backend="auto"``: while exporting, every call runs the ``reference`` backend, so the graph
-  is standard ONNX operators), each exported once per row with ``torch.onnx.export(..., dynamo=True)`` (a
-  sequence unrolled over its T steps) and run in an ``onnxruntime.InferenceSession`` with PyTorch's number of
-  CPU threads, on the CPU provider, or on a GPU the CUDA provider (skipped, with the reason, where it is not
-  installed).  The export is excluded from the timings and reported separately.
-
-Ours: every backend of ``convgru_ext`` usable here, called through the public
-functional API (``convgru_cell`` / ``convgru_sequence``), the ``reference``
-included; backends marked experimental are labelled so.
-
-Every implementation is built from the same parameters (ours: ``weight_ih``,
-``weight_hh``, ``bias_ih``, ``bias_hh`` per cell), mapped so that it computes
-the same function, and says how the reference's parameter gradients map onto
-its own parameters, so that the benchmark can check it before timing it.
+Every implementation is built from the same parameters (ours: ``weight_ih``, ``weight_hh``, ``bias_ih``,
+``bias_hh`` per cell), mapped so that it computes the same function, and says how the reference's parameter
+gradients map onto its own parameters, so that the benchmark can check it before timing it.
 """
 
 from __future__ import annotations
@@ -60,14 +36,10 @@ Params = list[dict[str, Tensor]]  # one dict of PARAM_NAMES per cell of the work
 
 @dataclasses.dataclass
 class Built:
-    """An implementation ready to run one workload in one dtype.
-
-    ``run(x, h0)`` takes ``x`` (``wl.x_shape``) and ``h0`` (``wl.h_shape``) and
-    returns ``wl.out_shape``; ``params`` are its own leaf parameters, named by
-    ``param_names``; ``map_grads`` turns the reference's parameter gradients
-    (shaped like :data:`Params`) into the gradients expected for ``params``;
-    ``export_s``: the seconds building it spent exporting (the onnxruntime peers), excluded from the timings.
-    """
+    """An implementation ready to run one workload in one dtype: ``run(x, h0)`` takes ``wl.x_shape`` and
+    ``wl.h_shape`` and returns ``wl.out_shape``; ``params``, its own leaf parameters, are named by ``param_names``;
+    ``map_grads`` turns the reference's parameter gradients (shaped like :data:`Params`) into those expected for
+    ``params``; ``export_s``: seconds spent exporting (the onnxruntime peers), excluded from the timings."""
 
     run: Callable[[Tensor, Tensor], Tensor]
     params: list[Tensor]
@@ -101,40 +73,67 @@ class Implementation:
         return None
 
     def build(self, wl: Workload, params: Params, train: bool) -> Built:
-        """Ready to run ``wl`` with ``params`` (in the target dtype and device; copied, never modified).
-
-        With ``train`` its parameters require gradients."""
+        """Ready to run ``wl`` with ``params`` (target dtype and device; copied, never modified); with ``train``
+        its parameters require gradients."""
         raise NotImplementedError
 
 
-def _leaf(t: Tensor, train: bool) -> Tensor:
-    return t.detach().clone().requires_grad_(train)
+class _Layer(nn.Module):
+    """``(x, h0) -> out`` as ``api`` calls it: the step (``cells`` in turn, each ``(x, h) -> h'``) once for ``cell``
+    and ``sep``, else per frame over T (every state stacked for ``sequence``, the last for ``stream``); with
+    ``native``, a ``sequence`` is one ``convgru_sequence`` call of the first cell instead."""
+
+    def __init__(self, cells: list[nn.Module], api: str, native: bool = False):
+        super().__init__()
+        self.cells, self.api, self.native, self.compiled = nn.ModuleList(cells), api, native, None
+
+    def step(self, x: Tensor, h: Tensor) -> Tensor:
+        for cell in self.cells:
+            h = cell.forward(x, h)
+        return h
+
+    def forward(self, x: Tensor, h: Tensor) -> Tensor:
+        step = self.compiled or self.step
+        if self.api in ("cell", "sep"):
+            return step(x, h)
+        if self.native and self.api == "sequence":
+            first = self.cells[0]
+            return convgru_sequence(x, h, *first.tensors(), **first.kw)[0]
+        states = []
+        for t in range(x.shape[0]):
+            h = step(x[t], h)
+            states += [h] if self.api == "sequence" else []
+        return torch.stack(states) if self.api == "sequence" else h
+
+    def flat(self) -> tuple[list[Tensor], list[str]]:
+        named = [(f"cell{i}.{n}", p) for i, c in enumerate(self.cells) for n, p in c.named_parameters()]
+        return [p for _, p in named], [n for n, _ in named]
 
 
-def _flat(params: Params) -> tuple[list[Tensor], list[str]]:
-    tensors = [p[n] for p in params for n in PARAM_NAMES]
-    names = [f"cell{i}.{n}" for i, p in enumerate(params) for n in PARAM_NAMES]
-    return tensors, names
+class _OurCell(nn.Module):
+    """One cell's parameters (a copy), called through ``convgru_cell`` with ``kw``."""
+
+    def __init__(self, p: dict[str, Tensor], kw: dict):
+        super().__init__()
+        for n in PARAM_NAMES:
+            self.register_parameter(n, nn.Parameter(p[n].detach().clone()))
+        self.kw = kw
+
+    def tensors(self) -> tuple[Tensor, ...]:  # not parameters(): a walk of the module, microseconds per step
+        return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+
+    def forward(self, x: Tensor, h: Tensor) -> Tensor:
+        return convgru_cell(x, h, *self.tensors(), **self.kw)
 
 
-def _sequence_loop(step: Callable[[Tensor, Tensor], Tensor], x: Tensor, h: Tensor, keep: bool) -> Tensor:
-    """Run ``step`` over ``x``'s T frames from ``h``: every state stacked (``keep``), else the last."""
-    states = []
-    for t in range(x.shape[0]):
-        h = step(x[t], h)
-        if keep:
-            states.append(h)
-    return torch.stack(states) if keep else h
-
-
-# --------------------------------------------------------------------------------------------- ours
+def _ours(wl: Workload, params: Params, **kw) -> _Layer:
+    kw = dict(dilation=wl.dilation, reset=wl.reset, **kw)
+    return _Layer([_OurCell(p, kw) for p in params], wl.api, native=True)
 
 
 class Ours(Implementation):
     """A ``convgru_ext`` backend, through the public functional API; with ``recompute``, that backend's
     ``recompute=True`` mode (named ``<backend>+recompute``; only a forward+backward row tells it apart)."""
-
-    kind = "ours"
 
     def __init__(self, backend: str, recompute: bool = False):
         self.backend, self.recompute = backend, recompute
@@ -157,29 +156,8 @@ class Ours(Implementation):
         return "; ".join(reasons) or None
 
     def build(self, wl, params, train):
-        cells = [{n: _leaf(p[n], train) for n in PARAM_NAMES} for p in params]
-        kw = {"dilation": wl.dilation, "reset": wl.reset, "backend": self.backend, "recompute": self.recompute}
-
-        def cell(c, x, h):
-            return convgru_cell(x, h, *(c[n] for n in PARAM_NAMES), **kw)
-
-        if wl.api == "cell":
-            def run(x, h):
-                return cell(cells[0], x, h)
-        elif wl.api == "sep":
-            def run(x, h):
-                return cell(cells[1], x, cell(cells[0], x, h))
-        elif wl.api == "stream":
-            def run(x, h):
-                return _sequence_loop(lambda xt, ht: cell(cells[0], xt, ht), x, h, keep=False)
-        else:
-            def run(x, h):
-                return convgru_sequence(x, h, *(cells[0][n] for n in PARAM_NAMES), **kw)[0]
-        tensors, names = _flat(cells)
-        return Built(run, tensors, names, lambda grads: _flat(grads)[0])
-
-
-# -------------------------------------------------------------------------------------------- peers
+        layer = _ours(wl, params, backend=self.backend, recompute=self.recompute).requires_grad_(train)
+        return Built(layer.forward, *layer.flat(), lambda grads: [g[n] for g in grads for n in PARAM_NAMES])
 
 
 class PublicConvGRUCell(nn.Module):
@@ -200,59 +178,41 @@ class PublicConvGRUCell(nn.Module):
         self.conv_can = nn.Conv2d(Cin + C, C, kernel, **kw)
 
     def forward(self, x: Tensor, h: Tensor) -> Tensor:
-        gates = torch.sigmoid(self.conv_gates(torch.cat([x, h], dim=1)))
-        r, z = torch.split(gates, self.hidden, dim=1)
+        r, z = torch.split(torch.sigmoid(self.conv_gates(torch.cat([x, h], dim=1))), self.hidden, dim=1)
         n = torch.tanh(self.conv_can(torch.cat([x, r * h], dim=1)))
         return (1 - z) * h + z * n
 
     @torch.no_grad()
-    def load(self, p: dict[str, Tensor]) -> None:
+    def load(self, p: dict[str, Tensor]) -> PublicConvGRUCell:
         """Copy our cell parameters ``p`` in: the same function (``bias_ih + bias_hh`` feed one bias)."""
-        C = self.hidden
-        self.conv_gates.weight.copy_(torch.cat([p["weight_ih"][: 2 * C], p["weight_hh"][: 2 * C]], dim=1))
-        self.conv_gates.bias.copy_(p["bias_ih"][: 2 * C] + p["bias_hh"][: 2 * C])
-        self.conv_can.weight.copy_(torch.cat([p["weight_ih"][2 * C:], p["weight_hh"][2 * C:]], dim=1))
-        self.conv_can.bias.copy_(p["bias_ih"][2 * C:] + p["bias_hh"][2 * C:])
+        for conv, part in ((self.conv_gates, slice(0, 2 * self.hidden)), (self.conv_can, slice(2 * self.hidden, None))):
+            conv.weight.copy_(torch.cat([p["weight_ih"][part], p["weight_hh"][part]], dim=1))
+            conv.bias.copy_(p["bias_ih"][part] + p["bias_hh"][part])
+        return self
 
     @staticmethod
     def map_grads(g: dict[str, Tensor], C: int) -> list[Tensor]:
-        """Our gradients ``g`` as gradients of (conv_gates.weight, .bias, conv_can.weight, .bias).
-
-        With the reset before the convolution, both biases of a gate add to the
-        same pre-activation, so the merged bias's gradient is ``grad bias_ih``."""
-        return [torch.cat([g["weight_ih"][: 2 * C], g["weight_hh"][: 2 * C]], dim=1), g["bias_ih"][: 2 * C],
-                torch.cat([g["weight_ih"][2 * C:], g["weight_hh"][2 * C:]], dim=1), g["bias_ih"][2 * C:]]
+        """Our gradients ``g`` as gradients of (conv_gates.weight, .bias, conv_can.weight, .bias).  With the reset
+        before the convolution both biases of a gate add to one pre-activation: the merged bias's is ``bias_ih``'s."""
+        return [t for part in (slice(0, 2 * C), slice(2 * C, None))
+                for t in (torch.cat([g["weight_ih"][part], g["weight_hh"][part]], dim=1), g["bias_ih"][part])]
 
 
-class PublicSepConvGRU(nn.Module):
-    """RAFT's separable update with public-style cells: ``vertical(x, horizontal(x, h))``."""
-
-    def __init__(self, Cin: int, C: int, kernels: list[tuple[int, int]], dilation=(1, 1), device=None, dtype=None):
-        super().__init__()
-        self.horizontal = PublicConvGRUCell(Cin, C, kernels[0], dilation, device, dtype)
-        self.vertical = PublicConvGRUCell(Cin, C, kernels[1], dilation, device, dtype)
-
-    def forward(self, x: Tensor, h: Tensor) -> Tensor:
-        return self.vertical(x, self.horizontal(x, h))
-
-
-def public_model(wl: Workload, params: Params) -> tuple[nn.Module, list[PublicConvGRUCell]]:
-    """The public-style model of ``wl`` (one cell, or RAFT's two for ``sep``) holding ``params``, and its cells."""
-    ref = params[0]["weight_hh"]
-    kw = {"device": ref.device, "dtype": ref.dtype}
-    if wl.api == "sep":
-        module = PublicSepConvGRU(wl.Cin, wl.C, wl.cells, wl.dilation, **kw)
-        cells = [module.horizontal, module.vertical]
-    else:
-        module = PublicConvGRUCell(wl.Cin, wl.C, wl.cells[0], wl.dilation, **kw)
-        cells = [module]
-    for cell, p in zip(cells, params):
-        cell.load(p)
-    return module, cells
+def _public(wl: Workload, params: Params) -> _Layer:
+    """The public-style model of ``wl`` (one cell, or RAFT's two for ``sep``) holding ``params``."""
+    kw = {"device": params[0]["weight_hh"].device, "dtype": params[0]["weight_hh"].dtype}
+    return _Layer([PublicConvGRUCell(wl.Cin, wl.C, k, wl.dilation, **kw).load(p) for k, p in zip(wl.cells, params)],
+                  wl.api)
 
 
 class PublicPeer(Implementation):
-    """``eager`` (``compile_mode=None``) or ``compiled``: :class:`PublicConvGRUCell` per step."""
+    """``eager`` (``compile_mode=None``): :class:`PublicConvGRUCell`, the per-step ConvGRU most public code uses,
+    autograd doing the backward, sequences looping over T in Python (``reset="before"`` only: no ``gru-1x1`` row).
+
+    ``compiled``: the same under ``torch.compile`` (default mode :data:`COMPILE_MODE`, ``fullgraph=True``, static
+    shapes).  The compiled function is the step (one cell, or RAFT's two); the time loop stays in Python, since
+    compiling the unrolled sequence multiplies compile time by T.  Compile time is reported apart from the timings.
+    """
 
     kind = "peer"
 
@@ -267,32 +227,19 @@ class PublicPeer(Implementation):
         return wl.reset == "before"  # public ConvGRU code computes the reset before the convolution
 
     def build(self, wl, params, train):
-        module, cells = public_model(wl, params)
-        module.requires_grad_(train)
-        step = module
+        layer = _public(wl, params).requires_grad_(train)
         if self.compile_mode is not None:
             torch._dynamo.reset()  # a fresh cache per build: no recompile limit, no stale graphs
-            step = torch.compile(module, mode=self.compile_mode, fullgraph=True, dynamic=False)
-
-        if wl.api in ("cell", "sep"):
-            run = step
-        else:
-            def run(x, h):
-                return _sequence_loop(step, x, h, keep=wl.api == "sequence")
-        names = [f"cell{i}.{n}" for i, c in enumerate(cells) for n, _ in c.named_parameters()]
-        tensors = [p for c in cells for p in c.parameters()]
-
-        def map_grads(grads: Params) -> list[Tensor]:
-            return [t for g in grads for t in PublicConvGRUCell.map_grads(g, wl.C)]
-
-        return Built(run, tensors, names, map_grads)
+            layer.compiled = torch.compile(layer.step, mode=self.compile_mode, fullgraph=True, dynamic=False)
+        return Built(layer.forward, *layer.flat(),
+                     lambda grads: [t for g in grads for t in PublicConvGRUCell.map_grads(g, wl.C)])
 
 
 class NNGRUPeer(Implementation):
-    """``torch.nn.GRU`` on the 1x1-pixel, 1x1-kernel, reset-after anchor (cuDNN on a GPU)."""
+    """``torch.nn.GRU`` (cuDNN on a GPU) where the workload reduces to it: 1x1 kernels on 1x1 pixels,
+    ``reset="after"``, z weights negated (see ``tests/test_oracle.py``)."""
 
-    kind = "peer"
-    name = "nn.GRU"
+    kind, name = "peer", "nn.GRU"
 
     def label(self, device):
         return "nn.GRU (cuDNN)" if device.type == "cuda" else "nn.GRU"
@@ -300,18 +247,11 @@ class NNGRUPeer(Implementation):
     def applies_to(self, wl):
         return wl.api == "sequence" and wl.cells == [(1, 1)] and (wl.H, wl.W) == (1, 1) and wl.reset == "after"
 
-    @staticmethod
-    def _sign(C: int, like: Tensor) -> Tensor:
-        """+1 on the r and n blocks, -1 on z: nn.GRU's z weighs the old state, ours the candidate."""
-        sign = torch.ones(3 * C, dtype=like.dtype, device=like.device)
-        sign[C: 2 * C] = -1
-        return sign
-
     def build(self, wl, params, train):
-        p = params[0]
-        C = wl.C
+        p, C = params[0], wl.C
         gru = nn.GRU(wl.Cin, C, device=p["weight_hh"].device, dtype=p["weight_hh"].dtype)
-        sign = self._sign(C, p["weight_hh"])
+        sign = torch.ones(3 * C, dtype=p["weight_hh"].dtype, device=p["weight_hh"].device)
+        sign[C: 2 * C] = -1  # nn.GRU's z weighs the old state, ours the candidate
 
         def mapped(g: dict[str, Tensor]) -> list[Tensor]:
             return [g["weight_ih"][:, :, 0, 0] * sign[:, None], g["weight_hh"][:, :, 0, 0] * sign[:, None],
@@ -320,65 +260,13 @@ class NNGRUPeer(Implementation):
         with torch.no_grad():
             for name, value in zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"), mapped(p)):
                 getattr(gru, name).copy_(value)
-        gru.requires_grad_(train)
-        gru.flatten_parameters()
-        T, B = wl.T, wl.B
+        gru.requires_grad_(train).flatten_parameters()
 
         def run(x, h):
-            out, _ = gru(x.view(T, B, wl.Cin), h.view(1, B, C))
-            return out.view(T, B, C, 1, 1)
+            return gru(x.view(wl.T, wl.B, wl.Cin), h.view(1, wl.B, C))[0].view(wl.T, wl.B, C, 1, 1)
 
         return Built(run, list(gru.parameters()), [n for n, _ in gru.named_parameters()],
                      lambda grads: mapped(grads[0]))
-
-
-class _Stepped(nn.Module):
-    """``model`` (a cell step ``(x, h) -> h'``) called as ``wl.api`` calls it: once (``cell``, ``sep``), or over
-    T frames (every state stacked for ``sequence``, the last for ``stream``)."""
-
-    def __init__(self, model: nn.Module, api: str):
-        super().__init__()
-        self.model, self.api = model, api
-
-    def forward(self, x: Tensor, h: Tensor) -> Tensor:
-        if self.api in ("cell", "sep"):
-            return self.model(x, h)
-        return _sequence_loop(self.model, x, h, keep=self.api == "sequence")
-
-
-class _OurCell(nn.Module):
-    """One cell's parameters, for export: ``convgru_cell`` with ``backend="auto"`` (the reference, exporting)."""
-
-    def __init__(self, p: dict[str, Tensor], wl: Workload):
-        super().__init__()
-        for n in PARAM_NAMES:
-            setattr(self, n, nn.Parameter(p[n].detach().clone(), requires_grad=False))
-        self.kw = {"dilation": wl.dilation, "reset": wl.reset, "backend": "auto"}
-
-    def tensors(self) -> list[Tensor]:
-        return [getattr(self, n) for n in PARAM_NAMES]
-
-    def forward(self, x: Tensor, h: Tensor) -> Tensor:
-        return convgru_cell(x, h, *self.tensors(), **self.kw)
-
-
-class _OurModel(nn.Module):
-    """Our layer on ``wl`` as a module ``(x, h0) -> out``, through the public functional API, for export."""
-
-    def __init__(self, wl: Workload, params: Params):
-        super().__init__()
-        self.api = wl.api
-        self.cells = nn.ModuleList(_OurCell(p, wl) for p in params)
-
-    def forward(self, x: Tensor, h: Tensor) -> Tensor:
-        first = self.cells[0]
-        if self.api == "cell":
-            return first(x, h)
-        if self.api == "sep":
-            return self.cells[1](x, first(x, h))
-        if self.api == "stream":
-            return _sequence_loop(first, x, h, keep=False)
-        return convgru_sequence(x, h, *first.tensors(), **first.kw)[0]
 
 
 @contextlib.contextmanager
@@ -395,13 +283,12 @@ def _quiet():
         logger.setLevel(level)
 
 
-#: the dtypes the onnxruntime peers run: onnxruntime has no bfloat16 Conv, and no float64 one on the CPU
-ORT_DTYPES = (torch.float32, torch.float16)
-
-
 class OnnxRuntimePeer(Implementation):
-    """``ort-naive`` (``model="naive"``: the eager peer's model) or ``ort-ours`` (``model="ours"``: our layer),
-    exported to ONNX once per build and run by onnxruntime; forward rows only."""
+    """Forward rows only: ``ort-naive`` (``model="naive"``: the eager peer's model) or ``ort-ours`` (our layer
+    through the public functional API with ``backend="auto"``: exporting, every call runs the ``reference``, so the
+    graph is standard ONNX operators), exported once per build with ``torch.onnx.export(..., dynamo=True)`` (a
+    sequence unrolled over its T steps) and run in an ``onnxruntime.InferenceSession`` with PyTorch's number of CPU
+    threads, on the CPU provider, or on a GPU the CUDA provider.  The export is reported apart from the timings."""
 
     kind = "peer"
     no_graph = "onnxruntime launches its own CUDA work, outside PyTorch's graph capture"
@@ -409,8 +296,7 @@ class OnnxRuntimePeer(Implementation):
     def __init__(self, model: str):
         if model not in ("naive", "ours"):
             raise ValueError(f"`model` must be 'naive' or 'ours'; got {model!r}")
-        self.model = model
-        self.name = f"ort-{model}"
+        self.model, self.name = model, f"ort-{model}"
 
     def label(self, device):
         return f"onnxruntime({self.model})" + (" CUDA" if device.type == "cuda" else "")
@@ -440,7 +326,7 @@ class OnnxRuntimePeer(Implementation):
 
         if device.type == "cuda" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
             return "onnxruntime's CUDA provider is not installed here"
-        if dtype not in ORT_DTYPES:
+        if dtype not in (torch.float32, torch.float16):  # no bfloat16 Conv, and no float64 one on the CPU
             return f"onnxruntime has no {str(dtype).removeprefix('torch.')} Conv here (float32 and float16 only)"
         return None
 
@@ -448,53 +334,41 @@ class OnnxRuntimePeer(Implementation):
         import numpy as np
         import onnxruntime
 
-        ref = params[0]["weight_hh"]
-        device, dtype = ref.device, ref.dtype
-        if self.model == "naive":
-            module = _Stepped(public_model(wl, params)[0], wl.api)
-        else:
-            module = _OurModel(wl, params)
-        module.eval().requires_grad_(False)
-        example = (torch.zeros(wl.x_shape, dtype=dtype, device=device), torch.zeros(wl.h_shape, dtype=dtype,
-                                                                                     device=device))
+        device, dtype = params[0]["weight_hh"].device, params[0]["weight_hh"].dtype
+        module = (_public(wl, params) if self.model == "naive" else _ours(wl, params, backend="auto"))
+        example = tuple(torch.zeros(s, dtype=dtype, device=device) for s in (wl.x_shape, wl.h_shape))
         started = time.perf_counter()
         with _quiet():
-            program = torch.onnx.export(module, example, dynamo=True, verbose=False)
+            program = torch.onnx.export(module.eval().requires_grad_(False), example, dynamo=True, verbose=False)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
-        if device.type == "cuda":
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-        else:
-            providers = ["CPUExecutionProvider"]
-        session = onnxruntime.InferenceSession(program.model_proto.SerializeToString(), options,
-                                               providers=providers)
+        index = (device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" \
+            else None
+        providers = ([("CUDAExecutionProvider", {"device_id": index})] if index is not None else []) + [
+            "CPUExecutionProvider"]
+        session = onnxruntime.InferenceSession(program.model_proto.SerializeToString(), options, providers=providers)
         export_s = time.perf_counter() - started
-        if device.type == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
-            raise RuntimeError("onnxruntime's CUDA provider did not load (the session fell back to "
+        if index is not None and "CUDAExecutionProvider" not in session.get_providers():
+            raise RuntimeError(f"onnxruntime's CUDA provider did not load (the session fell back to "
                                f"{session.get_providers()})")
-        names = [i.name for i in session.get_inputs()]
-        output = session.get_outputs()[0].name
+        names, output = [i.name for i in session.get_inputs()], session.get_outputs()[0].name
         if len(names) != 2:
             raise RuntimeError(f"the exported graph takes {names}, not (x, h0)")
 
-        if device.type == "cpu":
-            def run(x, h):
-                feeds = {names[0]: x.detach().contiguous().numpy(), names[1]: h.detach().contiguous().numpy()}
-                return torch.from_numpy(session.run([output], feeds)[0])
-        else:
-            binding = session.io_binding()
-            element = np.float16 if dtype == torch.float16 else np.float32
+        binding = session.io_binding() if index is not None else None
 
-            def run(x, h):
-                x, h = x.detach().contiguous(), h.detach().contiguous()
-                out = torch.empty(wl.out_shape, dtype=dtype, device=device)
-                torch.cuda.current_stream(device).synchronize()  # x and h are written on PyTorch's stream
-                for name, t in zip(names + [output], (x, h, out)):
-                    bind = binding.bind_output if t is out else binding.bind_input
-                    bind(name, "cuda", index, element, tuple(t.shape), t.data_ptr())
-                session.run_with_iobinding(binding)  # returns once the session's stream is done
-                return out
+        def run(x, h):
+            x, h = x.detach().contiguous(), h.detach().contiguous()
+            if binding is None:
+                return torch.from_numpy(session.run([output], {names[0]: x.numpy(), names[1]: h.numpy()})[0])
+            out = torch.empty(wl.out_shape, dtype=dtype, device=device)
+            torch.cuda.current_stream(device).synchronize()  # x and h are written on PyTorch's stream
+            for name, t in zip(names + [output], (x, h, out)):
+                bind = binding.bind_output if t is out else binding.bind_input
+                bind(name, "cuda", index, np.float16 if dtype == torch.float16 else np.float32, tuple(t.shape),
+                     t.data_ptr())
+            session.run_with_iobinding(binding)  # returns once the session's stream is done
+            return out
 
         return Built(run, [], [], lambda grads: [], export_s=export_s)
 
@@ -503,11 +377,8 @@ def all_implementations(compile_mode: Optional[str] = COMPILE_MODE) -> list[Impl
     """Every implementation, in the order their rows are run: peers, then every registered backend and every
     fused one's recompute mode, then the onnxruntime peers (an export each), then the compiled peer (the slowest
     to prepare) unless ``compile_mode`` is None."""
-    impls: list[Implementation] = [PublicPeer(), NNGRUPeer()]
-    impls += [Ours(name) for name in backends.names()]
-    impls += [Ours(name, recompute=True) for name in backends.names() if backends.get(name).fused]
-    impls += [OnnxRuntimePeer("naive"), OnnxRuntimePeer("ours")]
-    if compile_mode is not None:
-        impls.append(PublicPeer(compile_mode))
-    return impls
-
+    names = backends.names()
+    compiled = [PublicPeer(compile_mode)] if compile_mode is not None else []
+    return [PublicPeer(), NNGRUPeer(), *(Ours(n) for n in names),
+            *(Ours(n, recompute=True) for n in names if backends.get(n).fused),
+            OnnxRuntimePeer("naive"), OnnxRuntimePeer("ours"), *compiled]

@@ -28,12 +28,9 @@ def _output(*cmd: str, timeout: float = 10) -> Optional[str]:
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def collect_meta(device: torch.device, argv: list[str], scale: float, scale_note: str) -> dict:
@@ -45,12 +42,11 @@ def collect_meta(device: torch.device, argv: list[str], scale: float, scale_note
         triton_version = triton.__version__
     except Exception as e:
         triton_version = f"not importable ({type(e).__name__})"
-    commit = _output("git", "rev-parse", "HEAD")
     dirty = _output("git", "status", "--porcelain", "--untracked-files=no")
     meta = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": "python -m convgru_ext bench " + " ".join(argv),
-        "git_commit": commit, "git_dirty": bool(dirty) if dirty is not None else None,
+        "git_commit": _output("git", "rev-parse", "HEAD"), "git_dirty": bool(dirty) if dirty is not None else None,
         "convgru_ext": convgru_ext.__version__, "python": platform.python_version(),
         "torch": torch.__version__, "cuda_build": torch.version.cuda, "triton": triton_version,
         "platform": platform.platform(), "cpu": _cpu_model(), "cpu_threads": torch.get_num_threads(),
@@ -67,6 +63,5 @@ def collect_meta(device: torch.device, argv: list[str], scale: float, scale_note
                     gpu_memory_bytes=p.total_memory, driver=driver.split()[0] if driver else None,
                     cudnn=torch.backends.cudnn.version(), cudnn_benchmark=bool(torch.backends.cudnn.benchmark))
     else:
-        meta.update(device=f"CPU: {meta['cpu']}")
-    meta["argv"] = list(sys.argv)
-    return meta
+        meta["device"] = f"CPU: {meta['cpu']}"
+    return dict(meta, argv=list(sys.argv))

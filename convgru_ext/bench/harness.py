@@ -1,0 +1,418 @@
+"""The one harness: every row, whether ``python -m convgru_ext bench`` (``cli.py``) or the pytest-benchmark suite
+(``benchmarks/``) drives it, runs through :meth:`Sweep.row`; the results' schema and derived figures live here too.
+
+A sweep (:meth:`Sweep.run`) measures the ceilings first, then goes dtype by dtype (bfloat16 first on a GPU, so that
+a sweep cut short by its time budget loses the least wanted figures), workload by workload, pass by pass,
+implementation by implementation.  Each row:
+
+1. **check**: one call on input set 0 against the ``reference`` backend on the same values (the output and, for
+   ``fwd+bwd``, the gradients of ``x``, ``h0`` and every parameter) by the tolerance rule of
+   ``convgru_ext.testing.reference_errors``; an implementation that disagrees is reported as ``failed check`` and
+   not timed.  The wall time of this first call is kept (``first_call_s``: compilation, autotuning);
+2. **time**: by the caller's timer (the CLI: ``timing.time_calls``; the suite: pytest-benchmark's rounds); inputs
+   rotate among random sets (on a GPU enough of them to fill its L2 cache twice, see :func:`input_sets_for`);
+   for ``fwd+bwd``, the bytes autograd saves for the backward (``saved_bytes``);
+3. **memory** (GPU): ``torch.cuda.max_memory_allocated`` over one more call; ``peak_mem_extra_bytes`` is that peak
+   minus what was allocated before the call (inputs, weights, the cached reference data), the figure shown;
+4. **CUDA graph** (``cuda_graph``): the same calls captured and replayed (not an implementation whose
+   ``no_graph`` says why not: the onnxruntime peers).
+
+The time budget (``budget_s``, wall clock from the start): once spent, the remaining rows are skipped.  A
+compiled-peer row starts only if there is time for a compile (twice the longest so far, at least 30 s) on top of
+the share kept for every later row that does not compile (their average time so far), so that compiling never
+crowds out the other implementations' figures.  Any exception in a row is caught and recorded (with its
+traceback) in that row, and the sweep goes on; after a failure on a GPU the CUDA context is probed, and if it is
+lost (a sticky error such as an illegal memory access) the remaining rows are marked as not run, rather than
+reported as failures of innocent implementations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import itertools
+import math
+import time
+import traceback
+from collections.abc import Callable
+from typing import Optional
+
+import torch
+
+from .._tf32 import conv_allows_tf32, matmul_allows_tf32
+from ..testing import random_params, random_tensor, reference_errors
+from . import cost
+from .catalog import Workload
+from .impls import PARAM_NAMES, Built, Implementation, Ours, Params, PublicPeer
+from .plan import model as plan_model
+from .timing import Timing, measure_ceilings, saved_bytes, synchronize, time_calls, time_graph
+
+SCHEMA_VERSION = 1
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
+STATUSES = ("ok", "failed check", "error", "skipped")
+Timer = Callable[[Callable[[int], object]], Optional[Timing]]  # times call(i); None: nothing measured
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+@dataclasses.dataclass
+class Settings:
+    """What one sweep runs, and how (the CLI's options; see ``cli.py``)."""
+
+    device: torch.device
+    workloads: list[Workload]
+    dtypes: list[torch.dtype]
+    impls: list[Implementation]
+    passes: tuple[str, ...] = cost.PASSES
+    repeats: int = 15
+    warmup: int = 3
+    min_warmup_s: float = 0.1
+    min_sample_s: float = 0.01
+    input_sets: Optional[int] = None  # None: enough to overflow the GPU's L2 twice (see input_sets_for), 3 on CPU
+    cuda_graph: bool = False
+    budget_s: Optional[float] = None
+    seed: int = 0
+    quick: bool = False
+
+    def to_dict(self) -> dict:
+        return dict({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, device=str(self.device),
+                    workloads=[w.name for w in self.workloads], dtypes=[dtype_name(d) for d in self.dtypes],
+                    impls=[i.name for i in self.impls], passes=list(self.passes))
+
+
+class WorkloadData:
+    """One workload's float64 data on the device: parameters, input set 0 and its output gradient, and the
+    reference results (computed once per pass, shared by every dtype)."""
+
+    def __init__(self, wl: Workload, device: torch.device, seed: int):
+        self.wl, self.gen = wl, torch.Generator(device=device).manual_seed(seed)
+        self.params: Params = [random_params(wl.Cin, wl.C, kernel, self.gen) for kernel in wl.cells]
+        self.shapes = (wl.x_shape, wl.h_shape, wl.out_shape)
+        self.set0 = tuple(random_tensor(s, self.gen) for s in self.shapes)  # x, h0, grad_out
+        self._reference: dict[str, dict] = {}
+
+    def params_as(self, dtype: torch.dtype) -> Params:
+        return [{n: t.to(dtype) for n, t in p.items()} for p in self.params]
+
+    def input_sets(self, dtype: torch.dtype, n: int, train: bool) -> list[tuple[torch.Tensor, ...]]:
+        """``n`` sets ``(x, h0, grad_out)`` in ``dtype``: set 0 is the checked one, the others fresh."""
+        fresh = (tuple(random_tensor(s, self.gen) for s in self.shapes) for _ in range(n - 1))  # one at a time
+        return [(x.to(dtype, copy=True).requires_grad_(train), h.to(dtype, copy=True).requires_grad_(train),
+                 g.to(dtype)) for x, h, g in itertools.chain([self.set0], fresh)]
+
+    def reference(self, pass_: str, dtype: torch.dtype = torch.float64, sets=None) -> dict:
+        """The reference backend run in ``dtype`` on input set 0 of ``sets``, ``{"built": ..., "slots": ...}``;
+        without ``sets``, in float64 on the float64 data (computed once per pass)."""
+        if sets is None and pass_ in self._reference:
+            return self._reference[pass_]
+        train = pass_ == "fwd+bwd"
+        built = Ours("reference").build(self.wl, self.params_as(dtype), train)
+        result = {"built": built, "slots": run_once(built, *(sets or self.input_sets(dtype, 1, train))[0], train)}
+        if sets is None:
+            self._reference[pass_] = result
+        return result
+
+
+def run_once(built: Built, x, h0, grad_out, train: bool) -> dict[str, torch.Tensor]:
+    """One call: ``{"output": ...}`` and, with ``train``, ``grad_x``, ``grad_h0`` and ``grad_<param>``."""
+    if not train:
+        with torch.no_grad():
+            return {"output": built.run(x.detach(), h0.detach())}
+    out = built.run(x, h0)
+    grads = torch.autograd.grad(out, [x, h0, *built.params], grad_out)
+    return {"output": out.detach(), "grad_x": grads[0], "grad_h0": grads[1],
+            **{f"grad_{n}": g for n, g in zip(built.param_names, grads[2:])}}
+
+
+def _slots_for(built: Built, reference: dict) -> dict[str, torch.Tensor]:
+    """A reference's results in ``built``'s terms (its parameters' gradients mapped)."""
+    slots = {k: v for k, v in reference["slots"].items() if k in ("output", "grad_x", "grad_h0")}
+    if "grad_x" in slots:
+        flat = [reference["slots"][f"grad_{n}"] for n in reference["built"].param_names]
+        grads = [dict(zip(PARAM_NAMES, flat[i: i + 4])) for i in range(0, len(flat), 4)]
+        slots.update({f"grad_{n}": g for n, g in zip(built.param_names, built.map_grads(grads))})
+    return slots
+
+
+def compare(got: dict, want: dict, in_dtype: dict, dtype: torch.dtype, tf32: bool = False) -> dict:
+    """Per slot, (relative error, tolerance) by ``testing.reference_errors`` (``want``: the float64 reference,
+    ``in_dtype``: the reference run in ``dtype``; a slot missing or of another shape fails), and a summary."""
+    same = [k for k, w in want.items() if k in got and got[k].shape == w.shape]
+    errors = dict.fromkeys(want, (math.inf, 0.0))
+    errors.update(reference_errors(*({k: d[k] for k in same} for d in (got, want, in_dtype)), dtype, tf32))
+    worst = max(errors, key=lambda k: errors[k][0] / errors[k][1] if errors[k][1] > 0 else math.inf)
+    return {"passed": all(e <= t for e, t in errors.values()),  # NaN fails
+            "max_rel_err": max(e for e, _ in errors.values()), "worst": worst, "worst_err": errors[worst][0],
+            "worst_tol": errors[worst][1], "errors": {k: {"err": e, "tol": t} for k, (e, t) in errors.items()}}
+
+
+def input_sets_for(wl: Workload, dtype: torch.dtype, device: torch.device, cap: int = 32) -> int:
+    """How many input sets to rotate: at least 3, and on a GPU enough that together they fill its L2 cache twice
+    over, so that no call finds its inputs still in cache from the previous one."""
+    if device.type != "cuda":
+        return 3
+    l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 << 20)
+    one = sum(math.prod(s) for s in (wl.x_shape, wl.h_shape, wl.out_shape)) * torch.empty(0, dtype=dtype).element_size()
+    return max(3, min(cap, math.ceil(2 * l2 / max(one, 1))))
+
+
+def make_call(built: Built, sets, train: bool) -> Callable[[int], object]:
+    """``call(i)``: one call on input set ``i % len(sets)`` (forward under no_grad, or forward and backward)."""
+    if not train:
+        fwd_sets = [(x.detach(), h.detach()) for x, h, _ in sets]
+
+        def call(i):
+            with torch.no_grad():
+                return built.run(*fwd_sets[i % len(fwd_sets)])
+        return call
+    leaves = [(x, h, g, [x, h, *built.params]) for x, h, g in sets]
+
+    def call(i):
+        x, h, g, inputs = leaves[i % len(leaves)]
+        return torch.autograd.grad(built.run(x, h), inputs, g)
+    return call
+
+
+def new_row(dtype: torch.dtype, wl: Workload, pass_: str, impl: Implementation, device: torch.device) -> dict:
+    """One row of the results, before it runs: its key, its cost, and every measured figure None."""
+    return {"workload": wl.name, "impl": impl.name, "label": impl.label(device), "kind": impl.kind,
+            "experimental": impl.experimental, "dtype": dtype_name(dtype), "pass": pass_,
+            "status": "ok", "reason": None, "flops": cost.flops(wl, pass_),
+            "min_bytes": cost.min_bytes(wl, pass_, torch.empty(0, dtype=dtype).element_size()),
+            **dict.fromkeys(("check", "time", "graph_time", "graph_error", "first_call_s", "compile_s", "export_s",
+                             "graph_skipped", "peak_mem_bytes", "peak_mem_extra_bytes", "saved_bytes",
+                             "input_sets"))}
+
+
+def ours_vs_peers(rows: list[dict]) -> list[dict]:
+    """Per (workload, dtype, pass) where both ran: the fastest peer's median over our fastest non-experimental
+    implementation's (``ratio`` > 1: ours is faster), and which rows those were."""
+    fastest: dict[tuple, dict[str, dict]] = {}
+    for row in rows:
+        kind = row.get("kind")
+        if not row.get("time") or kind not in ("ours", "peer") or (kind == "ours" and row.get("experimental")):
+            continue
+        best = fastest.setdefault((row["workload"], row["dtype"], row["pass"]), {})
+        if kind not in best or row["time"]["median"] < best[kind]["time"]["median"]:
+            best[kind] = row
+
+    def side(kind: str, row: dict) -> dict:
+        return {kind: row["impl"], f"{kind}_label": row["label"], f"{kind}_median": row["time"]["median"]}
+
+    return [{"workload": w, "dtype": d, "pass": p, "ratio": b["peer"]["time"]["median"] / b["ours"]["time"]["median"],
+             **side("ours", b["ours"]), **side("peer", b["peer"])}
+            for (w, d, p), b in fastest.items() if "ours" in b and "peer" in b]
+
+
+def derive(results: dict) -> None:
+    """Fill in each row's derived figures: TFLOP/s, % of roofline, bound, speedup vs the eager peer; and
+    ``results["ours_vs_peers"]`` (:func:`ours_vs_peers`)."""
+    results["ours_vs_peers"] = ours_vs_peers(results["rows"])
+    ceilings = results.get("ceilings") or {}
+    bw = (ceilings.get("bandwidth") or {}).get("bytes_per_s")
+    by_group: dict[tuple, dict[str, dict]] = {}
+    for row in results["rows"]:
+        by_group.setdefault((row["workload"], row["dtype"], row["pass"]), {})[row["impl"]] = row
+    for group in by_group.values():
+        baseline = next((group[n] for n in ("eager", "nn.GRU") if n in group and group[n]["time"]), None)
+        for row in group.values():
+            row.update(tflops=None, roofline_pct=None, bound=None, speedup=None, speedup_vs=None)
+            if not row["time"]:
+                continue
+            t = row["time"]["median"]
+            peak = (ceilings.get("flops") or {}).get(row["dtype"], {}).get("flops_per_s")
+            row["tflops"] = row["flops"] / t / 1e12
+            if peak and bw:
+                t_roof, row["bound"] = cost.roofline(row["flops"], row["min_bytes"], peak, bw)
+                row["roofline_pct"] = 100 * t_roof / t
+            if baseline is not None:
+                row.update(speedup=baseline["time"]["median"] / t, speedup_vs=baseline["impl"])
+
+
+def error_text(e: BaseException) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first}"[:300]
+
+
+def cuda_alive(device: torch.device) -> bool:
+    """Whether the CUDA context still works (a sticky error such as an illegal access kills it)."""
+    try:
+        torch.ones(1, device=device).add_(1).item()
+        torch.cuda.synchronize(device)
+        return True
+    except Exception:
+        return False
+
+
+def _compiles(impl: Implementation) -> bool:
+    return isinstance(impl, PublicPeer) and impl.compile_mode is not None
+
+
+class Sweep:
+    """Runs the rows of :class:`Settings`; ``on_start(text)``, ``on_row(row)`` and ``on_checkpoint(results)``
+    (after each workload and dtype) report progress."""
+
+    def __init__(self, settings: Settings, on_start: Callable[[str], None] = lambda text: None,
+                 on_row: Callable[[dict], None] = lambda row: None,
+                 on_checkpoint: Callable[[dict], None] = lambda results: None):
+        self.s, self.on_start, self.on_row, self.on_checkpoint = settings, on_start, on_row, on_checkpoint
+        self.rows: list[dict] = []
+        self.results: dict = {}
+        self.aborted: Optional[str] = None
+        self.deadline: Optional[float] = None
+        self.max_compile_s = 0.0
+        self._row_seconds: list[float] = []  # how long each row that ran (not compiling) took
+        self._data: dict[str, object] = {}  # workload name: its WorkloadData, or why it could not be made
+        self._group: tuple = (None, None, {})  # (workload name, dtype), its input sets, its baselines per pass
+        self._plan = self.plan()
+
+    def plan(self) -> list[tuple[torch.dtype, Workload, str, Implementation]]:
+        """Every row, in run order."""
+        return [(dtype, wl, p, impl) for dtype in self.s.dtypes for wl in self.s.workloads
+                for p in wl.passes if p in self.s.passes for impl in self.s.impls
+                if impl.applies_to(wl) and impl.applies_to_pass(p)]
+
+    def run(self, meta: Optional[dict] = None) -> dict:
+        s, start = self.s, time.perf_counter()
+        self.deadline = None if s.budget_s is None else start + s.budget_s
+        self.on_start("measuring the device's ceilings")
+        try:
+            ceilings = measure_ceilings(s.device, s.dtypes, quick=s.quick)
+        except Exception as e:  # the figures are still worth having, without their roofline
+            ceilings = {"flops": {}, "bandwidth": {}, "error": f"ceilings not measured: {error_text(e)}"}
+        self.results = {
+            "schema": SCHEMA_VERSION, "meta": meta or {}, "settings": s.to_dict(), "ceilings": ceilings,
+            "workloads": {wl.name: wl.to_dict() for wl in s.workloads},
+            "implementations": {i.name: {"label": i.label(s.device), "kind": i.kind, "experimental": i.experimental}
+                                for i in s.impls},
+            "rows": self.rows, "plan": [row for dtype in s.dtypes for row in plan_model(s.workloads, dtype)]}
+        for (dtype, wl), group in itertools.groupby(self._plan, key=lambda r: r[:2]):
+            for _, _, pass_, impl in group:
+                self.row(dtype, wl, pass_, impl)
+            self._group = (None, None, {})
+            gc.collect()
+            if s.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.on_checkpoint(self.results)
+        self.results.update(elapsed_s=time.perf_counter() - start, aborted=self.aborted)
+        derive(self.results)
+        return self.results
+
+    def row(self, dtype: torch.dtype, wl: Workload, pass_: str, impl: Implementation,
+            timer: Optional[Timer] = None) -> dict:
+        """One row, checked, then timed by ``timer`` (default: ``time_calls`` with the settings'); errors are
+        caught into the row.  Appended to ``rows`` and reported to ``on_row``."""
+        s = self.s
+        row = new_row(dtype, wl, pass_, impl, s.device)
+        self.on_start(f"{wl.name} {dtype_name(dtype)} {pass_} {impl.name}")
+        reason = self._stopped() or (self._no_time_to_compile() if _compiles(impl) and self.deadline else None)
+        reason = reason or impl.unavailable(wl, dtype, s.device)
+        if not reason and wl.name not in self._data:
+            try:
+                self._data[wl.name] = WorkloadData(wl, s.device, s.seed)
+            except Exception as e:  # e.g. out of memory at this scale
+                self._data[wl.name] = f"could not create the inputs: {error_text(e)}"
+        data = self._data.get(wl.name)
+        if reason or isinstance(data, str):
+            return self._finish(dict(row, status="skipped", reason=reason or data))
+        started = time.perf_counter()
+        try:
+            self._measure(row, data, dtype, pass_, impl, timer)
+        except Exception as e:
+            row.update(status="error", reason=error_text(e), traceback=traceback.format_exc()[-4000:])
+            if s.device.type == "cuda" and not cuda_alive(s.device):
+                self.aborted = (f"not run: the CUDA context was lost after {impl.name} failed on "
+                                f"{wl.name} {dtype_name(dtype)} {pass_} ({row['reason']})")
+        if not _compiles(impl):
+            self._row_seconds.append(time.perf_counter() - started)
+        return self._finish(row)
+
+    def _finish(self, row: dict) -> dict:
+        self.rows.append(row)
+        self.on_row(row)
+        return row
+
+    def _stopped(self) -> Optional[str]:
+        if self.aborted or self.deadline is None or time.perf_counter() <= self.deadline:
+            return self.aborted
+        return f"time budget exhausted (--budget {self.s.budget_s:g} s)"
+
+    def _no_time_to_compile(self) -> Optional[str]:
+        """Why the compiled peer's next row should be skipped under the budget (module docstring), or None."""
+        left = self.deadline - time.perf_counter()
+        need = max(30.0, 2 * self.max_compile_s)
+        rest = sum(1 for *_, impl in self._plan[len(self.rows) + 1:] if not _compiles(impl))
+        reserve = rest * (sum(self._row_seconds) / len(self._row_seconds) if self._row_seconds else 1.0)
+        if left - reserve < need:
+            return (f"time budget: {left:.0f} s left, {reserve:.0f} s of it kept for the {rest} rows to come; "
+                    f"compiling may take {need:.0f} s")
+        return None
+
+    def _inputs(self, row: dict, data: WorkloadData, dtype: torch.dtype, pass_: str):
+        """The input sets of (workload, dtype) and the reference run in ``dtype`` for ``pass_`` (kept per group)."""
+        wl, s = data.wl, self.s
+        if self._group[0] != (wl.name, dtype):
+            n_sets = s.input_sets or input_sets_for(wl, dtype, s.device)
+            self._group = ((wl.name, dtype), data.input_sets(dtype, n_sets, train=not wl.inference_only), {})
+        _, sets, baselines = self._group
+        row["input_sets"] = len(sets)
+        if pass_ not in baselines:
+            try:
+                baselines[pass_] = data.reference(pass_, dtype, sets)
+            except Exception as e:
+                baselines[pass_] = RuntimeError(f"the reference backend failed in {dtype_name(dtype)}, so nothing "
+                                                f"sets the tolerance: {error_text(e)}")
+        if isinstance(baselines[pass_], Exception):
+            raise baselines[pass_]
+        return sets, baselines[pass_]
+
+    def _measure(self, row, data: WorkloadData, dtype, pass_, impl, timer) -> None:
+        s, device, train = self.s, self.s.device, pass_ == "fwd+bwd"
+        sets, baseline = self._inputs(row, data, dtype, pass_)
+        built = impl.build(data.wl, data.params_as(dtype), train)
+        row["export_s"] = built.export_s
+        want, in_dtype = _slots_for(built, data.reference(pass_)), _slots_for(built, baseline)
+        tf32 = device.type == "cuda" and dtype == torch.float32 and (conv_allows_tf32() or matmul_allows_tf32())
+        synchronize(device)
+        t0 = time.perf_counter()
+        got = run_once(built, *sets[0], train)
+        synchronize(device)
+        row["first_call_s"] = time.perf_counter() - t0
+        c = row["check"] = compare(got, want, in_dtype, dtype, tf32)
+        if not c["passed"]:
+            row.update(status="failed check",
+                       reason=f"{c['worst']}: relative error {c['worst_err']:.2e} > tolerance {c['worst_tol']:.1e}")
+            return
+        call = make_call(built, sets, train)
+        if timer is None:
+            timing = time_calls(call, device, repeats=s.repeats, warmup=s.warmup, min_warmup_s=s.min_warmup_s,
+                                min_sample_s=s.min_sample_s)
+        else:
+            timing = timer(call)
+        row["time"] = timing and timing.to_dict()
+        if train:
+            row["saved_bytes"] = saved_bytes(lambda: call(0))
+        if _compiles(impl) and timing:
+            row["compile_s"] = max(0.0, row["first_call_s"] - timing.median)
+            self.max_compile_s = max(self.max_compile_s, row["compile_s"])
+        if device.type != "cuda":
+            return
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        call(0)
+        synchronize(device)
+        row["peak_mem_bytes"] = torch.cuda.max_memory_allocated(device)
+        row["peak_mem_extra_bytes"] = row["peak_mem_bytes"] - before
+        if s.cuda_graph and impl.no_graph:
+            row["graph_skipped"] = impl.no_graph
+        elif s.cuda_graph:
+            try:
+                row["graph_time"] = time_graph(call, len(sets), device, repeats=s.repeats,
+                                               min_sample_s=s.min_sample_s).to_dict()
+            except Exception as e:
+                row["graph_error"] = error_text(e)
+                if not cuda_alive(device):
+                    raise
