@@ -341,14 +341,14 @@ def run_job(job: tuple[str, int]) -> tuple[str, float, Optional[str]]:
                 what = check.label
                 run_check(check, torch.Generator().manual_seed(index))
             else:
-                from convgru_ext.bench.check import Case, run_once
+                from convgru_ext.bench.harness import WorkloadData, run_once
 
                 settings, dtype, wl, pass_, impl = _bench_rows()[index]
                 what = f"bench {wl.name} {str(dtype).removeprefix('torch.')} {pass_} {impl.name}"
                 train = pass_ == "fwd+bwd"
-                case = Case(wl, settings.device, settings.seed)
-                built = impl.build(wl, case.params_as(dtype), train)
-                run_once(built, *case.input_sets(dtype, 1, train)[0], train)
+                data = WorkloadData(wl, settings.device, settings.seed)
+                built = impl.build(wl, data.params_as(dtype), train)
+                run_once(built, *data.input_sets(dtype, 1, train)[0], train)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         return what, time.monotonic() - start, None
