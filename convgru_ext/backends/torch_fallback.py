@@ -218,27 +218,29 @@ class TorchLoops:
             grad_hh = _DataGrad(weight_hh, dilation, grad_out[0], T)
         else:
             grad_rz, grad_n = _DataGrad(w_rz, dilation, grad_out[0], T), _DataGrad(w_n, dilation, grad_out[0], T)
+        states, grads, dghs = out.unbind(0), grad_out.unbind(0), dgh.unbind(0)
+        dxns = dxn.unbind(0) if reset_after else None
         for t in reversed(range(T)):
-            h_prev = out[t - 1] if t > 0 else h0
-            r, z, n = gates[t, :, :C], gates[t, :, C: 2 * C], gates[t, :, 2 * C: 3 * C]
-            d_r, d_z, d_n = dgh[t, :, :C], dgh[t, :, C: 2 * C], dgh[t, :, 2 * C:]
+            h_prev = states[t - 1] if t > 0 else h0
+            r, z, n, *ghn = gates[t].split(C, 1)
+            d_rz, d_n = dghs[t].split((2 * C, C), 1)
+            d_r, d_z = d_rz.split(C, 1)
             # h' = h + z*(n - h)
             _sigmoid_backward((n - h_prev).mul_(dh), z, grad_input=d_z)
             if reset_after:  # n = tanh(gx_n + r*ghn)
-                ghn = gates[t, :, 3 * C:]
-                dn = _tanh_backward(dh * z, n, grad_input=dxn[t])
+                dn = _tanh_backward(dh * z, n, grad_input=dxns[t])
                 torch.mul(dn, r, out=d_n)
-                _sigmoid_backward(dn * ghn, r, grad_input=d_r)
-                dh_prev = grad_hh(dgh[t], h_prev)
+                _sigmoid_backward(dn * ghn[0], r, grad_input=d_r)
+                dh_prev = grad_hh(dghs[t], h_prev)
             else:  # n = tanh(gx_n + U_n*(r*h))
                 _tanh_backward(dh * z, n, grad_input=d_n)
                 drh = grad_n(d_n, h_prev)
                 _sigmoid_backward(drh * h_prev, r, grad_input=d_r)
-                dh_prev = grad_rz(dgh[t, :, : 2 * C], h_prev)
+                dh_prev = grad_rz(d_rz, h_prev)
                 dh_prev.addcmul_(drh, r)
             dh = dh_prev.add_(dh).addcmul_(dh, z, value=-1)  # + dh*(1 - z)
             if t > 0:
-                dh.add_(grad_out[t - 1])
+                dh.add_(grads[t - 1])
         return dgh, dxn, dh
 
 
