@@ -119,3 +119,23 @@ def test_inference_path_matches_reference(reset, kernel, dilation, dtype, how, c
                                   Case(context="gates", reset="after")], ids=["no-bias-h0", "cell", "ctx", "gates"])
 def test_inference_path_options(case, convolutions, rng):
     _inference_check("torch", case, torch.float32, rng, "no_grad")
+
+
+@pytest.fixture(params=["projection", "cat"])
+def one_step(request, monkeypatch):
+    """How the torch backend convolves a single step (T = 1, no hoisted projection): the projection and then the
+    state, or ``cat([x, h])`` with concatenated weights (``torch_fallback.CAT_MIN_PIXELS``, which these tiny frames
+    stay below, set to 0)."""
+    monkeypatch.setattr(torch_fallback, "CAT_MIN_PIXELS", 0 if request.param == "cat" else float("inf"))
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kernel,dilation", [((3, 3), (1, 1)), ((1, 5), (2, 2))], ids=lambda v: "x".join(map(str, v)))
+@pytest.mark.parametrize("reset", ["before", "after"])
+@pytest.mark.parametrize("options", [{}, {"bias": False, "h0": False}, {"context": "shared"}],
+                         ids=["plain", "no-bias-h0", "ctx"])
+def test_torch_backend_single_step_either_way(reset, kernel, dilation, dtype, options, one_step, rng):
+    case = Case(T=1, kernel=kernel, dilation=dilation, reset=reset, **options)
+    _check("torch", "cpu", dtype, case, rng)
+    _inference_check("torch", case, dtype, rng, "no_grad")

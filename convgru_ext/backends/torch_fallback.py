@@ -115,15 +115,21 @@ class _DataGrad:
 # ------------------------------------------------------------------------------------ the loops
 
 
+#: the fewest pixels per step (B*H*W) for which a step without a hoisted projection convolves cat([x, h]) (see
+#: :class:`_Preactivations`): the concatenated weights cost a copy of the weights per call, which only a frame this
+#: large amortises (benchmarks/results/cpu/decisions.md)
+CAT_MIN_PIXELS = 1024
+
+
 class _Preactivations:
     """The gate pre-activations of each step ``t``, as the forward loop asks for them: ``rz(t, h)`` = ``W_rz*x_t +
     U_rz*h + b_rz`` and ``n(t, rh)`` = ``W_n*x_t + U_n*rh + b_n`` (``reset="before"``), each a fresh tensor.
 
     From the hoisted projection ``gx`` when there is one: a convolution of ``h`` (or ``rh``) plus ``gx``'s block.
-    Without it (a single step, :meth:`TorchLoops.hoists`) ``x_t`` is convolved together with the state, as one
-    convolution over ``cat([x_t, h])`` with the weights ``[W_rz | U_rz]`` (and ``cat([x_t, rh])`` with ``[W_n | U_n]``):
-    two convolutions of larger depth instead of three, measured faster for a step
-    (benchmarks/results/cpu/decisions.md)."""
+    Without it (a single step, :meth:`TorchLoops.hoists`, of at least :data:`CAT_MIN_PIXELS`) ``x_t`` is convolved
+    together with the state, as one convolution over ``cat([x_t, h])`` with the weights ``[W_rz | U_rz]`` (and
+    ``cat([x_t, rh])`` with ``[W_n | U_n]``): two convolutions of larger depth instead of three, measured faster for a
+    step (benchmarks/results/cpu/decisions.md)."""
 
     def __init__(self, x, gx, h0, weight_ih, weight_hh, bias_x, dilation, T):
         C = weight_hh.shape[1]
@@ -177,6 +183,8 @@ def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, re
                 torch.addcmul(g_n, r, ghn, out=n).tanh_()
             h = torch.lerp(h, n, z, out=o)
     else:
+        if gx is None and B * H * W < CAT_MIN_PIXELS:  # too few pixels to pay for concatenating the weights
+            gx = input_projection(x, weight_ih, bias_x, dilation)
         pre = _Preactivations(x, gx, h0, weight_ih, weight_hh, bias_x, dilation, T)
         for t, (gate, o) in enumerate(zip(steps, out.unbind(0))):
             if gate is None:
