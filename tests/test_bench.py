@@ -91,6 +91,16 @@ def test_catalog_and_scale():
         catalog.select(["raft"])
 
 
+def test_sizes_replace_a_workloads_sizes_after_scaling():
+    sizes = catalog.parse_sizes("T=8,B=4,Cin=32,C=32,H=28,W=28")
+    video = catalog.select(["video"], 0.01, sizes)[0]
+    assert (video.T, video.B, video.Cin, video.C, video.H, video.W) == (8, 4, 32, 32, 28, 28)
+    assert catalog.select(["stream"], 0.01, {"H": 5})[0].W == CATALOG["stream"].scaled(0.01).W
+    for bad in ("T=0", "X=3", "T=", "T=two", "T=1;B=2"):
+        with pytest.raises(ValueError, match="--sizes"):
+            catalog.parse_sizes(bad)
+
+
 def test_time_calls_rotates_inputs_and_reports_every_sample():
     seen = []
     timing = time_calls(seen.append, torch.device("cpu"), repeats=4, warmup=2, min_warmup_s=0.0,

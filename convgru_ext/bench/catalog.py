@@ -125,10 +125,27 @@ def parse_scale(text: str) -> float:
     return value
 
 
-def select(names: list[str] | None, scale: float = 1.0) -> list[Workload]:
-    """The named workloads (all, in catalog order, if ``names`` is empty), scaled."""
+#: the sizes ``--sizes`` may set
+SIZES = ("T", "B", "Cin", "C", "H", "W")
+
+
+def parse_sizes(text: str) -> dict[str, int]:
+    """``--sizes``' value, e.g. ``T=8,B=4,H=28,W=28``: positive sizes (of :data:`SIZES`) replacing a workload's."""
+    sizes = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in SIZES or not value.strip().isdigit() or int(value) < 1:
+            raise ValueError(f"`--sizes` must be NAME=positive int items, comma-separated, NAME one of {SIZES}; "
+                             f"got {item!r}")
+        sizes[name] = int(value)
+    return sizes
+
+
+def select(names: list[str] | None, scale: float = 1.0, sizes: dict[str, int] | None = None) -> list[Workload]:
+    """The named workloads (all, in catalog order, if ``names`` is empty), scaled, then given ``sizes``."""
     names = list(CATALOG) if not names else names
     unknown = [n for n in names if n not in CATALOG]
     if unknown:
         raise ValueError(f"unknown workload(s) {unknown}; the catalog has {list(CATALOG)}")
-    return [CATALOG[n].scaled(scale) for n in dict.fromkeys(names)]
+    return [dataclasses.replace(CATALOG[n].scaled(scale), **(sizes or {})) for n in dict.fromkeys(names)]

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU is visible, else cpu")
     sel.add_argument("--scale", help="shrink every workload's B*H*W by this factor, or 'smoke' "
                                      f"({catalog.SMOKE_SCALE}); default: 1 on a GPU, {CPU_DEFAULT_SCALE} on a CPU")
+    sel.add_argument("--sizes", help="set sizes of every selected workload after scaling, e.g. "
+                     "T=8,B=4,Cin=32,C=32,H=28,W=28 (names: " + ", ".join(catalog.SIZES) + ")")
     sel.add_argument("--no-compile", action="store_true", help="leave out the torch.compile peer")
     sel.add_argument("--compile-mode", default=COMPILE_MODE, help="torch.compile mode of the compiled peer "
                                                                   f"(default {COMPILE_MODE})")
@@ -120,13 +122,17 @@ def settings_from_args(args, device: torch.device, scale: float) -> Settings:
         if unknown:
             raise SystemExit(f"bench: unknown --impl {unknown}; choose from {sorted(known)}")
         impls = [i for i in impls if i.name in args.impl]
+    try:
+        sizes = catalog.parse_sizes(args.sizes) if args.sizes else None
+    except ValueError as e:
+        raise SystemExit(f"bench: {e}") from None
     repeats = args.repeats or ((7 if args.quick else 15) if gpu else (3 if args.quick else 5))
     budget = args.budget if args.budget is not None else (GPU_BUDGET_S if gpu else 0)
     for name, value in (("repeats", repeats), ("warmup", args.warmup), ("input-sets", args.input_sets)):
         if value is not None and value < 1:
             raise SystemExit(f"bench: --{name} must be at least 1; got {value}")
     return Settings(
-        device=device, workloads=catalog.select(args.workload, scale), dtypes=dtypes, impls=impls,
+        device=device, workloads=catalog.select(args.workload, scale, sizes), dtypes=dtypes, impls=impls,
         passes=tuple(args.passes or PASSES), repeats=repeats, warmup=args.warmup,
         min_warmup_s=(0.05 if args.quick else 0.1) if gpu else 0.0,
         min_sample_s=(0.005 if args.quick else 0.01) if gpu else 0.02,
@@ -164,6 +170,13 @@ def _progress(console: Console, sweep: Sweep):
 
 def device_and_scale(args) -> tuple[torch.device, float, str]:
     """The device, the scale and a note on the scale (empty at the workloads' real sizes) of parsed ``args``."""
+    device, scale, note = _device_and_scale(args)
+    if getattr(args, "sizes", None):
+        note = "; ".join(filter(None, [note, f"sizes set by --sizes {args.sizes} (see each workload's sizes)"]))
+    return device, scale, note
+
+
+def _device_and_scale(args) -> tuple[torch.device, float, str]:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench: --device cuda but no GPU is visible to torch")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
