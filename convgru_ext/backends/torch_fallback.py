@@ -133,7 +133,7 @@ class _Preactivations:
 
     def __init__(self, x, gx, h0, weight_ih, weight_hh, bias_x, dilation, T):
         C = weight_hh.shape[1]
-        self.C, self.x = C, x
+        self.x, self.hoisted = x, gx is not None
         if gx is not None:
             self.gx_rz, self.gx_n = gx.split((2 * C, C), 2)
             self.conv_rz = _Conv(weight_hh[: 2 * C], None, dilation, h0, T)
@@ -143,7 +143,6 @@ class _Preactivations:
             b_rz, b_n = (None, None) if bias_x is None else bias_x.split((2 * C, C))
             self.conv_rz = _Conv(torch.cat([weight_ih[: 2 * C], weight_hh[: 2 * C]], 1), b_rz, dilation, frame, T)
             self.conv_n = _Conv(torch.cat([weight_ih[2 * C:], weight_hh[2 * C:]], 1), b_n, dilation, frame, T)
-        self.hoisted = gx is not None
 
     def rz(self, t, h):
         if self.hoisted:
