@@ -287,8 +287,7 @@ def recompute_gates(forward_op, x, h0, out, weight_ih, weight_hh, bias_ih, bias_
 
 def _setup_context(ctx, inputs, output) -> None:
     """What the backward of the op pair (either path: :func:`register_autograd`, :func:`eager`) keeps."""
-    x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after, *rest = inputs
-    context, recompute = (list(rest) + [None, False][len(rest):])[:2]
+    x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after, context, recompute = inputs
     out, gates = output
     ctx.mark_non_differentiable(gates)
     ctx.set_materialize_grads(False)  # no zero-filled gradient for `gates`
