@@ -393,3 +393,113 @@ def test_switches_change_through_configured_only():
     with pytest.raises(TypeError, match=r"unknown Triton switches \['WIDE'\]"):
         with config.configured(WIDE=True):
             pass
+
+
+# ---- the graph bugs of issue 20 (the stand-in graph where the CPU can show them; tests/test_gpu_kernels.py where
+# only a GPU can)
+
+def _stand_in_graphs(triton_config, graph=None):
+    """Graphs on the CPU through the stand-in (skips with a GPU: real graphs cover it there)."""
+    _ops()
+    from convgru_ext.backends.triton import graphs
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU runs real CUDA graphs: tests/test_gpu_kernels.py")
+    graphs.clear()
+    triton_config(graphs=True, graph=graph or graphs.RerunGraph, graph_devices=("cpu",))
+    return graphs
+
+
+def _forward(inputs, case):
+    out, _ = convgru_ext.convgru_sequence(*[v.detach() if v is not None else None for v in inputs.values()],
+                                          reset=case.reset, backend="triton")
+    return out
+
+
+def test_graph_captured_under_inference_mode_serves_later_normal_calls(rng, triton_config):
+    """A capture made under inference_mode must not make inference tensors its statics: a later normal call
+    would fail copying its inputs in ("Inplace update to inference tensor outside InferenceMode")."""
+    graphs = _stand_in_graphs(triton_config)
+    case = Case(T=2, B=1, C=4, Cin=3, H=4, W=5)
+    runs = [make_inputs(case, torch.float64, "cpu", rng) for _ in range(4)]
+    with torch.inference_mode():
+        _forward(runs[0], case)  # eager
+        _forward(runs[1], case)  # capture
+    assert graphs.held() == 1
+    with torch.no_grad():
+        got = [_forward(ins, case) for ins in runs[2:]]  # replays, outside inference mode
+    triton_config(graphs=False)
+    for ins, out in zip(runs[2:], got):
+        assert torch.equal(out, _forward(ins, case))
+    graphs.clear()
+
+
+def test_graph_calls_from_two_threads_do_not_share_statics_mid_call(rng, triton_config):
+    """One shape called from two threads: a call's copy-in, replay and copy-out must not interleave with
+    another's (the second call's inputs would land in the statics the first one's replay reads)."""
+    import threading
+    import time
+
+    from convgru_ext.backends.triton import graphs as g
+
+    replaying = threading.Event()
+
+    class SlowGraph(g.RerunGraph):  # a replay that takes a while, as a GPU's does (asynchronously)
+        def replay(self):
+            replaying.set()
+            time.sleep(0.5)
+            super().replay()
+
+    graphs = _stand_in_graphs(triton_config, SlowGraph)
+    case = Case(T=2, B=1, C=4, Cin=3, H=4, W=5)
+    a, b = make_inputs(case, torch.float64, "cpu", rng), make_inputs(case, torch.float64, "cpu", rng)
+    with torch.no_grad():
+        _forward(a, case)  # eager
+        _forward(a, case)  # capture
+        replaying.clear()
+        got = {}
+        thread = threading.Thread(target=lambda: got.setdefault("a", _forward(a, case)))
+        thread.start()
+        replaying.wait(10)
+        got["b"] = _forward(b, case)
+        thread.join()
+        triton_config(graphs=False)
+        assert torch.equal(got["a"], _forward(a, case)), "the first call's result holds the second call's inputs"
+        assert torch.equal(got["b"], _forward(b, case))
+    graphs.clear()
+
+
+def test_cuda_graph_captures_on_the_tensors_device_in_thread_local_mode(monkeypatch):
+    """graphs.CudaGraph captures on a stream of the tensors' device (not the current device's: the capture
+    would come out empty), with that device current, in "thread_local" mode (another thread's CUDA calls,
+    such as a DataLoader's pin-memory thread, must not break the capture).  The CUDA calls are recorded
+    here; tests/test_gpu_kernels.py runs them for real."""
+    from convgru_ext.backends.triton import graphs
+
+    seen = {}
+    device = torch.device("cuda", 1)
+
+    class Recorder:
+        def __init__(self, name, *args, **kwargs):
+            seen[name] = (args, kwargs)
+
+        def __enter__(self):
+            seen.setdefault("order", []).append(self)
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: "graph")
+    monkeypatch.setattr(torch.cuda, "Stream", lambda *a, **k: ("stream", a, k))
+    monkeypatch.setattr(torch.cuda, "device", lambda *a, **k: Recorder("device", *a, **k))
+    monkeypatch.setattr(torch.cuda, "graph", lambda *a, **k: Recorder("graph", *a, **k))
+    captured = graphs.CudaGraph(lambda: (seen.setdefault("ran", list(seen.get("order", []))), None), device)
+    assert captured.outputs[1] is None
+    assert seen["device"][0] == (device,), "the capture must run with the tensors' device current"
+    args, kwargs = seen["graph"]
+    assert kwargs.get("capture_error_mode") == "thread_local"
+    stream = kwargs.get("stream")
+    assert stream is not None and device in stream[1] + tuple(stream[2].values()), \
+        "the capture stream must be one of the tensors' device"
+    assert [r for r in seen["ran"]] == seen["order"] and len(seen["order"]) == 2, "fn must run inside both"

@@ -11,6 +11,13 @@ the loop's static arguments and configuration) and replays it afterwards:
   result never aliases a later call's (the forward's outputs are saved for the backward);
 * at most ``CONFIG.max_graphs`` keys are held (least recently used first out), so memory does not grow
   with the number of shapes seen; each holds its static inputs and its private pool;
+* a key includes the caller's stream, and one lock covers a call's copy-in, replay and copy-out: calls
+  of one shape from two threads, or on two streams, never share statics mid-call (the GPU would run
+  one stream's copy-in while the other's replay still reads the statics);
+* a capture runs with the tensors' device current, on a stream of that device (capturing on another
+  device's stream records nothing), in ``thread_local`` mode (another thread's CUDA calls, a
+  DataLoader's pin-memory thread's, do not break it), and outside ``inference_mode`` (statics that
+  were inference tensors would refuse a later normal call's copy-in);
 * it stands aside (eager loop) while torch.compile or torch.export traces, for tensor subclasses
   (fake tensors), inside a graph the caller is capturing, for inputs with gaps or overlaps in their
   strides, on the CPU, and with ``CONVGRU_TRITON_GRAPHS=0``; a capture that fails falls back to the
@@ -24,6 +31,8 @@ logic with a stand-in graph that re-runs the loop into the static outputs (``tes
 from __future__ import annotations
 
 import collections
+import contextlib
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Optional
@@ -35,11 +44,14 @@ from .config import CONFIG
 
 
 class CudaGraph:
-    """``torch.cuda.CUDAGraph`` behind the two calls :func:`run` makes."""
+    """``torch.cuda.CUDAGraph`` behind the two calls :func:`run` makes: captured with ``device`` current, on a
+    stream of ``device``, in ``thread_local`` mode; replayed (by :func:`run`, with ``device`` current) on the
+    caller's stream."""
 
-    def __init__(self, fn: Callable[[], tuple]):
+    def __init__(self, fn: Callable[[], tuple], device: torch.device):
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.device(device), torch.cuda.graph(self.graph, stream=torch.cuda.Stream(device),
+                                                         capture_error_mode="thread_local"):
             self.outputs = fn()
 
     def replay(self) -> None:
@@ -50,7 +62,7 @@ class RerunGraph:
     """A stand-in for tests without a GPU: "replay" re-runs the loop on the static inputs and writes
     its results into the static outputs, as a replayed graph writes its captured buffers."""
 
-    def __init__(self, fn: Callable[[], tuple]):
+    def __init__(self, fn: Callable[[], tuple], device: torch.device):
         self.fn = fn
         self.outputs = fn()
 
@@ -62,11 +74,14 @@ class RerunGraph:
 
 _FAILED = object()  # a key whose capture failed: eager from then on
 _graphs: collections.OrderedDict[tuple, object] = collections.OrderedDict()
+#: held from a key's lookup to its outputs' copies (and through a capture): see the module docstring
+_lock = threading.RLock()
 
 
 def clear() -> None:
     """Drop every held graph (and its memory)."""
-    _graphs.clear()
+    with _lock:
+        _graphs.clear()
 
 
 def held() -> int:
@@ -107,24 +122,43 @@ def run(fn: Callable, tensors: tuple[Optional[Tensor], ...], args: tuple, config
     if _why_eager(tensors) is not None:
         return fn(*tensors, *args)
     device = next(t.device for t in tensors if t is not None)
-    key = (fn.__module__, fn.__qualname__, str(device), repr(args), config, tuple(_spec(t) for t in tensors))
-    entry = _graphs.get(key)
-    if key not in _graphs:  # first sight: eager, which compiles every kernel the capture will launch
-        _remember(key, None)
-        return fn(*tensors, *args)
-    if entry is _FAILED:
-        return fn(*tensors, *args)
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else None
+    key = (fn.__module__, fn.__qualname__, str(device), stream, repr(args), config,
+           tuple(_spec(t) for t in tensors))
+    with _lock:
+        entry = _graphs.get(key, _FIRST)
+        if entry is _FIRST:  # first sight: eager, which compiles every kernel the capture will launch
+            _remember(key, None)
+        elif entry is not _FAILED:
+            with _on(device):
+                return _replay(key, entry, fn, tensors, args, unread, device)
+    return fn(*tensors, *args)
+
+
+_FIRST = object()  # a key not seen yet
+
+
+def _on(device: torch.device):
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _replay(key, entry, fn, tensors, args, unread, device):
+    """Capture (``entry`` None) or replay the graph of ``key``: under :data:`_lock`, with ``device`` current."""
     if entry is None:
-        # unread inputs' statics hold NaN, so that a loop that did read them would show it
-        statics = tuple(None if t is None else torch.full_like(t, float("nan")) if i in unread else t.clone()
-                        for i, t in enumerate(tensors))
-        try:
-            graph = (CONFIG.graph or CudaGraph)(lambda: fn(*statics, *args))
-        except Exception as error:  # noqa: BLE001 -- the eager loop is always correct; say why once
-            warnings.warn(f"convgru_ext: capturing the Triton time loop as a CUDA graph failed "
-                          f"({type(error).__name__}: {error}); this shape runs eagerly", RuntimeWarning, stacklevel=2)
-            _remember(key, _FAILED)
-            return fn(*tensors, *args)
+        # outside inference_mode: the statics and the captured outputs are normal tensors, which any later
+        # call may copy into (a copy into them under inference_mode is allowed, the other way round is not)
+        with torch.inference_mode(False):
+            # unread inputs' statics hold NaN, so that a loop that did read them would show it
+            statics = tuple(None if t is None else torch.full_like(t, float("nan")) if i in unread else t.clone()
+                            for i, t in enumerate(tensors))
+            try:
+                graph = (CONFIG.graph or CudaGraph)(lambda: fn(*statics, *args), device)
+            except Exception as error:  # noqa: BLE001 -- the eager loop is always correct; say why once
+                warnings.warn(f"convgru_ext: capturing the Triton time loop as a CUDA graph failed "
+                              f"({type(error).__name__}: {error}); this shape runs eagerly", RuntimeWarning,
+                              stacklevel=4)
+                _remember(key, _FAILED)
+                return fn(*tensors, *args)
         entry = (statics, graph)
         _remember(key, entry)
     _graphs.move_to_end(key)
