@@ -156,14 +156,15 @@ def _triton_eager(inputs, config, device=None):
 def test_gpu_triton_graph_captured_under_inference_mode_serves_normal_calls(rng):
     graphs, config = _triton_graphs()
     case = Case(T=2, B=2, Cin=8, C=16, H=9, W=7)
-    runs = [make_inputs(case, torch.float32, "cuda", rng) for _ in range(4)]
+    first = graphs.EAGER_CALLS + 1
+    runs = [make_inputs(case, torch.float32, "cuda", rng) for _ in range(first + 2)]
     with config.configured(graphs=True), torch.inference_mode():
-        _triton_forward(runs[0])
-        _triton_forward(runs[1])  # the capture
+        for ins in runs[:first]:
+            _triton_forward(ins)  # eager calls, then the capture
     with config.configured(graphs=True), torch.no_grad():
-        got = [_triton_forward(ins) for ins in runs[2:]]
+        got = [_triton_forward(ins) for ins in runs[first:]]
     assert graphs.held() == 1
-    for ins, out in zip(runs[2:], got):
+    for ins, out in zip(runs[first:], got):
         assert torch.equal(out, _triton_eager(ins, config))
     graphs.clear()
 
@@ -175,7 +176,7 @@ def test_gpu_triton_graph_on_a_device_that_is_not_current(rng):
         pytest.skip("needs two CUDA devices")
     graphs, config = _triton_graphs()
     case = Case(T=2, B=2, Cin=8, C=16, H=9, W=7)
-    runs = [make_inputs(case, torch.float32, "cpu", rng) for _ in range(4)]
+    runs = [make_inputs(case, torch.float32, "cpu", rng) for _ in range(graphs.EAGER_CALLS + 3)]
     with torch.cuda.device(0), config.configured(graphs=True), torch.no_grad():
         got = [_triton_forward(ins, "cuda:1") for ins in runs]
         for ins, out in zip(runs, got):
@@ -194,10 +195,10 @@ def test_gpu_triton_graph_calls_on_two_streams_do_not_race(rng):
     a, b = make_inputs(case, torch.float32, "cuda", rng), make_inputs(case, torch.float32, "cuda", rng)
     s1, s2 = torch.cuda.Stream(), torch.cuda.Stream()
     with config.configured(graphs=True), torch.no_grad():
-        for s in (s1, s2):  # eager, then the capture, on each stream
+        for s in (s1, s2):  # eager calls, then the capture, on each stream
             with torch.cuda.stream(s):
-                _triton_forward(a)
-                _triton_forward(a)
+                for _ in range(graphs.EAGER_CALLS + 1):
+                    _triton_forward(a)
         torch.cuda.synchronize()
         with torch.cuda.stream(s1):
             torch.cuda._sleep(200_000_000)  # holds s1 up (about 0.1 s of clock cycles)
@@ -229,7 +230,8 @@ def test_gpu_triton_graph_capture_survives_another_threads_cuda_calls(rng):
             size += 4096  # a new size each time: the host allocator's cache does not answer it
 
     with config.configured(graphs=True), torch.no_grad():
-        _triton_forward(ins)
+        for _ in range(graphs.EAGER_CALLS):
+            _triton_forward(ins)
         thread = threading.Thread(target=pin, daemon=True)
         thread.start()
         try:

@@ -272,7 +272,7 @@ def _replay_equals_eager(triton_config, rng, device):
     triton_config(graphs=True)
     for i, reset in enumerate(("before", "after")):
         case = Case(T=2, B=2, C=4, Cin=3, H=4, W=5, reset=reset)
-        runs = _graph_runs(case, 3, rng, device)  # eager, capture, replay
+        runs = _graph_runs(case, graphs.EAGER_CALLS + 2, rng, device)  # eager (compiles, timed), capture, replay
         assert graphs.held() == 2 * (i + 1), "one forward and one backward graph per shape"
         triton_config(graphs=False)
         for inputs, got in runs:  # every result kept its own values: nothing aliases a later call's
@@ -283,7 +283,7 @@ def _replay_equals_eager(triton_config, rng, device):
         triton_config(graphs=True)
     triton_config(max_graphs=2)
     for C in range(1, 4):  # new shapes: new captures, the least recently used dropped
-        _graph_runs(Case(T=2, B=1, C=C, Cin=2, H=3, W=3), 2, rng, device)
+        _graph_runs(Case(T=2, B=1, C=C, Cin=2, H=3, W=3), graphs.EAGER_CALLS + 1, rng, device)
         assert graphs.held() <= graphs.CONFIG.max_graphs
     graphs.clear()
 
@@ -421,15 +421,16 @@ def test_graph_captured_under_inference_mode_serves_later_normal_calls(rng, trit
     would fail copying its inputs in ("Inplace update to inference tensor outside InferenceMode")."""
     graphs = _stand_in_graphs(triton_config)
     case = Case(T=2, B=1, C=4, Cin=3, H=4, W=5)
-    runs = [make_inputs(case, torch.float64, "cpu", rng) for _ in range(4)]
+    first = graphs.EAGER_CALLS + 1
+    runs = [make_inputs(case, torch.float64, "cpu", rng) for _ in range(first + 2)]
     with torch.inference_mode():
-        _forward(runs[0], case)  # eager
-        _forward(runs[1], case)  # capture
+        for ins in runs[:first]:
+            _forward(ins, case)  # eager calls, then the capture
     assert graphs.held() == 1
     with torch.no_grad():
-        got = [_forward(ins, case) for ins in runs[2:]]  # replays, outside inference mode
+        got = [_forward(ins, case) for ins in runs[first:]]  # replays, outside inference mode
     triton_config(graphs=False)
-    for ins, out in zip(runs[2:], got):
+    for ins, out in zip(runs[first:], got):
         assert torch.equal(out, _forward(ins, case))
     graphs.clear()
 
@@ -454,8 +455,8 @@ def test_graph_calls_from_two_threads_do_not_share_statics_mid_call(rng, triton_
     case = Case(T=2, B=1, C=4, Cin=3, H=4, W=5)
     a, b = make_inputs(case, torch.float64, "cpu", rng), make_inputs(case, torch.float64, "cpu", rng)
     with torch.no_grad():
-        _forward(a, case)  # eager
-        _forward(a, case)  # capture
+        for _ in range(graphs.EAGER_CALLS + 1):
+            _forward(a, case)  # eager calls, then the capture
         replaying.clear()
         got = {}
         thread = threading.Thread(target=lambda: got.setdefault("a", _forward(a, case)))
@@ -503,3 +504,61 @@ def test_cuda_graph_captures_on_the_tensors_device_in_thread_local_mode(monkeypa
     assert stream is not None and device in stream[1] + tuple(stream[2].values()), \
         "the capture stream must be one of the tensors' device"
     assert [r for r in seen["ran"]] == seen["order"] and len(seen["order"]) == 2, "fn must run inside both"
+
+
+def _loop(a, b):
+    """A stand-in loop for graphs.run: two outputs."""
+    return a * 2, a + b
+
+
+def _runs(graphs, calls, gpu_us=None):
+    a, b = torch.randn(3, 4), torch.randn(3, 4)
+    return [graphs.run(_loop, (a, b), (), (), gpu_us=gpu_us) for _ in range(calls)], (a, b)
+
+
+def test_graphs_only_where_the_host_takes_longer_than_the_gpu(triton_config):
+    """The rule of graphs.py: the second call's host time against the model's GPU time of the call plus the
+    graph's copies; a key whose graph would hold more than max_graph_bytes stays eager too."""
+    graphs = _stand_in_graphs(triton_config)
+    calls = graphs.EAGER_CALLS + 2
+    _runs(graphs, calls, gpu_us=lambda: 1e12)  # GPU-bound
+    assert graphs.held() == 0 and len(graphs.eager_reasons()) == 1 and "GPU-bound" in graphs.eager_reasons()[0]
+    graphs.clear()
+    results, (a, b) = _runs(graphs, calls, gpu_us=lambda: 0.0)  # host-bound
+    assert graphs.held() == 1 and graphs.eager_reasons() == []
+    for got in results:
+        assert torch.equal(got[0], a * 2) and torch.equal(got[1], a + b)
+    graphs.clear()
+    triton_config(max_graph_bytes=4 * 3 * 4 * 4 - 1)  # 2 inputs + 2 outputs of 3 x 4 float32
+    _runs(graphs, calls, gpu_us=lambda: 0.0)
+    assert graphs.held() == 0 and "would hold" in graphs.eager_reasons()[0]
+    graphs.clear()
+
+
+def test_replays_copy_out_only_what_is_read_after_the_call(triton_config, rng):
+    """Outputs inside ``outputs_unread`` come back uncloned from a replay (the others are fresh copies); a
+    Triton call that needs no gradient marks its gates so, one that needs a gradient does not."""
+    graphs = _stand_in_graphs(triton_config)
+    with graphs.outputs_unread(1):
+        results, _ = _runs(graphs, graphs.EAGER_CALLS + 2, gpu_us=lambda: 0.0)
+    replayed = results[-2:]
+    assert replayed[0][1] is replayed[1][1] and replayed[0][0] is not replayed[1][0]
+    graphs.clear()
+    seen = []
+    real = graphs.run
+
+    def spy(*args, **kwargs):
+        seen.append(getattr(graphs._unread_outputs, "positions", ()))
+        return real(*args, **kwargs)
+
+    triton_config(graphs=False)
+    case = Case(T=2, B=1, C=4, Cin=3, H=4, W=5)
+    inputs = make_inputs(case, torch.float64, "cpu", rng)
+    try:
+        graphs.run = spy
+        with torch.no_grad():
+            _forward(inputs, case)
+        run_with_grads("triton", inputs, case, rng)
+    finally:
+        graphs.run = real
+    assert seen[0] == (1,) and seen[1] == (), seen

@@ -30,7 +30,7 @@ stay off until a GPU has run each against the reference (``config.CONFIG.wide``)
 (``compile_report.py``, committed under ``benchmarks/results/compile/``) holds every kept tile to 0
 spills and at most one full pipeline drain per main loop.
 
-Decisions taken from the static cost model (``convgru_ext/bench/plan.py``), not measured:
+Decisions taken from the static cost model (``model.py``), not measured:
 
 * **pixel tiles stay 1-D** (BLOCK_M consecutive pixels; each tap a masked, shifted row gather that
   the L2 serves).  At the video shape the model puts a bf16 FWD_RZ step at 212 MB of L2 traffic, of
@@ -40,8 +40,9 @@ Decisions taken from the static cost model (``convgru_ext/bench/plan.py``), not 
   every pixel block), which 4 warps cannot raise without spilling.
 * **reset "before" keeps two kernels per step.**  One pass would need r on the halo of each pixel
   tile to convolve r*h: with 64-pixel rows at W = 56 that is 3 rows x 66 pixels, ~3x the r
-  convolution, +70% of the step's MMA work, to save one launch (which the CUDA graph of
-  ``graphs.py`` already takes off the host) and the r*h round trip (M*C written, read back through
+  convolution, +70% of the step's MMA work, to save one launch (at these shapes the launches hide
+  behind the GPU's work; where they do not, the CUDA graph of ``graphs.py`` takes them off the host)
+  and the r*h round trip (M*C written, read back through
   L2: 64 of the step's 360 MB of L2 traffic).
 
 =============  ==  ===================================  ===============================================

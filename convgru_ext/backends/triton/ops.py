@@ -401,7 +401,7 @@ def backward_loop(grad_out, h0, out, gates, weight_hh, dilation, reset_after):
 
 class TritonLoops:
     """The time loops of ``backend="triton"`` (``_op.StepLoops``); replayed as CUDA graphs where ``graphs.py``
-    says they can be."""
+    says they can be and the cost model (``model.py``) says they pay."""
 
     def hoists(self, T: int) -> bool:
         return T > 1  # a cell call convolves x inside the step kernels
@@ -410,11 +410,24 @@ class TritonLoops:
         # a sequence's loop reads gx, not x, weight_ih or bias_x (in the projection already)
         return graphs.run(forward_loop, (x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn),
                           (list(dilation), reset_after), (math_mode(x.dtype), CONFIG.tile),
-                          unread=() if gx is None else (0, 3, 5))
+                          unread=() if gx is None else (0, 3, 5),
+                          gpu_us=lambda: _gpu_us(x, weight_hh, gx is None, reset_after, backward=False))
 
     def backward(self, grad_out, h0, out, gates, weight_hh, dilation, reset_after):
         return graphs.run(backward_loop, (grad_out, h0, out, gates, weight_hh),
-                          (list(dilation), reset_after), (math_mode(out.dtype), CONFIG.tile))
+                          (list(dilation), reset_after), (math_mode(out.dtype), CONFIG.tile),
+                          gpu_us=lambda: _gpu_us(out, weight_hh, False, reset_after, backward=True))
+
+
+def _gpu_us(like: Tensor, weight_hh: Tensor, cell: bool, reset_after: bool, backward: bool) -> float:
+    """The cost model's GPU microseconds of a loop over ``like``'s (T, B, X, H, W) steps."""
+    from . import model
+
+    T, B, Cin, H, W = like.shape
+    _, C, kh, kw = weight_hh.shape
+    rows = model.launches(math_mode(like.dtype), like.element_size(), B * H * W, C, Cin, kh * kw, cell, reset_after,
+                          backward, sm_count(like.device))
+    return T * model.gpu_us_per_step(rows)
 
 
 # ---------------------------------------------------------------------------------- registration
