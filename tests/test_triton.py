@@ -145,14 +145,15 @@ def test_tiles_without_autotuning_follow_the_shape_bucket(triton_config):
     wave of the GPU's SMs (the device's count, the H200's 132 where none is visible)."""
     ops = _ops()
     triton_config(interpreter_tiles=False)  # the GPU's choice (the interpreter's are larger)
-    assert ops.tile_for("bf16", 2, 16 * 56 * 56, 64) == (64, 64, 32, 3, 4)  # video: 2 gates x 64 channels
+    assert ops.tile_for("bf16", 2, 16 * 56 * 56, 64) == (64, 64, 64, 3, 4)  # video: 2 gates x 64 channels
+    assert ops.tile_for("bf16", 2, 64 * 64, 32) == (64, 32, 32, 3, 4)  # 64 channels per K chunk would be padding
     assert ops.tile_for("bf16", 3, 64 * 64, 20) == (64, 32, 32, 3, 4)
     assert ops.tile_for("tf32", 3, 100, 64) == (64, 32, 32, 3, 4)  # TF32 spills at 3 x 64 with 4 warps
     assert ops.tile_for("bf16", 2, 100, 40, aligned=False) == (64, 32, 32, 3, 4)
     triton_config(wide=True)
-    assert ops.tile_for("bf16", 3, 16 * 56 * 56, 64) == (128, 64, 32, 3, 8)
+    assert ops.tile_for("bf16", 3, 16 * 56 * 56, 64) == (128, 64, 64, 3, 8)
     assert ops.tile_for("tf32", 3, 16 * 56 * 56, 64) == (128, 32, 32, 3, 8)  # 3.6 spills at 128 x 64
-    assert ops.tile_for("bf16", 3, 64 * 64, 64) == (64, 64, 32, 3, 4)  # 32 programs of 128: not a wave
+    assert ops.tile_for("bf16", 3, 64 * 64, 64) == (64, 64, 64, 3, 4)  # 32 programs of 128: not a wave
     assert ops.tile_for("bf16", 3, 16 * 56 * 56, 64, sms=400)[4] == 4  # 392 programs: not a wave of 400 SMs
     assert ops.sm_count(torch.device("cpu")) == ops.DEFAULT_SMS == 132
     assert ops.tile_for("f32", 3, 16 * 56 * 56, 64)[4] == 4
@@ -250,6 +251,7 @@ def test_committed_compile_report_covers_every_kept_kernel(version):
         report = json.load(f)
     assert report["meta"]["triton"].startswith(version) and report["meta"]["arch"] == 90
     assert compile_report.failures(report["rows"]) == [] == report["missed"]
+    assert all("sass_per_mma" in r and "load_bytes_per_mma" in r for r in report["rows"]), "regenerate the report"
     committed = {r["variant"] for r in report["rows"]}
     missing = [v.label() for v in compile_report.default_variants() if v.label() not in committed]
     assert not missing, f"regenerate the report (see benchmarks/results/compile/README.md): {missing[:5]}"

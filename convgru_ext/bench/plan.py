@@ -74,7 +74,8 @@ def host_us_per_launch(reset: str = "before", repeats: int = 200) -> Optional[fl
 def replay_host_us_per_step(dtype: torch.dtype, T: int = 16, calls: int = 20) -> Optional[float]:
     """On a GPU: host microseconds per step of a Triton forward whose loop replays its CUDA graph
     (``triton/graphs.py``): the wall time of ``calls`` calls without synchronizing, over ``calls * T``
-    steps, after two calls that compile and capture.  None without a usable Triton backend on CUDA."""
+    steps, after the calls that compile, time and capture (``graphs.EAGER_CALLS + 1``; whether this small shape
+    replays is the rule of ``graphs.py``'s to decide).  None without a usable Triton backend on CUDA."""
     from ..backends import get
 
     if not torch.cuda.is_available() or get("triton").unavailable_reason() is not None:
@@ -85,8 +86,10 @@ def replay_host_us_per_step(dtype: torch.dtype, T: int = 16, calls: int = 20) ->
     C = 32
     x = torch.randn(T, 1, C, 16, 16, device="cuda", generator=g).to(dtype)
     w_ih, w_hh = [(0.1 * torch.randn(3 * C, C, 3, 3, device="cuda", generator=g)).to(dtype) for _ in range(2)]
+    from ..backends.triton import graphs
+
     with torch.no_grad():
-        for _ in range(2):
+        for _ in range(graphs.EAGER_CALLS + 1):
             convgru_sequence(x, None, w_ih, w_hh, backend="triton")
         torch.cuda.synchronize()
         start = time.perf_counter()

@@ -1,12 +1,12 @@
 """A whole time loop replayed as one CUDA graph, for the loops whose host time exceeds their GPU time.
 
 A loop launches 1-2 kernels per step, and Triton's Python launch path costs tens of microseconds per
-launch.  Where a step's GPU work takes longer than that (the benchmark's video, nowcast and RAFT shapes,
-by the static cost model ``model.py``), the launches hide behind the GPU and a graph would only add its
-copies; where it takes less (small steps: streaming one frame at a time), the loop is host-bound and a
-graph takes the launches off the host.  :func:`run` decides per *launch key* (the function, every
-tensor's shape, strides and dtype, the device, the caller's stream and the loop's static arguments and
-configuration):
+launch.  Where a step's GPU work takes longer than that, the launches hide behind the GPU and a graph
+would only add its copies; where it takes less (small steps: streaming one frame at a time), the loop
+is host-bound and a graph takes the launches off the host.  Which of the two a shape is depends on the
+host as much as on the GPU, so :func:`run` measures the host side and takes the GPU side from the static
+cost model (``model.py``), per *launch key* (the function, every tensor's shape, strides and dtype, the
+device, the caller's stream and the loop's static arguments and configuration):
 
 * the first call of a key runs eagerly (it compiles the kernels; nothing is captured while Triton
   compiles); the second runs eagerly too, and its host time (launches enqueued, the GPU not waited for)
