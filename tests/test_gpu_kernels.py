@@ -129,3 +129,119 @@ def test_gpu_indices_beyond_2_to_the_31(backend, rng):
     for name in got:
         tol = LOWP_FACTOR * rel_err(eager[name], want[name]) + LOWP_SLACK
         assert rel_err(got[name], want[name]) <= tol, name
+
+
+# ---- the Triton backend's CUDA graphs (convgru_ext/backends/triton/graphs.py): what only a GPU can show
+
+def _triton_graphs():
+    skip_unusable("triton", "cuda", torch.float32)
+    from convgru_ext.backends.triton import config, graphs
+
+    graphs.clear()
+    return graphs, config
+
+
+def _triton_forward(inputs, device=None):
+    values = [None if v is None else v.detach().to(device) if device else v.detach() for v in inputs.values()]
+    out, _ = convgru_ext.convgru_sequence(*values, backend="triton")
+    return out
+
+
+def _triton_eager(inputs, config, device=None):
+    with config.configured(graphs=False):
+        return _triton_forward(inputs, device)
+
+
+@GPU
+def test_gpu_triton_graph_captured_under_inference_mode_serves_normal_calls(rng):
+    graphs, config = _triton_graphs()
+    case = Case(T=2, B=2, Cin=8, C=16, H=9, W=7)
+    first = graphs.EAGER_CALLS + 1
+    runs = [make_inputs(case, torch.float32, "cuda", rng) for _ in range(first + 2)]
+    with config.configured(graphs=True), torch.inference_mode():
+        for ins in runs[:first]:
+            _triton_forward(ins)  # eager calls, then the capture
+    with config.configured(graphs=True), torch.no_grad():
+        got = [_triton_forward(ins) for ins in runs[first:]]
+    assert graphs.held() == 1
+    for ins, out in zip(runs[first:], got):
+        assert torch.equal(out, _triton_eager(ins, config))
+    graphs.clear()
+
+
+@GPU
+def test_gpu_triton_graph_on_a_device_that_is_not_current(rng):
+    """Tensors on cuda:1 with cuda:0 current: the capture must record the launches (on cuda:1's stream)."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA devices")
+    graphs, config = _triton_graphs()
+    case = Case(T=2, B=2, Cin=8, C=16, H=9, W=7)
+    runs = [make_inputs(case, torch.float32, "cpu", rng) for _ in range(graphs.EAGER_CALLS + 3)]
+    with torch.cuda.device(0), config.configured(graphs=True), torch.no_grad():
+        got = [_triton_forward(ins, "cuda:1") for ins in runs]
+        for ins, out in zip(runs, got):
+            assert out.device == torch.device("cuda", 1)
+            assert torch.equal(out, _triton_eager(ins, config, "cuda:1")), "a replay returned stale results"
+    assert graphs.held() == 1
+    graphs.clear()
+
+
+@GPU
+def test_gpu_triton_graph_calls_on_two_streams_do_not_race(rng):
+    """One shape on two streams, the first one held up: the second's copy-in must not reach the first's
+    statics before its replay reads them."""
+    graphs, config = _triton_graphs()
+    case = Case(T=2, B=2, Cin=8, C=16, H=9, W=7)
+    a, b = make_inputs(case, torch.float32, "cuda", rng), make_inputs(case, torch.float32, "cuda", rng)
+    s1, s2 = torch.cuda.Stream(), torch.cuda.Stream()
+    with config.configured(graphs=True), torch.no_grad():
+        for s in (s1, s2):  # eager calls, then the capture, on each stream
+            with torch.cuda.stream(s):
+                for _ in range(graphs.EAGER_CALLS + 1):
+                    _triton_forward(a)
+        torch.cuda.synchronize()
+        with torch.cuda.stream(s1):
+            torch.cuda._sleep(200_000_000)  # holds s1 up (about 0.1 s of clock cycles)
+            got_a = _triton_forward(a)
+        with torch.cuda.stream(s2):
+            got_b = _triton_forward(b)
+        torch.cuda.synchronize()
+        assert torch.equal(got_a, _triton_eager(a, config)), "s2's inputs reached s1's replay"
+        assert torch.equal(got_b, _triton_eager(b, config))
+    graphs.clear()
+
+
+@GPU
+def test_gpu_triton_graph_capture_survives_another_threads_cuda_calls(rng):
+    """A thread allocating pinned memory (as a DataLoader's pin-memory thread does) while a loop is captured:
+    in the global capture mode its CUDA calls break the capture (which falls back, with a warning)."""
+    import threading
+    import warnings
+
+    graphs, config = _triton_graphs()
+    case = Case(T=4, B=2, Cin=8, C=16, H=9, W=7)
+    ins = make_inputs(case, torch.float32, "cuda", rng)
+    stop = threading.Event()
+
+    def pin():
+        size = 1 << 16
+        while not stop.is_set():
+            torch.empty(size, pin_memory=True)
+            size += 4096  # a new size each time: the host allocator's cache does not answer it
+
+    with config.configured(graphs=True), torch.no_grad():
+        for _ in range(graphs.EAGER_CALLS):
+            _triton_forward(ins)
+        thread = threading.Thread(target=pin, daemon=True)
+        thread.start()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RuntimeWarning)
+                for _ in range(3):
+                    got = _triton_forward(ins)
+        finally:
+            stop.set()
+            thread.join()
+        assert graphs.held() == 1
+        assert torch.equal(got, _triton_eager(ins, config))
+    graphs.clear()

@@ -145,14 +145,15 @@ def test_tiles_without_autotuning_follow_the_shape_bucket(triton_config):
     wave of the GPU's SMs (the device's count, the H200's 132 where none is visible)."""
     ops = _ops()
     triton_config(interpreter_tiles=False)  # the GPU's choice (the interpreter's are larger)
-    assert ops.tile_for("bf16", 2, 16 * 56 * 56, 64) == (64, 64, 32, 3, 4)  # video: 2 gates x 64 channels
+    assert ops.tile_for("bf16", 2, 16 * 56 * 56, 64) == (64, 64, 64, 3, 4)  # video: 2 gates x 64 channels
+    assert ops.tile_for("bf16", 2, 64 * 64, 32) == (64, 32, 32, 3, 4)  # 64 channels per K chunk would be padding
     assert ops.tile_for("bf16", 3, 64 * 64, 20) == (64, 32, 32, 3, 4)
     assert ops.tile_for("tf32", 3, 100, 64) == (64, 32, 32, 3, 4)  # TF32 spills at 3 x 64 with 4 warps
     assert ops.tile_for("bf16", 2, 100, 40, aligned=False) == (64, 32, 32, 3, 4)
     triton_config(wide=True)
-    assert ops.tile_for("bf16", 3, 16 * 56 * 56, 64) == (128, 64, 32, 3, 8)
+    assert ops.tile_for("bf16", 3, 16 * 56 * 56, 64) == (128, 64, 64, 3, 8)
     assert ops.tile_for("tf32", 3, 16 * 56 * 56, 64) == (128, 32, 32, 3, 8)  # 3.6 spills at 128 x 64
-    assert ops.tile_for("bf16", 3, 64 * 64, 64) == (64, 64, 32, 3, 4)  # 32 programs of 128: not a wave
+    assert ops.tile_for("bf16", 3, 64 * 64, 64) == (64, 64, 64, 3, 4)  # 32 programs of 128: not a wave
     assert ops.tile_for("bf16", 3, 16 * 56 * 56, 64, sms=400)[4] == 4  # 392 programs: not a wave of 400 SMs
     assert ops.sm_count(torch.device("cpu")) == ops.DEFAULT_SMS == 132
     assert ops.tile_for("f32", 3, 16 * 56 * 56, 64)[4] == 4
@@ -250,6 +251,7 @@ def test_committed_compile_report_covers_every_kept_kernel(version):
         report = json.load(f)
     assert report["meta"]["triton"].startswith(version) and report["meta"]["arch"] == 90
     assert compile_report.failures(report["rows"]) == [] == report["missed"]
+    assert all("sass_per_mma" in r and "load_bytes_per_mma" in r for r in report["rows"]), "regenerate the report"
     committed = {r["variant"] for r in report["rows"]}
     missing = [v.label() for v in compile_report.default_variants() if v.label() not in committed]
     assert not missing, f"regenerate the report (see benchmarks/results/compile/README.md): {missing[:5]}"
@@ -272,7 +274,7 @@ def _replay_equals_eager(triton_config, rng, device):
     triton_config(graphs=True)
     for i, reset in enumerate(("before", "after")):
         case = Case(T=2, B=2, C=4, Cin=3, H=4, W=5, reset=reset)
-        runs = _graph_runs(case, 3, rng, device)  # eager, capture, replay
+        runs = _graph_runs(case, graphs.EAGER_CALLS + 2, rng, device)  # eager (compiles, timed), capture, replay
         assert graphs.held() == 2 * (i + 1), "one forward and one backward graph per shape"
         triton_config(graphs=False)
         for inputs, got in runs:  # every result kept its own values: nothing aliases a later call's
@@ -283,7 +285,7 @@ def _replay_equals_eager(triton_config, rng, device):
         triton_config(graphs=True)
     triton_config(max_graphs=2)
     for C in range(1, 4):  # new shapes: new captures, the least recently used dropped
-        _graph_runs(Case(T=2, B=1, C=C, Cin=2, H=3, W=3), 2, rng, device)
+        _graph_runs(Case(T=2, B=1, C=C, Cin=2, H=3, W=3), graphs.EAGER_CALLS + 1, rng, device)
         assert graphs.held() <= graphs.CONFIG.max_graphs
     graphs.clear()
 
@@ -393,3 +395,172 @@ def test_switches_change_through_configured_only():
     with pytest.raises(TypeError, match=r"unknown Triton switches \['WIDE'\]"):
         with config.configured(WIDE=True):
             pass
+
+
+# ---- the graph bugs of issue 20 (the stand-in graph where the CPU can show them; tests/test_gpu_kernels.py where
+# only a GPU can)
+
+def _stand_in_graphs(triton_config, graph=None):
+    """Graphs on the CPU through the stand-in (skips with a GPU: real graphs cover it there)."""
+    _ops()
+    from convgru_ext.backends.triton import graphs
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU runs real CUDA graphs: tests/test_gpu_kernels.py")
+    graphs.clear()
+    triton_config(graphs=True, graph=graph or graphs.RerunGraph, graph_devices=("cpu",))
+    return graphs
+
+
+def _forward(inputs, case):
+    out, _ = convgru_ext.convgru_sequence(*[v.detach() if v is not None else None for v in inputs.values()],
+                                          reset=case.reset, backend="triton")
+    return out
+
+
+def test_graph_captured_under_inference_mode_serves_later_normal_calls(rng, triton_config):
+    """A capture made under inference_mode must not make inference tensors its statics: a later normal call
+    would fail copying its inputs in ("Inplace update to inference tensor outside InferenceMode")."""
+    graphs = _stand_in_graphs(triton_config)
+    case = Case(T=2, B=1, C=4, Cin=3, H=4, W=5)
+    first = graphs.EAGER_CALLS + 1
+    runs = [make_inputs(case, torch.float64, "cpu", rng) for _ in range(first + 2)]
+    with torch.inference_mode():
+        for ins in runs[:first]:
+            _forward(ins, case)  # eager calls, then the capture
+    assert graphs.held() == 1
+    with torch.no_grad():
+        got = [_forward(ins, case) for ins in runs[first:]]  # replays, outside inference mode
+    triton_config(graphs=False)
+    for ins, out in zip(runs[first:], got):
+        assert torch.equal(out, _forward(ins, case))
+    graphs.clear()
+
+
+def test_graph_calls_from_two_threads_do_not_share_statics_mid_call(rng, triton_config):
+    """One shape called from two threads: a call's copy-in, replay and copy-out must not interleave with
+    another's (the second call's inputs would land in the statics the first one's replay reads)."""
+    import threading
+    import time
+
+    from convgru_ext.backends.triton import graphs as g
+
+    replaying = threading.Event()
+
+    class SlowGraph(g.RerunGraph):  # a replay that takes a while, as a GPU's does (asynchronously)
+        def replay(self):
+            replaying.set()
+            time.sleep(0.5)
+            super().replay()
+
+    graphs = _stand_in_graphs(triton_config, SlowGraph)
+    case = Case(T=2, B=1, C=4, Cin=3, H=4, W=5)
+    a, b = make_inputs(case, torch.float64, "cpu", rng), make_inputs(case, torch.float64, "cpu", rng)
+    with torch.no_grad():
+        for _ in range(graphs.EAGER_CALLS + 1):
+            _forward(a, case)  # eager calls, then the capture
+        replaying.clear()
+        got = {}
+        thread = threading.Thread(target=lambda: got.setdefault("a", _forward(a, case)))
+        thread.start()
+        replaying.wait(10)
+        got["b"] = _forward(b, case)
+        thread.join()
+        triton_config(graphs=False)
+        assert torch.equal(got["a"], _forward(a, case)), "the first call's result holds the second call's inputs"
+        assert torch.equal(got["b"], _forward(b, case))
+    graphs.clear()
+
+
+def test_cuda_graph_captures_on_the_tensors_device_in_thread_local_mode(monkeypatch):
+    """graphs.CudaGraph captures on a stream of the tensors' device (not the current device's: the capture
+    would come out empty), with that device current, in "thread_local" mode (another thread's CUDA calls,
+    such as a DataLoader's pin-memory thread, must not break the capture).  The CUDA calls are recorded
+    here; tests/test_gpu_kernels.py runs them for real."""
+    from convgru_ext.backends.triton import graphs
+
+    seen = {}
+    device = torch.device("cuda", 1)
+
+    class Recorder:
+        def __init__(self, name, *args, **kwargs):
+            seen[name] = (args, kwargs)
+
+        def __enter__(self):
+            seen.setdefault("order", []).append(self)
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: "graph")
+    monkeypatch.setattr(torch.cuda, "Stream", lambda *a, **k: ("stream", a, k))
+    monkeypatch.setattr(torch.cuda, "device", lambda *a, **k: Recorder("device", *a, **k))
+    monkeypatch.setattr(torch.cuda, "graph", lambda *a, **k: Recorder("graph", *a, **k))
+    captured = graphs.CudaGraph(lambda: (seen.setdefault("ran", list(seen.get("order", []))), None), device)
+    assert captured.outputs[1] is None
+    assert seen["device"][0] == (device,), "the capture must run with the tensors' device current"
+    args, kwargs = seen["graph"]
+    assert kwargs.get("capture_error_mode") == "thread_local"
+    stream = kwargs.get("stream")
+    assert stream is not None and device in stream[1] + tuple(stream[2].values()), \
+        "the capture stream must be one of the tensors' device"
+    assert [r for r in seen["ran"]] == seen["order"] and len(seen["order"]) == 2, "fn must run inside both"
+
+
+def _loop(a, b):
+    """A stand-in loop for graphs.run: two outputs."""
+    return a * 2, a + b
+
+
+def _runs(graphs, calls, gpu_us=None):
+    a, b = torch.randn(3, 4), torch.randn(3, 4)
+    return [graphs.run(_loop, (a, b), (), (), gpu_us=gpu_us) for _ in range(calls)], (a, b)
+
+
+def test_graphs_only_where_the_host_takes_longer_than_the_gpu(triton_config):
+    """The rule of graphs.py: the second call's host time against the model's GPU time of the call plus the
+    graph's copies; a key whose graph would hold more than max_graph_bytes stays eager too."""
+    graphs = _stand_in_graphs(triton_config)
+    calls = graphs.EAGER_CALLS + 2
+    _runs(graphs, calls, gpu_us=lambda: 1e12)  # GPU-bound
+    assert graphs.held() == 0 and len(graphs.eager_reasons()) == 1 and "GPU-bound" in graphs.eager_reasons()[0]
+    graphs.clear()
+    results, (a, b) = _runs(graphs, calls, gpu_us=lambda: 0.0)  # host-bound
+    assert graphs.held() == 1 and graphs.eager_reasons() == []
+    for got in results:
+        assert torch.equal(got[0], a * 2) and torch.equal(got[1], a + b)
+    graphs.clear()
+    triton_config(max_graph_bytes=4 * 3 * 4 * 4 - 1)  # 2 inputs + 2 outputs of 3 x 4 float32
+    _runs(graphs, calls, gpu_us=lambda: 0.0)
+    assert graphs.held() == 0 and "would hold" in graphs.eager_reasons()[0]
+    graphs.clear()
+
+
+def test_replays_copy_out_only_what_is_read_after_the_call(triton_config, rng):
+    """Outputs inside ``outputs_unread`` come back uncloned from a replay (the others are fresh copies); a
+    Triton call that needs no gradient marks its gates so, one that needs a gradient does not."""
+    graphs = _stand_in_graphs(triton_config)
+    with graphs.outputs_unread(1):
+        results, _ = _runs(graphs, graphs.EAGER_CALLS + 2, gpu_us=lambda: 0.0)
+    replayed = results[-2:]
+    assert replayed[0][1] is replayed[1][1] and replayed[0][0] is not replayed[1][0]
+    graphs.clear()
+    seen = []
+    real = graphs.run
+
+    def spy(*args, **kwargs):
+        seen.append(getattr(graphs._unread_outputs, "positions", ()))
+        return real(*args, **kwargs)
+
+    triton_config(graphs=False)
+    case = Case(T=2, B=1, C=4, Cin=3, H=4, W=5)
+    inputs = make_inputs(case, torch.float64, "cpu", rng)
+    try:
+        graphs.run = spy
+        with torch.no_grad():
+            _forward(inputs, case)
+        run_with_grads("triton", inputs, case, rng)
+    finally:
+        graphs.run = real
+    assert seen[0] == (1,) and seen[1] == (), seen

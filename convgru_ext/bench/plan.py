@@ -1,17 +1,7 @@
-"""The static cost model of the Triton backend's launches: what one time step of a workload asks of the
-GPU, computed from the shapes and the tiles ``triton/ops.py`` picks, no GPU needed.
-
-Per kernel launch of one step (forward, and backward where the workload has one):
-
-* **CTAs** = pixel blocks x channel blocks of :func:`ops.tile_for`'s tile, and **waves** = CTAs / SMs
-  (:func:`ops.sm_count`: the GPU's, or the H200's without one; at one CTA per SM, a lower bound on the
-  waves' count when more fit);
-* **FLOPs** = 2 * M * taps * K * (gates x C), with K the reduced channels (h's, or x's and h's in a cell
-  call, or the gate gradients' in the backward);
-* **L2 bytes**: every CTA reads its A tile once per tap (BM x K, the shifted pixels; the overlap of
-  neighbouring taps is not credited) and the B tile of its gates (K x gates x BN per tap), and the
-  epilogue reads and writes its (pixel, channel) tensors once;
-* **HBM bytes** (minimal): the step's share of ``cost.min_bytes`` (inputs read and outputs written once).
+"""The static cost model of the Triton backend's launches for the benchmark's workloads: the model itself
+(CTAs, waves, FLOPs, L2 bytes and estimated GPU µs per launch) is ``backends/triton/model.py``; this adds,
+per workload and pass, the **HBM bytes** (minimal: the step's share of ``cost.min_bytes``, inputs read and
+outputs written once) and the host figures below.
 
 ``launches/step`` counts the step kernels; ``host µs/launch`` is measured here, on this machine: the
 Python of our loop per launch with Triton's launcher stubbed out (Triton's own launch path, about as
@@ -42,27 +32,12 @@ def _ops():
 
 
 def _launch_rows(ops, wl: Workload, math: str, e: int, kh: int, kw: int, pass_: str) -> list[dict]:
-    M, C, Cin, taps = wl.B * wl.H * wl.W, wl.C, wl.Cin, kh * kw
+    from ..backends.triton import model as triton_model
+
     cell = wl.api in ("cell", "sep", "stream")  # T = 1 per call: x convolved in the step kernels
-    after = wl.reset == "after"
-    G = 4 if after else 3
-    # (kind, gates per program, reduced channels, (pixel, channel) tensors the epilogue reads + writes)
-    forward = ([("FWD_AFTER", 3, C + (Cin if cell else 0), (1 + (0 if cell else 3)) + G + 1)] if after else
-               [("FWD_RZ", 2, C + (Cin if cell else 0), 1 + (0 if cell else 2) + 2 + 1),
-                ("FWD_N", 1, C + (Cin if cell else 0), 1 + (0 if cell else 1) + 1 + 2)])
-    backward = ([("BWD_AFTER", 1, 3 * C, 2 + 2 + 1 + G + 1 + 4)] if after else
-                [("BWD_N", 1, C, 3 + 3 + 2), ("BWD_RZ", 1, 2 * C, 1 + 1 + 3 + 1 + 2 + 2)])
-    kinds = forward + (backward if pass_ == "fwd+bwd" else [])
-    aligned = C % 16 == 0 and (not cell or Cin % 16 == 0)
-    rows, sms = [], ops.sm_count()
-    for name, ng, k_red, tensors in kinds:
-        bm, bn, bk, stages, warps = ops.tile_for(math, ng, M, C, aligned, sms)
-        pixel_blocks, channel_blocks = -(-M // bm), -(-C // bn)
-        ctas = pixel_blocks * channel_blocks
-        l2 = ctas * taps * (bm * k_red + k_red * ng * bn) * e + M * tensors * C * e
-        rows.append({"kernel": name, "tile": f"{bm}x{bn}x{bk}/s{stages}/w{warps}", "ctas": ctas, "waves": ctas / sms,
-                     "flops": 2 * M * taps * k_red * ng * C, "l2_bytes": l2})
-    return rows
+    shape = (math, e, wl.B * wl.H * wl.W, wl.C, wl.Cin, kh * kw, cell, wl.reset == "after")
+    rows = triton_model.launches(*shape)
+    return rows + (triton_model.launches(*shape, backward=True) if pass_ == "fwd+bwd" else [])
 
 
 @functools.cache
@@ -99,7 +74,8 @@ def host_us_per_launch(reset: str = "before", repeats: int = 200) -> Optional[fl
 def replay_host_us_per_step(dtype: torch.dtype, T: int = 16, calls: int = 20) -> Optional[float]:
     """On a GPU: host microseconds per step of a Triton forward whose loop replays its CUDA graph
     (``triton/graphs.py``): the wall time of ``calls`` calls without synchronizing, over ``calls * T``
-    steps, after two calls that compile and capture.  None without a usable Triton backend on CUDA."""
+    steps, after the calls that compile, time and capture (``graphs.EAGER_CALLS + 1``; whether this small shape
+    replays is the rule of ``graphs.py``'s to decide).  None without a usable Triton backend on CUDA."""
     from ..backends import get
 
     if not torch.cuda.is_available() or get("triton").unavailable_reason() is not None:
@@ -110,8 +86,10 @@ def replay_host_us_per_step(dtype: torch.dtype, T: int = 16, calls: int = 20) ->
     C = 32
     x = torch.randn(T, 1, C, 16, 16, device="cuda", generator=g).to(dtype)
     w_ih, w_hh = [(0.1 * torch.randn(3 * C, C, 3, 3, device="cuda", generator=g)).to(dtype) for _ in range(2)]
+    from ..backends.triton import graphs
+
     with torch.no_grad():
-        for _ in range(2):
+        for _ in range(graphs.EAGER_CALLS + 1):
             convgru_sequence(x, None, w_ih, w_hh, backend="triton")
         torch.cuda.synchronize()
         start = time.perf_counter()
@@ -144,6 +122,7 @@ def model(workloads: list[Workload], dtype: torch.dtype) -> list[dict]:
                         "flops_per_step": sum(r["flops"] for r in launches) / len(wl.cells),
                         "min_hbm_bytes_per_step": cost.min_bytes(wl, pass_, e) / steps,
                         "l2_bytes_per_step": sum(r["l2_bytes"] for r in launches) / len(wl.cells),
+                        "gpu_us_per_step": sum(r["gpu_us"] for r in launches) / len(wl.cells),
                         "ctas": max(r["ctas"] for r in launches), "waves": max(r["waves"] for r in launches),
                         "kernels": launches})
     return out

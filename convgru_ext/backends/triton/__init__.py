@@ -4,6 +4,8 @@
   epilogues do the gate math), with a table of what each computes;
 * ``ops.py``: configurations, weight packing, the two time loops and the op pair
   (``convgru_ext::triton_forward`` / ``triton_backward``);
+* ``graphs.py``: a loop replayed as a CUDA graph where the host is slower than the GPU;
+* ``model.py``: the static cost model of a step's launches;
 * ``compile_report.py``: the kernels compiled ahead of time for a GPU architecture, no GPU needed.
 
 This module imports without Triton: it only says why the backend is unavailable, and imports ``ops``
@@ -84,4 +86,14 @@ class TritonBackend(FusedBackend):
 
     def forward_op(self):
         return _ops().triton_forward_op
+
+    def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem):
+        tensors = (x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context)
+        if torch.compiler.is_compiling() or (  # traced: no graphs (graphs.py)
+                torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
+            return super().sequence(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem)
+        from .graphs import outputs_unread
+
+        with outputs_unread(1):  # no backward reads this call's gates: a replay need not copy them out
+            return super().sequence(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem)
 

@@ -131,6 +131,45 @@ def pipeline_facts(ptx: str) -> dict:
             "drains": drains, "waits": " ".join(sorted(set(waits)))}
 
 
+_SASS = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
+_SASS_BRANCH = re.compile(r"\bBRA\b.*?0x([0-9a-f]+)")
+_HGMMA = re.compile(r"\b[HQ]GMMA\.64x(\d+)x(\d+)")
+_MMA = re.compile(r"\b(HMMA|DMMA|IMMA)\.")
+_GLOBAL_LOAD = re.compile(r"\b(LDGSTS|LDG|UTMALDG|UBLKCP)\b(\S*)")
+
+
+def _load_bytes(suffix: str) -> int:
+    """Bytes per thread of a global or async load, from its SASS suffix (.128, .64, .U16, ...)."""
+    for width, size in ((".128", 16), (".64", 8), (".U16", 2), (".S16", 2), (".U8", 1), (".S8", 1)):
+        if width in suffix:
+            return size
+    return 4
+
+
+def sass_facts(sass: str, warps: int) -> dict:
+    """The main loop of a kernel's SASS (the longest loop, a backward branch, whose body holds a tensor-core
+    instruction, or else the longest loop): its instruction count, its tensor-core work in
+    HGMMA.64x64x16-equivalents (wgmma; HMMA/DMMA count one each), instructions per equivalent, and the
+    global/async bytes it loads per equivalent (per thread bytes x 32 lanes x warps, over the
+    equivalents of every warpgroup).  Zero work: no tensor core (FMA loops)."""
+    lines = [(int(m.group(1), 16), m.group(2)) for line in sass.splitlines() if (m := _SASS.match(line))]
+    at = {a: i for i, (a, _) in enumerate(lines)}
+    loops = [lines[at[int(m.group(1), 16)]:i + 1] for i, (_, ins) in enumerate(lines)
+             if (m := _SASS_BRANCH.search(ins)) and at.get(int(m.group(1), 16), i) < i]
+    if not loops:
+        return {"loop_sass": 0, "loop_mma": 0.0, "sass_per_mma": None, "load_bytes_per_mma": None}
+    mma = [body for body in loops if any(_HGMMA.search(x) or _MMA.search(x) for _, x in body)]
+    body = [x for _, x in max(mma or loops, key=len)]
+    work = sum(int(m.group(1)) / 64 * int(m.group(2)) / 16 for x in body if (m := _HGMMA.search(x)))
+    wgmma = work > 0
+    work = work * max(warps // 4, 1) if wgmma else float(sum(1 for x in body if _MMA.search(x)) * warps)
+    loaded = sum(_load_bytes(m.group(2)) for x in body if (m := _GLOBAL_LOAD.search(x))) * 32 * warps
+    per = work / (max(warps // 4, 1) if wgmma else warps)  # the equivalents one warp's stream issues
+    return {"loop_sass": len(body), "loop_mma": round(work, 2),
+            "sass_per_mma": round(len(body) / per, 1) if per else None,
+            "load_bytes_per_mma": round(loaded / work) if work else None}
+
+
 def compile_variant(variant: Variant, arch: int) -> dict:
     """Compile ``variant`` for sm_``arch``: registers, spill stack (bytes), shared memory, tensor-core
     instruction, and the pipeline facts of its main loops (:func:`pipeline_facts`)."""
@@ -143,6 +182,8 @@ def compile_variant(variant: Variant, arch: int) -> dict:
         cubin.flush()
         usage = subprocess.run([_tool("cuobjdump"), "--dump-resource-usage", cubin.name],
                                capture_output=True, text=True, check=True).stdout
+        sass = subprocess.run([_tool("cuobjdump"), "-sass", cubin.name], capture_output=True, text=True,
+                              check=True).stdout
     fields = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", usage))
     ptx = compiled.asm["ptx"]
     mma = "wgmma" if "wgmma" in ptx else "mma.sync" if "mma.sync" in ptx else "none (FMA)"
@@ -150,6 +191,7 @@ def compile_variant(variant: Variant, arch: int) -> dict:
             "cell": variant.cell, "aligned": variant.aligned,
             "registers": int(fields["REG"]), "spill_stack": int(fields["STACK"]),
             "shared": compiled.metadata.shared, "tensor_cores": mma, **pipeline_facts(ptx),
+            **sass_facts(sass, variant.tile[4]),
             "compile_s": round(seconds, 1)}
 
 
@@ -209,12 +251,46 @@ def failures(rows: list[dict], max_spill: int = 0) -> list[str]:
     return found
 
 
-def markdown(rows: list[dict], header: str) -> str:
-    """The report as a markdown table."""
-    out = [header, "", "| variant | regs | spill B | smem B | tensor cores | main loops | waits in loop | drains |",
-           "|---|---:|---:|---:|---|---:|---|---:|"]
+def _per_mma(value) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+#: the workloads whose model rows the report prints (``convgru_ext/bench/catalog.py``), in bfloat16
+MODEL_WORKLOADS = ("video", "nowcast", "raft-cell", "stream")
+
+
+def model_rows() -> list[dict]:
+    """The static cost model (``model.py``, through ``bench/plan.py``) of one forward step of
+    :data:`MODEL_WORKLOADS` in bfloat16: per kernel, its tile, CTAs, L2 bytes and estimated GPU µs."""
+    import torch
+
+    from ...bench import plan
+    from ...bench.catalog import CATALOG
+
+    rows = plan.model([CATALOG[name] for name in MODEL_WORKLOADS], torch.bfloat16)
+    return [{"workload": r["workload"], "kernels": [{k: v for k, v in kr.items() if k != "waves"}
+                                                    for kr in r["kernels"]],
+             "l2_mb_per_step": round(r["l2_bytes_per_step"] / 1e6, 1),
+             "gpu_us_per_step": round(r["gpu_us_per_step"], 1)} for r in rows if r["pass"] == "fwd"]
+
+
+def markdown(rows: list[dict], header: str, model: list[dict] = ()) -> str:
+    """The report as markdown tables: the variants, then the cost model's forward steps."""
+    out = [header, "", "Main loop: the longest loop with a tensor-core instruction (`sass_facts`); per HGMMA: per "
+           "HGMMA.64x64x16-equivalent of one warpgroup.", "",
+           "| variant | regs | spill B | smem B | tensor cores | main loops | waits in loop | drains | "
+           "loop SASS | SASS / HGMMA | load B / HGMMA |",
+           "|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|"]
     out += [f"| `{r['variant']}` | {r['registers']} | {r['spill_stack']} | {r['shared']} | {r['tensor_cores']} | "
-            f"{r['main_loops']} | {r['waits'] or '-'} | {r['drains']} |" for r in rows]
+            f"{r['main_loops']} | {r['waits'] or '-'} | {r['drains']} | {r['loop_sass']} | "
+            f"{_per_mma(r['sass_per_mma'])} | {_per_mma(r['load_bytes_per_mma'])} |" for r in rows]
+    if model:
+        out += ["", "## The static cost model of one bfloat16 forward step (`model.py`; estimates, not measured)", "",
+                "| workload | kernel | tile | CTAs | L2 MB | est. GPU µs |", "|---|---|---|---:|---:|---:|"]
+        for m in model:
+            out += [f"| {m['workload']} | {k['kernel']} | {k['tile']} | {k['ctas']} | {k['l2_bytes'] / 1e6:.1f} | "
+                    f"{k['gpu_us']:.1f} |" for k in m["kernels"]]
+            out.append(f"| {m['workload']} | **step** | | | **{m['l2_mb_per_step']}** | **{m['gpu_us_per_step']}** |")
     return "\n".join(out) + "\n"
 
 
@@ -240,25 +316,27 @@ def main(argv=None) -> int:
     header = (f"Triton {triton.__version__}, sm_{args.arch}, {len(variants)} kernel variants "
               f"(python -m convgru_ext.backends.triton.compile_report{' --quick' if args.quick else ''})")
     print(header, flush=True)
-    print(f"{'variant':44s} {'regs':>5s} {'spill B':>8s} {'smem B':>8s}  tensor cores  loops  waits in loop  drains")
+    print(f"{'variant':44s} {'regs':>5s} {'spill B':>8s} {'smem B':>8s}  tensor cores  loops  waits in loop  drains"
+          "  SASS/HGMMA  load B/HGMMA")
     rows = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for r in pool.map(compile_variant, variants, [args.arch] * len(variants)):
             rows.append(r)
             print(f"{r['variant']:44s} {r['registers']:5d} {r['spill_stack']:8d} {r['shared']:8d}  "
-                  f"{r['tensor_cores']:12s}  {r['main_loops']:5d}  {r['waits'] or '-':13s}  {r['drains']:6d}",
-                  flush=True)
+                  f"{r['tensor_cores']:12s}  {r['main_loops']:5d}  {r['waits'] or '-':13s}  {r['drains']:6d}  "
+                  f"{_per_mma(r['sass_per_mma']):>10s}  {_per_mma(r['load_bytes_per_mma']):>12s}", flush=True)
     missed = failures(rows, args.max_spill or 0)
     print(f"{sum(r['spill_stack'] > 0 for r in rows)} of {len(rows)} variants spill registers; "
           f"{sum(r['drains_in_loops'] > 0 for r in rows)} drain their pipeline inside a main loop")
     if args.out:
+        model = [] if args.quick else model_rows()
         meta = {"triton": triton.__version__, "arch": args.arch, "quick": args.quick,
                 "date": time.strftime("%Y-%m-%d"), "command": header.split("(")[-1].rstrip(")")}
         with open(args.out + ".json", "w") as f:  # one row per line: reviewable diffs
-            f.write(f'{{"meta": {json.dumps(meta)},\n "missed": {json.dumps(missed)},\n "rows": [\n  '
-                    + ",\n  ".join(json.dumps(r) for r in rows) + "\n]}\n")
+            f.write(f'{{"meta": {json.dumps(meta)},\n "missed": {json.dumps(missed)},\n "model": {json.dumps(model)},'
+                    '\n "rows": [\n  ' + ",\n  ".join(json.dumps(r) for r in rows) + "\n]}\n")
         with open(args.out + ".md", "w") as f:
-            f.write(markdown(rows, f"# Triton kernels compiled for sm_{args.arch}: {header}"))
+            f.write(markdown(rows, f"# Triton kernels compiled for sm_{args.arch}: {header}", model))
     if args.max_spill is not None and missed:
         print("FAIL:\n  " + "\n  ".join(missed))
         return 1

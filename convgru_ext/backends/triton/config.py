@@ -25,8 +25,10 @@ class Config:
     autotune: bool = dataclasses.field(default_factory=lambda: _env("CONVGRU_TRITON_AUTOTUNE", "0") == "1")
     #: replay each loop as a CUDA graph (CONVGRU_TRITON_GRAPHS=0 runs every loop eagerly)
     graphs: bool = dataclasses.field(default_factory=lambda: _env("CONVGRU_TRITON_GRAPHS", "1") != "0")
-    #: launch keys whose graphs are held at once
+    #: launch keys remembered at once (graphs held, or decided eager)
     max_graphs: int = 8
+    #: the most a graph may hold (its static inputs and outputs), in bytes: a key beyond it stays eager
+    max_graph_bytes: int = 256 * 2**20
     #: devices whose loops are captured (tests add "cpu", with ``graph=graphs.RerunGraph``)
     graph_devices: tuple[str, ...] = ("cuda",)
     #: what a loop is captured with; None: ``graphs.CudaGraph``

@@ -19,30 +19,37 @@ round trip through global memory.
 
 The main loop (``_conv_tile``) is **one loop over taps x channel chunks**: the software pipeline
 keeps the next tap's copies in flight while this one multiplies, and drains once, after the loop
-(a cell call has two loops, x's and h's).  Every gate's ``tl.dot`` reads the same A tile, and
-BLOCK_N spans every channel of a gate up to 64 (``ops.tile_for``), so A is read once per tap for all
-gates up to C = 64 (twice at C = 128).  One dot per gate rather than one over the gates
-interleaved: Triton's blocks are powers of two, so three gates would pad N by a third, and a split
-of the accumulator in the epilogue costs a layout conversion through shared memory.  These loops are
-safe at ``num_warps=4``, the default tiles' setting: the miscompile of pytorch/pytorch#173068 was
+(a cell call has two loops, x's and h's); its tap and channel chunk are counters carried across
+iterations (no division) and A's addresses 32-bit offsets from a 64-bit base.  Every dot reads the
+same A tile, and BLOCK_N spans every channel of a gate up to 64 (``ops.tile_for``), so A is read once
+per tap for all gates up to C = 64 (twice at C = 128).  FWD_RZ multiplies r's and z's columns in one
+dot (N = 2 x BLOCK_N), and its epilogue works on that tile as it is (every column knows its gate and
+channel: no split of the accumulator).  FWD_AFTER keeps one dot per gate: its epilogue needs r, z and
+U_n*h of one channel together, and Triton's blocks are powers of two, so one dot over three gates would
+pad N by a third and need a split of the accumulator (a layout conversion through shared memory).
+These loops are safe at ``num_warps=4``, the default tiles' setting: the miscompile of pytorch/pytorch#173068 was
 seen at 8.  The 8-warp tiles (BLOCK_M = 128: the weights re-read half as often) compile cleanly but
 stay off until a GPU has run each against the reference (``config.CONFIG.wide``).  The compile report
 (``compile_report.py``, committed under ``benchmarks/results/compile/``) holds every kept tile to 0
-spills and at most one full pipeline drain per main loop.
+spills and at most one full pipeline drain per main loop, and counts each main loop's SASS
+instructions and loaded bytes per HGMMA.64x64x16-equivalent.
 
-Decisions taken from the static cost model (``convgru_ext/bench/plan.py``), not measured:
+Decisions taken from the static cost model (``model.py``), not measured:
 
 * **pixel tiles stay 1-D** (BLOCK_M consecutive pixels; each tap a masked, shifted row gather that
   the L2 serves).  At the video shape the model puts a bf16 FWD_RZ step at 212 MB of L2 traffic, of
   which the taps' A tiles are 58 MB and the weights' B tiles 116 MB: a 2-D tile with its halo in
   shared memory would save part of the 58, and Triton cannot index a shared-memory window per tap,
-  so it would need a TMA descriptor per tap anyway.  The larger lever is BLOCK_M (B is re-read by
-  every pixel block), which 4 warps cannot raise without spilling.
+  so it would need a TMA descriptor per tap anyway.  Neighbouring taps get no reuse through L1
+  either: Triton 3.6 and 3.8 turn these loads into async copies that bypass L1
+  (``LDGSTS.E.BYPASS.128``, with ``cache_modifier=".ca"`` too).  The larger lever is BLOCK_M (B is
+  re-read by every pixel block), which 4 warps cannot raise without spilling.
 * **reset "before" keeps two kernels per step.**  One pass would need r on the halo of each pixel
   tile to convolve r*h: with 64-pixel rows at W = 56 that is 3 rows x 66 pixels, ~3x the r
-  convolution, +70% of the step's MMA work, to save one launch (which the CUDA graph of
-  ``graphs.py`` already takes off the host) and the r*h round trip (M*C written, read back through
-  L2: 64 of the step's 360 MB of L2 traffic).
+  convolution, +70% of the step's MMA work, to save one launch (at these shapes the launches hide
+  behind the GPU's work; where they do not, the CUDA graph of ``graphs.py`` takes them off the host)
+  and the r*h round trip (M*C written, read back through L2: 64 of the step's 360 MB of L2
+  traffic).
 
 =============  ==  ===================================  ===============================================
 kernel / KIND  NG  A operand (this step)                epilogue
@@ -114,67 +121,82 @@ def _mma(acc, b_a, b_w, IS_F64: tl.constexpr, PRECISION: tl.constexpr):
 
 @triton.jit
 def _conv_tile(
-    acc0, acc1, acc2,   # (BLOCK_M, BLOCK_N) accumulators of gates 0, 1, 2 (NG of them are used)
+    acc0, acc1, acc2,   # (BLOCK_M, N) accumulators of dots 0, 1, 2 (NG of them are used)
     src_ptr,            # A: the activation, A[p, k] = src_ptr[p * src_stride + k] for k < K
     src_stride,         # elements between consecutive pixels of A
     K,                  # channels of one tap in the reduction
-    w_ptr,              # B of gate g, K-contiguous: B[tap, g][k, n] = w_ptr[tap * w_tap_stride + g * w_gate_stride
-    w_tap_stride,       #   + n * w_n_stride + k], zero-padded past K and past the channels (no mask needed)
+    w_ptr,              # B of dot g, K-contiguous: B[tap, g][k, n] = w_ptr[tap * w_tap_stride + g * w_gate_stride
+    w_tap_stride,       #   + w_cols[n] + k], zero-padded past K and past the channels (no mask needed)
     w_gate_stride,
-    w_n_stride,
-    offs_p,             # (BLOCK_M,) int64: the tile's pixel indices (rows of A at tap offset 0)
+    w_cols,             # (N,) int32: where each output column's weights start within a tap
+    row0,               # int64: the tile's first pixel
+    loc,                # (BLOCK_M,) int32: the tile's pixels, from row0
     py, px,             # (BLOCK_M,) row and column of the tile's pixels in their frame
     m_mask,             # (BLOCK_M,) pixel in range
-    offs_n,             # (BLOCK_N,) output channel within the gate
     H, W,
     DIL_H, DIL_W,       # dilation (runtime: one compiled kernel serves every dilation)
     NG: tl.constexpr,
     KH: tl.constexpr, KW: tl.constexpr,
     BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr, IS_F64: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """Add the 'same' convolution of A with NG gates of W to the accumulators.
+    """Add the 'same' convolution of A with NG blocks of W to the accumulators.
 
-    One loop over taps x channel chunks (iteration kk: tap kk // chunks, channels from
-    (kk % chunks) * BLOCK_K), so that the software pipeline keeps the next tap's loads in flight
-    while this one multiplies, and drains once, after the loop.  Every gate's dot reads the same A
-    tile: A is loaded once per (tap, chunk) for all NG gates.
+    One loop over taps x channel chunks, so that the software pipeline keeps the next tap's loads in
+    flight while this one multiplies, and drains once, after the loop.  The tap and the chunk are
+    counters carried from one iteration to the next (no division), and A is addressed with 32-bit
+    offsets from the tile's 64-bit base.  Every dot reads the same A tile: A is loaded once per
+    (tap, chunk) for all NG dots.
     """
     offs_k = tl.arange(0, BLOCK_K)
-    chunks = tl.cdiv(K, BLOCK_K)
-    for kk in range(0, KH * KW * chunks):
-        tap = kk // chunks
-        k0 = (kk - tap * chunks) * BLOCK_K
-        dy = (tap // KW) * DIL_H - DIL_H * (KH - 1) // 2
-        dx = (tap % KW) * DIL_W - DIL_W * (KW - 1) // 2
+    a_base = src_ptr + row0 * src_stride
+    a_rows = loc * src_stride
+    pad_w = DIL_W * ((KW - 1) // 2)
+    dy = -DIL_H * ((KH - 1) // 2)
+    dx = -pad_w
+    col = 0
+    k0 = 0
+    w_tap = w_ptr
+    for _ in range(0, KH * KW * tl.cdiv(K, BLOCK_K)):
         y = py + dy
         x = px + dx
         inside = m_mask & (y >= 0) & (y < H) & (x >= 0) & (x < W)
         # the shifted pixel is in the same frame whenever it is inside the image
-        p_a = src_ptr + (offs_p + (dy * W + dx))[:, None] * src_stride + (k0 + offs_k)[None, :]
+        p_a = a_base + (a_rows + (dy * W + dx) * src_stride)[:, None] + (k0 + offs_k)[None, :]
         if EVEN_K:
             b_a = tl.load(p_a, mask=inside[:, None], other=0.0)
         else:
             b_a = tl.load(p_a, mask=inside[:, None] & (offs_k < K - k0)[None, :], other=0.0)
-        p_w = w_ptr + tap * w_tap_stride + offs_n[None, :] * w_n_stride + (k0 + offs_k)[:, None]
+        p_w = w_tap + (w_cols[None, :] + (k0 + offs_k)[:, None])
         acc0 = _mma(acc0, b_a, tl.load(p_w), IS_F64, PRECISION)
         if NG >= 2:
             acc1 = _mma(acc1, b_a, tl.load(p_w + w_gate_stride), IS_F64, PRECISION)
         if NG >= 3:
             acc2 = _mma(acc2, b_a, tl.load(p_w + 2 * w_gate_stride), IS_F64, PRECISION)
+        # the next (tap, chunk): chunks first, then the taps of a kernel row, then the rows
+        k0 += BLOCK_K
+        next_tap = k0 >= K
+        k0 = tl.where(next_tap, 0, k0)
+        w_tap += tl.where(next_tap, w_tap_stride, 0)
+        col += tl.where(next_tap, 1, 0)
+        dx += tl.where(next_tap, DIL_W, 0)
+        next_row = col == KW
+        col = tl.where(next_row, 0, col)
+        dx = tl.where(next_row, -pad_w, dx)
+        dy += tl.where(next_row, DIL_H, 0)
     return acc0, acc1, acc2
 
 
 @triton.jit
 def _pixels(M, H, W, BLOCK_M: tl.constexpr):
     """This program's BLOCK_M pixels: the first one (int64), their int32 offsets from it, their int64
-    indices, the in-range mask, and their row and column in the frame.
+    indices, the in-range mask, and their (int32) row and column in the frame.
 
     The epilogue addresses ``ptr + row0 * stride + (loc * stride + channel)``: a scalar 64-bit base and
     32-bit offsets, which halves the registers its pointer tensors would hold as 64-bit offsets."""
     row0 = tl.program_id(0).to(tl.int64) * BLOCK_M
     loc = tl.arange(0, BLOCK_M)
     offs_m = row0 + loc
-    hw = offs_m % (H * W)
+    hw = (offs_m % (H * W)).to(tl.int32)  # a frame has fewer than 2**31 pixels: the K loop's masks stay 32-bit
     return row0, loc, offs_m, offs_m < M, hw // W, hw % W
 
 
@@ -259,66 +281,91 @@ def forward_step_kernel(
     row0, loc, offs_m, m_mask, py, px = _pixels(M, H, W, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < C
-    acc0 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64 if IS_F64 else tl.float32)
-    acc1 = tl.zeros_like(acc0)
-    acc2 = tl.zeros_like(acc0)
-    acc_xn = tl.zeros_like(acc0)  # reset "after", cell mode: W_n*x_t, kept apart from U_n*h
-    # The gates this kernel convolves for (NG of them, from gate FIRST on) and its A operand.
-    NG: tl.constexpr = 2 if KIND == FWD_RZ else (1 if KIND == FWD_N else 3)
+    acc_ty = tl.float64 if IS_F64 else tl.float32
+    # The dots of this kernel and their A operand.  FWD_RZ: one dot over r's and z's columns side by side
+    # (N = 2 * BLOCK_N: column j is gate j // BLOCK_N, channel offs_n[j % BLOCK_N]); FWD_N: n's; FWD_AFTER:
+    # one per gate (its epilogue needs r, z and U_n*h of one channel together).
+    if KIND == FWD_RZ:
+        NG: tl.constexpr = 1
+        N: tl.constexpr = 2 * BLOCK_N
+        j = tl.arange(0, N)
+        gate = j // BLOCK_N
+        chan = tl.program_id(1) * BLOCK_N + j % BLOCK_N
+    else:
+        NG: tl.constexpr = 1 if KIND == FWD_N else 3
+        N: tl.constexpr = BLOCK_N
+        gate = tl.zeros((N,), tl.int32)
+        chan = offs_n
     FIRST: tl.constexpr = 2 if KIND == FWD_N else 0
+    acc0 = tl.zeros((BLOCK_M, N), dtype=acc_ty)
+    acc1 = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_ty)
+    acc2 = tl.zeros_like(acc1)
+    acc_xn = tl.zeros_like(acc1)  # reset "after", cell mode: W_n*x_t, kept apart from U_n*h
     if KIND == FWD_N:
         a_ptr = rh_ptr
     else:
         a_ptr = h_ptr
     acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, a_ptr, C, C, w_h_ptr + FIRST * NP * KP_H, 3 * NP * KP_H,
-                                  NP * KP_H, KP_H, offs_m, py, px, m_mask, offs_n, H, W,
+                                  NP * KP_H, gate * (NP * KP_H) + chan * KP_H, row0, loc, py, px, m_mask, H, W,
                                   DIL_H, DIL_W, NG, KH, KW, BLOCK_K, EVEN_K, IS_F64, PRECISION)
     if HAS_X:  # cell mode: a second loop over x_t; W_n*x stays apart from U_n*h under reset "after"
         if KIND == FWD_AFTER:
             acc0, acc1, acc_xn = _conv_tile(acc0, acc1, acc_xn, x_ptr, Cin, Cin, w_x_ptr, 3 * NP * KP_X,
-                                            NP * KP_X, KP_X, offs_m, py, px, m_mask, offs_n, H, W,
+                                            NP * KP_X, chan * KP_X, row0, loc, py, px, m_mask, H, W,
                                             DIL_H, DIL_W, NG, KH, KW, BLOCK_K, EVEN_K, IS_F64, PRECISION)
         else:
             acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, x_ptr, Cin, Cin, w_x_ptr + FIRST * NP * KP_X,
-                                          3 * NP * KP_X, NP * KP_X, KP_X, offs_m, py, px, m_mask, offs_n, H, W,
-                                          DIL_H, DIL_W, NG, KH, KW, BLOCK_K, EVEN_K, IS_F64, PRECISION)
+                                          3 * NP * KP_X, NP * KP_X, gate * (NP * KP_X) + chan * KP_X, row0, loc,
+                                          py, px, m_mask, H, W, DIL_H, DIL_W, NG, KH, KW, BLOCK_K, EVEN_K, IS_F64,
+                                          PRECISION)
 
     # ---- epilogue: the gate math of (pixel, channel), in the accumulation type
-    mask = m_mask[:, None] & n_mask[None, :]
     mc0 = row0 * C
-    p_mc = loc[:, None] * C + offs_n[None, :]
-    G: tl.constexpr = 4 if KIND == FWD_AFTER else 3
-    p_g = gates_ptr + row0 * (G * C) + (loc[:, None] * (G * C) + offs_n[None, :])
     ty = gates_ptr.dtype.element_ty
-    h = tl.load(h_ptr + mc0 + p_mc, mask=mask, other=0.0).to(acc0.dtype)
-    if KIND == FWD_RZ:
-        r = _round(_sigmoid(acc0 + _input_part(gx_ptr, bias_x_ptr, row0, loc, offs_n, mask, C, 0,
-                                               HAS_X, HAS_BIAS_X, acc0)), gates_ptr)
-        z = _sigmoid(acc1 + _input_part(gx_ptr, bias_x_ptr, row0, loc, offs_n, mask, C, 1, HAS_X, HAS_BIAS_X, acc0))
-        tl.store(p_g, r.to(ty), mask=mask)
-        tl.store(p_g + C, z.to(ty), mask=mask)
-        tl.store(rh_ptr + mc0 + p_mc, (r * h).to(ty), mask=mask)
-    elif KIND == FWD_N:
-        n = _tanh(acc0 + _input_part(gx_ptr, bias_x_ptr, row0, loc, offs_n, mask, C, 2, HAS_X, HAS_BIAS_X, acc0))
-        z = tl.load(p_g + C, mask=mask, other=0.0).to(acc0.dtype)
-        tl.store(p_g + 2 * C, n.to(ty), mask=mask)
-        tl.store(out_ptr + mc0 + p_mc, (h + z * (n - h)).to(ty), mask=mask)
+    if KIND == FWD_RZ:  # on r's and z's columns at once: r, z -> gates; r*h -> rh
+        mask = m_mask[:, None] & (chan < C)[None, :]
+        col3 = gate * C + chan  # the column of (gate, channel) in gx and gates, both (M, 3C)
+        if HAS_X:
+            pre = acc0
+            if HAS_BIAS_X:
+                pre += tl.load(bias_x_ptr + col3, mask=chan < C, other=0.0).to(acc_ty)[None, :]
+        else:
+            pre = acc0 + tl.load(gx_ptr + row0 * (3 * C) + (loc[:, None] * (3 * C) + col3[None, :]), mask=mask,
+                                 other=0.0).to(acc_ty)
+        rz = _round(_sigmoid(pre), gates_ptr)
+        tl.store(gates_ptr + row0 * (3 * C) + (loc[:, None] * (3 * C) + col3[None, :]), rz.to(ty), mask=mask)
+        r_mask = mask & (gate == 0)[None, :]
+        p_rh = loc[:, None] * C + chan[None, :]
+        h = tl.load(h_ptr + mc0 + p_rh, mask=r_mask, other=0.0).to(acc_ty)
+        tl.store(rh_ptr + mc0 + p_rh, (rz * h).to(ty), mask=r_mask)
     else:
-        r = _round(_sigmoid(acc0 + _input_part(gx_ptr, bias_x_ptr, row0, loc, offs_n, mask, C, 0,
-                                               HAS_X, HAS_BIAS_X, acc0)), gates_ptr)
-        z = _round(_sigmoid(acc1 + _input_part(gx_ptr, bias_x_ptr, row0, loc, offs_n, mask, C, 1,
-                                               HAS_X, HAS_BIAS_X, acc0)), gates_ptr)
-        ghn = acc2
-        if HAS_BIAS_HN:
-            ghn += tl.load(bias_hn_ptr + offs_n, mask=n_mask, other=0.0).to(acc0.dtype)[None, :]
-        ghn = _round(ghn, gates_ptr)
-        xn = acc_xn + _input_part(gx_ptr, bias_x_ptr, row0, loc, offs_n, mask, C, 2, HAS_X, HAS_BIAS_X, acc0)
-        n = _tanh(xn + r * ghn)
-        tl.store(p_g, r.to(ty), mask=mask)
-        tl.store(p_g + C, z.to(ty), mask=mask)
-        tl.store(p_g + 2 * C, n.to(ty), mask=mask)
-        tl.store(p_g + 3 * C, ghn.to(ty), mask=mask)
-        tl.store(out_ptr + mc0 + p_mc, (h + z * (n - h)).to(ty), mask=mask)
+        mask = m_mask[:, None] & n_mask[None, :]
+        p_mc = loc[:, None] * C + offs_n[None, :]
+        G: tl.constexpr = 4 if KIND == FWD_AFTER else 3
+        p_g = gates_ptr + row0 * (G * C) + (loc[:, None] * (G * C) + offs_n[None, :])
+        h = tl.load(h_ptr + mc0 + p_mc, mask=mask, other=0.0).to(acc_ty)
+        if KIND == FWD_N:
+            n = _tanh(acc0 + _input_part(gx_ptr, bias_x_ptr, row0, loc, offs_n, mask, C, 2, HAS_X, HAS_BIAS_X,
+                                         acc0))
+            z = tl.load(p_g + C, mask=mask, other=0.0).to(acc_ty)
+            tl.store(p_g + 2 * C, n.to(ty), mask=mask)
+            tl.store(out_ptr + mc0 + p_mc, (h + z * (n - h)).to(ty), mask=mask)
+        else:
+            r = _round(_sigmoid(acc0 + _input_part(gx_ptr, bias_x_ptr, row0, loc, offs_n, mask, C, 0,
+                                                   HAS_X, HAS_BIAS_X, acc0)), gates_ptr)
+            z = _round(_sigmoid(acc1 + _input_part(gx_ptr, bias_x_ptr, row0, loc, offs_n, mask, C, 1,
+                                                   HAS_X, HAS_BIAS_X, acc0)), gates_ptr)
+            ghn = acc2
+            if HAS_BIAS_HN:
+                ghn += tl.load(bias_hn_ptr + offs_n, mask=n_mask, other=0.0).to(acc_ty)[None, :]
+            ghn = _round(ghn, gates_ptr)
+            xn = acc_xn + _input_part(gx_ptr, bias_x_ptr, row0, loc, offs_n, mask, C, 2, HAS_X, HAS_BIAS_X, acc0)
+            n = _tanh(xn + r * ghn)
+            tl.store(p_g, r.to(ty), mask=mask)
+            tl.store(p_g + C, z.to(ty), mask=mask)
+            tl.store(p_g + 2 * C, n.to(ty), mask=mask)
+            tl.store(p_g + 3 * C, ghn.to(ty), mask=mask)
+            tl.store(out_ptr + mc0 + p_mc, (h + z * (n - h)).to(ty), mask=mask)
 
 
 # ------------------------------------------------------------------------------------ backward
@@ -381,8 +428,8 @@ def backward_step_kernel(
     # BWD_N: U_n^T dn_pre = d(r*h);  BWD_RZ: U_rz^T [dr_pre, dz_pre];  BWD_AFTER: U^T [dr_pre, dz_pre, dghn]
     FIRST: tl.constexpr = 2 if KIND == BWD_N else 0
     BLOCKS: tl.constexpr = 1 if KIND == BWD_N else (2 if KIND == BWD_RZ else 3)
-    acc, _, _ = _conv_tile(acc, acc, acc, dgh_ptr + FIRST * C, C3, BLOCKS * C, w_t_ptr + FIRST * C, NP * KP, 0, KP,
-                           offs_m, py, px, m_mask, offs_n, H, W,
+    acc, _, _ = _conv_tile(acc, acc, acc, dgh_ptr + FIRST * C, C3, BLOCKS * C, w_t_ptr + FIRST * C, NP * KP, 0,
+                           offs_n * KP, row0, loc, py, px, m_mask, H, W,
                            DIL_H, DIL_W, 1, KH, KW, BLOCK_K, EVEN_K, IS_F64, PRECISION)
 
     # ---- epilogue

@@ -98,13 +98,22 @@ WIDE_WARPS = 8
 
 class MathTiles:
     """The tiles of one math mode: BLOCK_M, BLOCK_K, stages, the widest BLOCK_N (channels of each gate
-    per program) for 1, 2 and 3 gates in a program, whether autotuning may add a stage, and the
-    BLOCK_M of the 8-warp tiles (0: none) with their widest BLOCK_N for 1, 2 and 3 gates."""
+    per program) for 1, 2 and 3 gates in a program, whether autotuning may add a stage, the BLOCK_M of
+    the 8-warp tiles (0: none) with their widest BLOCK_N for 1, 2 and 3 gates, and the BLOCK_K of
+    channel counts that are not multiples of BLOCK_K (``narrow_k``; 0: BLOCK_K)."""
 
     def __init__(self, block_m: int, block_k: int, stages: int, widest: tuple[int, int, int], tuned: bool,
-                 wide_m: int = 0, wide_widest: tuple[int, int, int] = (0, 0, 0)):
+                 wide_m: int = 0, wide_widest: tuple[int, int, int] = (0, 0, 0), narrow_k: int = 0):
         self.block_m, self.block_k, self.stages, self.widest = block_m, block_k, stages, widest
         self.tuned, self.wide_m, self.wide_widest = tuned, wide_m, wide_widest
+        self.narrow_k = narrow_k or block_k
+
+    def k_for(self, C: int, aligned: bool) -> int:
+        """BLOCK_K for ``C`` channels: the wide one where it divides C (no padded chunk), else the narrow one."""
+        return self.block_k if aligned and C % self.block_k == 0 else self.narrow_k
+
+    def ks(self, aligned: bool) -> tuple[int, ...]:
+        return tuple(sorted({self.block_k, self.narrow_k})) if aligned else (self.narrow_k,)
 
 
 #: per math mode (``_math.Math``).  f16, bf16 and tf32 run tl.dot on wgmma; f32 and f64 on the CUDA
@@ -112,8 +121,10 @@ class MathTiles:
 #: the epilogue holds the accumulators and 2-3 loaded (pixel, channel) tensors in the MMA layout at
 #: once, so a program of 4 warps spills beyond 64 x 64 outputs per gate (64 x 128 and 128 x 64 spill
 #: 32 B in FWD_N; TF32 spills at 3 gates x 64 channels); 8 warps hold 128 x 64 (TF32 with 3 gates:
-#: 128 x 32, since Triton 3.6 spills 24 B at 128 x 64 where 3.8 does not).
-_HALF = MathTiles(64, 32, 3, (64, 64, 64), tuned=True, wide_m=128, wide_widest=(64, 64, 64))
+#: 128 x 32, since Triton 3.6 spills 24 B at 128 x 64 where 3.8 does not).  float16/bfloat16 reduce 64
+#: channels per iteration where C is a multiple of 64 (fewer main-loop instructions per HGMMA than
+#: with 32: the compile report), 32 otherwise (a chunk of 64 would be partly padding).
+_HALF = MathTiles(64, 64, 3, (64, 64, 64), tuned=True, wide_m=128, wide_widest=(64, 64, 64), narrow_k=32)
 MATHS = {
     Math.F16: _HALF,
     Math.BF16: _HALF,
@@ -167,18 +178,19 @@ def tile_for(math: str, ng: int, M: int, C: int, aligned: bool = True, sms: int 
     Deterministic: the shape bucket is the channel count's power of 2, whether the channel counts are
     ``aligned`` (multiples of 16, which Triton specializes on: otherwise no A load is vectorized, A
     stays out of the async copies, and wider tiles spill, so BLOCK_N stops at
-    :data:`UNALIGNED_WIDEST`), and with ``CONFIG.wide``, whether an 8-warp tile's grid fills a wave of the
-    GPU's ``sms`` SMs."""
+    :data:`UNALIGNED_WIDEST`), whether C is a multiple of the mode's BLOCK_K (``MathTiles.k_for``), and
+    with ``CONFIG.wide``, whether an 8-warp tile's grid fills a wave of the GPU's ``sms`` SMs."""
     spec = MATHS[Math(math)]
     widest = spec.widest[ng - 1] if aligned else min(spec.widest[ng - 1], UNALIGNED_WIDEST)
     block_n = min(max(_pow2(C), 16), widest)
+    block_k = spec.k_for(C, aligned)
     if CONFIG.interpreter_tiles:
-        return INTERPRET_BLOCK_M, block_n, spec.block_k, spec.stages, NUM_WARPS
+        return INTERPRET_BLOCK_M, block_n, block_k, spec.stages, NUM_WARPS
     if CONFIG.wide and spec.wide_m and aligned:
         wide_n = min(max(_pow2(C), 16), spec.wide_widest[ng - 1])
         if _cdiv(M, spec.wide_m) * _cdiv(C, wide_n) >= sms:
-            return spec.wide_m, wide_n, spec.block_k, spec.stages, WIDE_WARPS
-    return spec.block_m, block_n, spec.block_k, spec.stages, NUM_WARPS
+            return spec.wide_m, wide_n, block_k, spec.stages, WIDE_WARPS
+    return spec.block_m, block_n, block_k, spec.stages, NUM_WARPS
 
 
 def kept_tiles(math: str, ng: int, tuned: bool = True, aligned: bool = True) -> list[Tile]:
@@ -188,10 +200,10 @@ def kept_tiles(math: str, ng: int, tuned: bool = True, aligned: bool = True) -> 
     spec = MATHS[Math(math)]
     stages = (spec.stages, spec.stages + 1) if tuned and spec.tuned else (spec.stages,)
     widest = spec.widest[ng - 1] if aligned else min(spec.widest[ng - 1], UNALIGNED_WIDEST)
-    found = [(spec.block_m, n, spec.block_k, s, NUM_WARPS) for n in _widths(widest) for s in stages]
+    found = [(spec.block_m, n, k, s, NUM_WARPS) for k in spec.ks(aligned) for n in _widths(widest) for s in stages]
     if spec.wide_m and aligned:
-        found += [(spec.wide_m, n, spec.block_k, s, WIDE_WARPS) for n in _widths(spec.wide_widest[ng - 1])
-                  for s in stages]
+        found += [(spec.wide_m, n, k, s, WIDE_WARPS) for k in spec.ks(aligned)
+                  for n in _widths(spec.wide_widest[ng - 1]) for s in stages]
     return found
 
 
@@ -401,7 +413,7 @@ def backward_loop(grad_out, h0, out, gates, weight_hh, dilation, reset_after):
 
 class TritonLoops:
     """The time loops of ``backend="triton"`` (``_op.StepLoops``); replayed as CUDA graphs where ``graphs.py``
-    says they can be."""
+    says they can be and the cost model (``model.py``) says they pay."""
 
     def hoists(self, T: int) -> bool:
         return T > 1  # a cell call convolves x inside the step kernels
@@ -410,11 +422,24 @@ class TritonLoops:
         # a sequence's loop reads gx, not x, weight_ih or bias_x (in the projection already)
         return graphs.run(forward_loop, (x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn),
                           (list(dilation), reset_after), (math_mode(x.dtype), CONFIG.tile),
-                          unread=() if gx is None else (0, 3, 5))
+                          unread=() if gx is None else (0, 3, 5),
+                          gpu_us=lambda: _gpu_us(x, weight_hh, gx is None, reset_after, backward=False))
 
     def backward(self, grad_out, h0, out, gates, weight_hh, dilation, reset_after):
         return graphs.run(backward_loop, (grad_out, h0, out, gates, weight_hh),
-                          (list(dilation), reset_after), (math_mode(out.dtype), CONFIG.tile))
+                          (list(dilation), reset_after), (math_mode(out.dtype), CONFIG.tile),
+                          gpu_us=lambda: _gpu_us(out, weight_hh, False, reset_after, backward=True))
+
+
+def _gpu_us(like: Tensor, weight_hh: Tensor, cell: bool, reset_after: bool, backward: bool) -> float:
+    """The cost model's GPU microseconds of a loop over ``like``'s (T, B, X, H, W) steps."""
+    from . import model
+
+    T, B, Cin, H, W = like.shape
+    _, C, kh, kw = weight_hh.shape
+    rows = model.launches(math_mode(like.dtype), like.element_size(), B * H * W, C, Cin, kh * kw, cell, reset_after,
+                          backward, sm_count(like.device))
+    return T * model.gpu_us_per_step(rows)
 
 
 # ---------------------------------------------------------------------------------- registration

@@ -1,0 +1,77 @@
+"""The static cost model of the Triton loops: what one time step asks of the GPU, from the shapes and the
+tiles ``ops.tile_for`` picks, no GPU needed.  ``convgru_ext/bench/plan.py`` prints it next to the
+benchmark; ``graphs.py`` asks it whether a loop's CUDA graph pays.
+
+Per step-kernel launch (the kinds and their gates are ``ops.forward_kinds``/``backward_kinds`` and
+``ops.GATES``; :data:`EPILOGUE` counts the (pixel, channel) tensors each kind's epilogue reads and writes,
+from the table in ``kernels.py``):
+
+* **CTAs** = pixel blocks x channel blocks of the tile, **waves** = CTAs / SMs (:func:`ops.sm_count`);
+* **FLOPs** = 2 * M * taps * K * (gates x C), K the reduced channels (:func:`reduced`);
+* **L2 bytes**: every CTA reads its A tile once per tap (BM x K, the shifted pixels; the overlap of
+  neighbouring taps is not credited) and the B tile of its gates (K x gates x BN per tap), and the
+  epilogue reads and writes its (pixel, channel) tensors once;
+* **GPU µs** (an estimate, never measured): max(FLOPs at :data:`PEAK_FLOPS`, L2 bytes at
+  :data:`BYTES_PER_S`) per launch, summed over a step's launches.
+
+The ceilings are the H200's data-sheet figures (dense tensor-core FLOP/s, HBM bytes/s), not measurements.
+The L2 bytes are charged at HBM's rate: an over-estimate of the GPU time (the L2 is faster), so a rule
+"graphs where the host time exceeds this" errs towards no graph.
+"""
+
+from __future__ import annotations
+
+from .._math import Math
+from . import kernels as K
+
+#: dense FLOP/s per math mode: the H200 data sheet (float32 and float64 on the CUDA cores / FP64 tensor cores)
+PEAK_FLOPS = {Math.BF16: 989e12, Math.F16: 989e12, Math.TF32: 494e12, Math.F32: 67e12, Math.F64: 67e12}
+#: bytes/s: the H200's HBM3e (data sheet), charged for the L2 traffic too (see the module docstring)
+BYTES_PER_S = 4.8e12
+
+#: (pixel, channel) tensors of C channels each kind's epilogue reads and writes (the table in ``kernels.py``);
+#: keyed by (KIND, cell call: x convolved in the kernel, no gx), each: h, gx gates, gates read/written, outputs
+EPILOGUE = {
+    (K.FWD_RZ.value, False): 1 + 2 + 2 + 1, (K.FWD_RZ.value, True): 1 + 2 + 1,
+    (K.FWD_N.value, False): 1 + 1 + 1 + 2, (K.FWD_N.value, True): 1 + 1 + 2,
+    (K.FWD_AFTER.value, False): 1 + 3 + 4 + 1, (K.FWD_AFTER.value, True): 1 + 4 + 1,
+    (K.BWD_N.value, False): 3 + 3 + 2, (K.BWD_RZ.value, False): 1 + 1 + 3 + 1 + 2 + 2,
+    (K.BWD_AFTER.value, False): 2 + 2 + 1 + 4 + 1 + 4,
+}
+NAMES = {K.FWD_RZ.value: "FWD_RZ", K.FWD_N.value: "FWD_N", K.FWD_AFTER.value: "FWD_AFTER",
+         K.BWD_N.value: "BWD_N", K.BWD_RZ.value: "BWD_RZ", K.BWD_AFTER.value: "BWD_AFTER"}
+
+
+def reduced(kind: int, C: int, Cin: int, cell: bool) -> int:
+    """The channels one tap of ``kind`` reduces over."""
+    if kind in (K.FWD_RZ.value, K.FWD_N.value, K.FWD_AFTER.value):
+        return C + (Cin if cell else 0)
+    return {K.BWD_N.value: C, K.BWD_RZ.value: 2 * C, K.BWD_AFTER.value: 3 * C}[kind]
+
+
+def launches(math: str, element_size: int, M: int, C: int, Cin: int, taps: int, cell: bool, reset_after: bool,
+             backward: bool = False, sms: int = 0) -> list[dict]:
+    """The model of one step's launches: the forward loop's, or with ``backward`` the backward loop's.
+    ``sms``: the GPU's SMs (0: :func:`ops.sm_count`'s)."""
+    from . import ops
+
+    sms = sms or ops.sm_count()
+    kinds = ops.backward_kinds(reset_after) if backward else ops.forward_kinds(reset_after)
+    aligned = C % 16 == 0 and (backward or not cell or Cin % 16 == 0)
+    rows = []
+    for kind in kinds:
+        ng, k_red = ops.GATES[kind], reduced(kind, C, Cin, cell)
+        bm, bn, bk, stages, warps = ops.tile_for(math, ng, M, C, aligned, sms)
+        ctas = -(-M // bm) * -(-C // bn)
+        epilogue = M * EPILOGUE[kind, cell and not backward] * C
+        l2 = (ctas * taps * (bm * k_red + k_red * ng * bn) + epilogue) * element_size
+        flops = 2 * M * taps * k_red * ng * C
+        rows.append({"kernel": NAMES[kind], "tile": f"{bm}x{bn}x{bk}/s{stages}/w{warps}", "ctas": ctas,
+                     "waves": ctas / sms, "flops": flops, "l2_bytes": l2,
+                     "gpu_us": 1e6 * max(flops / PEAK_FLOPS[Math(math)], l2 / BYTES_PER_S)})
+    return rows
+
+
+def gpu_us_per_step(rows: list[dict]) -> float:
+    """The model's GPU microseconds of one step whose launches are ``rows`` (:func:`launches`)."""
+    return sum(r["gpu_us"] for r in rows)
