@@ -43,7 +43,7 @@ from .._tf32 import conv_allows_tf32, matmul_allows_tf32
 from ..testing import random_params, random_tensor, reference_errors
 from . import cost
 from .catalog import Workload
-from .impls import PARAM_NAMES, Built, Implementation, Ours, Params, PublicPeer
+from .impls import PARAM_NAMES, Built, Implementation, Ours, Params
 from .plan import model as plan_model
 from .timing import Timing, measure_ceilings, saved_bytes, synchronize, time_calls, time_graph
 
@@ -247,7 +247,8 @@ def cuda_alive(device: torch.device) -> bool:
 
 
 def _compiles(impl: Implementation) -> bool:
-    return isinstance(impl, PublicPeer) and impl.compile_mode is not None
+    """Whether building ``impl`` compiles with ``torch.compile`` (the compiled peer, ours' ``+compile`` rows)."""
+    return getattr(impl, "compile_mode", None) is not None
 
 
 class Sweep:

@@ -133,11 +133,13 @@ def _ours(wl: Workload, params: Params, **kw) -> _Layer:
 
 class Ours(Implementation):
     """A ``convgru_ext`` backend, through the public functional API; with ``recompute``, that backend's
-    ``recompute=True`` mode (named ``<backend>+recompute``; only a forward+backward row tells it apart)."""
+    ``recompute=True`` mode (named ``<backend>+recompute``; only a forward+backward row tells it apart); with
+    ``compile_mode``, our layer's whole call under ``torch.compile`` (``<backend>+compile``: ``fullgraph=True``,
+    static shapes, compile time reported apart, as for the ``compiled`` peer)."""
 
-    def __init__(self, backend: str, recompute: bool = False):
-        self.backend, self.recompute = backend, recompute
-        self.name = backend + ("+recompute" if recompute else "")
+    def __init__(self, backend: str, recompute: bool = False, compile_mode: Optional[str] = None):
+        self.backend, self.recompute, self.compile_mode = backend, recompute, compile_mode
+        self.name = backend + ("+recompute" if recompute else "") + ("+compile" if compile_mode else "")
         self.experimental = bool(getattr(backends.get(backend), "experimental", False))
 
     def applies_to_pass(self, pass_):
@@ -157,7 +159,11 @@ class Ours(Implementation):
 
     def build(self, wl, params, train):
         layer = _ours(wl, params, backend=self.backend, recompute=self.recompute).requires_grad_(train)
-        return Built(layer.forward, *layer.flat(), lambda grads: [g[n] for g in grads for n in PARAM_NAMES])
+        run = layer.forward
+        if self.compile_mode is not None:
+            torch._dynamo.reset()  # a fresh cache per build, as for the compiled peer
+            run = torch.compile(layer.forward, mode=self.compile_mode, fullgraph=True, dynamic=False)
+        return Built(run, *layer.flat(), lambda grads: [g[n] for g in grads for n in PARAM_NAMES])
 
 
 class PublicConvGRUCell(nn.Module):
@@ -378,7 +384,8 @@ def all_implementations(compile_mode: Optional[str] = COMPILE_MODE) -> list[Impl
     fused one's recompute mode, then the onnxruntime peers (an export each), then the compiled peer (the slowest
     to prepare) unless ``compile_mode`` is None."""
     names = backends.names()
-    compiled = [PublicPeer(compile_mode)] if compile_mode is not None else []
-    return [PublicPeer(), NNGRUPeer(), *(Ours(n) for n in names),
-            *(Ours(n, recompute=True) for n in names if backends.get(n).fused),
+    fused = [n for n in names if backends.get(n).fused]
+    compiled = [PublicPeer(compile_mode), *(Ours(n, compile_mode=compile_mode) for n in fused)] \
+        if compile_mode is not None else []
+    return [PublicPeer(), NNGRUPeer(), *(Ours(n) for n in names), *(Ours(n, recompute=True) for n in fused),
             OnnxRuntimePeer("naive"), OnnxRuntimePeer("ours"), *compiled]
