@@ -39,7 +39,7 @@ template <Math kMath, Kernel kKernel> void cta_product(const void* a, const void
   for (int w = 0; w < K::kWarps; ++w) {
     Body& body = warps[w];
     body.warp = w;
-    body.acc.zero();
+    body.acc.start(w, body.x);
     body.compute(smem, 0);
     body.acc.for_each(w, body.x, [&](int, int row, int ch, const typename K::A* v) {
       for (int g = 0; g < K::NG; ++g) out[row * K::BNT + g * K::BN + ch] = v[g];
