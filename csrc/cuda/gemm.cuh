@@ -10,9 +10,11 @@
 // the 8 rows one ldmatrix phase (or one FMA row sweep) reads hit 8 different bank groups.
 // The products accumulate in registers: on the tensor cores (MmaAcc: ldmatrix + mma.sync
 // for bf16/fp16, 32-bit loads + mma.sync m16n8k8 for TF32; 4 x 2 warps, each owning every
-// gate of its channels) or in per-thread FMA micro-tiles (FmaAcc: exact fp32, fp64).  Both
-// hand each thread all NG gates of the (pixel, channel)s it owns, so the gate math of
-// epilogue.cuh runs straight from the registers.
+// gate of its channels) or in per-thread FMA micro-tiles (FmaAcc: exact fp32, fp64).  After
+// the K loop the accumulators go through a shared-memory tile over the stages (Tile::
+// kTileBytes), from which each thread takes every gate of V = 16 bytes' worth of consecutive
+// channels of a pixel, so that epilogue.cuh's gate math reads and writes global memory 16
+// bytes at a time.
 //
 // The kernel body (cta_program) is written once for an executor of kLanes lanes (mma.cuh):
 // on the device each thread runs it with the PTX primitives; the CPU emulator
@@ -22,7 +24,7 @@
 // cp.async.wait_group, and with the warps scheduled barrier to barrier (HostCta).  So the
 // tests on the CPU (tests/test_cuda.py, tests/test_cuda_primitives.py) execute every line of
 // the kernels (partial tiles, every pipeline depth, both A-operand instantiations, the
-// epilogue from the registers) but these, which run only on a GPU:
+// epilogue's tile) but these, which run only on a GPU:
 //   * the bodies of DeviceLanes' primitives in mma.cuh (the inline PTX: ldmatrix, mma.sync,
 //     cvt.rna.tf32, cp.async and its commit / wait) and of DeviceCta (__syncthreads), and
 //     threadIdx / blockIdx; so the tensor cores' own summation order;
@@ -74,7 +76,13 @@ template <Math kMath, Kernel kKernel> struct Tile {
   static constexpr int VEC = 16 / sizeof(T);  // elements per 16-byte chunk
   static constexpr size_t kStageA = size_t(BM) * BK * sizeof(T);
   static constexpr size_t kStageB = size_t(BK) * BNT * sizeof(T);
-  static constexpr size_t kSmemBytes = STAGES * (kStageA + kStageB);
+  // The epilogue's tile: the CTA's accumulators, A[BM][kTileRow] (rows padded by 16 bytes),
+  // written over the pipeline's stages once the K loop is done.
+  static constexpr int kTileRow = BNT + 16 / int(sizeof(A));
+  static constexpr size_t kTileBytes = size_t(BM) * kTileRow * sizeof(A);
+  static constexpr size_t kSmemBytes = std::max(STAGES * (kStageA + kStageB), kTileBytes);
+  // The epilogue's items: V consecutive channels of one pixel (16 bytes of T), all NG gates.
+  static constexpr int V = VEC, kItems = BM * BN / V / kThreads;  // items per thread
   static constexpr int kAChunks = BM * BK / VEC / kThreads;  // 16-byte A copies per thread per K-step
   static constexpr int kBChunks = BK * BNT / VEC;            // 16-byte B copies per CTA per K-step
 
@@ -82,6 +90,7 @@ template <Math kMath, Kernel kKernel> struct Tile {
   static_assert(BM * BK % (VEC * kThreads) == 0, "A tile must split evenly into 16-byte copies");
   static_assert(BN % 16 == 0 && BK % VEC == 0, "tiles must split into 16-byte chunks and 16-wide FMA columns");
   static_assert(BM % 16 == 0 && kStageA % 128 == 0 && kStageB % 128 == 0, "stages stay 128-byte aligned");
+  static_assert(BM * BN % (V * kThreads) == 0, "the epilogue's items must split evenly among the threads");
 
   // Element offsets of A[row][col] (BM x BK) and B[k][n] (BK x BNT) in their stages.
   static CG_HD int a_index(int row, int col) {
@@ -458,13 +467,37 @@ template <Math kMath, Kernel kKernel, bool kVec, class X> struct WarpBody {
   CG_HD void compute(unsigned char* smem, int stage) {
     acc.mma(K::smem_a(smem, stage), K::smem_b(smem, stage), warp, x);
   }
-  // The gate math of every (pixel, channel) this executor owns, from its registers.
-  CG_HD void epilogue(const Params& p, const Cta& cta) {
+  // The accumulators into the epilogue's tile (K::kTileBytes at smem), in the fragment layout.
+  CG_HD void stage_tile(unsigned char* smem) {
+    typename K::A* tile = reinterpret_cast<typename K::A*>(smem);
     acc.for_each(warp, x, [&](int, int row, int ch, const typename K::A* v) {
-      const int64_t m = cta.m0 + row;
-      const int c = cta.n0 + ch;
-      if (m < p.M && c < p.C) Epilogue<kKernel>::template apply<typename K::T, typename K::A>(p, m, c, v);
+#pragma unroll
+      for (int g = 0; g < K::NG; ++g) tile[row * K::kTileRow + g * K::BN + ch] = v[g];
     });
+  }
+  // The gate math of this executor's items of the tile: V channels of one pixel each, so that
+  // the epilogue reads and writes global memory 16 bytes at a time.
+  CG_HD void epilogue(const Params& p, const Cta& cta, const unsigned char* smem) {
+    using A = typename K::A;
+    const A* tile = reinterpret_cast<const A*>(smem);
+    for (int l = 0; l < X::kLanes; ++l) {
+      const int tid = 32 * warp + x.lane(l);
+#pragma unroll
+      for (int j = 0; j < K::kItems; ++j) {
+        const int item = tid + j * K::kThreads;
+        const int row = item / (K::BN / K::V), ch = item % (K::BN / K::V) * K::V;
+        const int64_t m = cta.m0 + row;
+        const int c = cta.n0 + ch;
+        if (m >= p.M || c >= p.C) continue;
+        A v[K::NG][K::V];
+#pragma unroll
+        for (int g = 0; g < K::NG; ++g)
+#pragma unroll
+          for (int e = 0; e < K::V; ++e) v[g][e] = tile[row * K::kTileRow + g * K::BN + ch + e];
+        const int n = p.C - c < K::V ? p.C - c : int(K::V);  // channels inside the tensor
+        Epilogue<kKernel>::template apply<typename K::T, A, K::V>(p, m, c, n, v);
+      }
+    }
   }
 };
 
@@ -486,10 +519,11 @@ template <class K, class Exec> CG_HD void cta_program(const Params& p, const Cta
       w.compute(smem, stage);
     });
   }
-  ex.each([&](Body& w) {
-    w.template wait<0>();  // only empty groups remain
-    w.epilogue(p, cta);
-  });
+  ex.each([&](Body& w) { w.template wait<0>(); });  // only empty groups remain
+  ex.barrier();  // everyone is done with the stages: the tile may overwrite them
+  ex.each([&](Body& w) { w.stage_tile(smem); });
+  ex.barrier();  // the whole tile written
+  ex.each([&](Body& w) { w.epilogue(p, cta, smem); });
   ex.end();
 }
 
