@@ -1,7 +1,16 @@
 // Test-only entry points to the primitives' CPU implementations (declared in convgru.h).
 #include "gemm.cuh"
 
+#include <atomic>
+
 namespace convgru {
+
+namespace {
+std::atomic<int> schedule{static_cast<int>(EmulatedSchedule::Late)};
+}  // namespace
+
+void set_emulated_schedule(EmulatedSchedule s) { schedule.store(static_cast<int>(s)); }
+EmulatedSchedule emulated_schedule() { return static_cast<EmulatedSchedule>(schedule.load()); }
 
 void emulate_ldmatrix_x4(const uint16_t* smem, const int64_t* row_offsets, bool trans, uint32_t* out) {
   const uint16_t* rows[32];

@@ -20,18 +20,20 @@
 // on the device each thread runs it with the PTX primitives; the CPU emulator
 // (emulate_gemm) runs it for every lane of every warp of every CTA with 32-lane executors
 // whose primitives implement the PTX ISA's data mappings, on an emulated shared memory that
-// starts as NaN, with the cp.async groups queued per lane and landing at their
-// cp.async.wait_group, and with the warps scheduled barrier to barrier (HostCta).  So the
-// tests on the CPU (tests/test_cuda.py, tests/test_cuda_primitives.py) execute every line of
-// the kernels (partial tiles, every pipeline depth, both A-operand instantiations, the
-// epilogue's tile) but these, which run only on a GPU:
+// starts as NaN, with the warps scheduled barrier to barrier (HostCta), under one of two
+// schedules (EmulatedSchedule, convgru.h): "late", the cp.async groups queued per lane and
+// landing at their cp.async.wait_group, warps 0, 1, ... in turn; "early", every copy landing
+// when it is issued and the warps in the opposite order, so that a stage rewritten before the
+// barrier that retires it, or a missing barrier, corrupts what another warp reads in one of
+// the two.  So the tests on the CPU (tests/test_cuda.py, tests/test_cuda_primitives.py)
+// execute every line of the kernels (partial tiles, every pipeline depth, both A-operand
+// instantiations, the epilogue's tile) but these, which run only on a GPU:
 //   * the bodies of DeviceLanes' primitives in mma.cuh (the inline PTX: ldmatrix, mma.sync,
 //     cvt.rna.tf32, cp.async and its commit / wait) and of DeviceCta (__syncthreads), and
 //     threadIdx / blockIdx; so the tensor cores' own summation order;
-//   * every schedule but the emulator's one: copies landing earlier than their wait (the
-//     hardware may; the design never rewrites a stage before the barrier that retires it),
-//     and warps interleaved within a barrier interval (the emulator runs them one by one);
-//     and the __launch_bounds__ register budget (ptxas; tests/test_cuda_sass.py);
+//   * the schedules between the emulator's two: copies landing at other moments, warps
+//     interleaved within a barrier interval (the emulator runs them one by one); and the
+//     __launch_bounds__ register budget (ptxas; tests/test_cuda_sass.py);
 //   * the launchers (launch_gemm: grid size, the shared-memory opt-in, launch checks) and
 //     backward_init_kernel's grid-stride loop (its per-element body is shared).
 // All of it is unverified on a GPU.
@@ -204,7 +206,9 @@ template <class K> struct Copies {
   // Issue lane l's copies of K-step ks (its A and B tiles) into one pipeline stage.  kVec: A's
   // channels allow 16-byte copies (all or nothing per chunk, as a_channels % VEC == 0);
   // otherwise element by element (the unaligned instantiation of the kernel: ordinary loads and
-  // shared stores, no cp.async).
+  // shared stores, no cp.async).  A's copies keep their data in L1 (.ca), which is safe only
+  // while no launch writes an element it reads as A: true of ops.cpp's loops (BwdN writes dgh's
+  // r block and reads its n block as A).
   template <bool kVec, class X>
   CG_HD void issue(const Params& p, const KStep& ks, T* As, T* Bs, X& x, int l) {
 #pragma unroll
@@ -503,10 +507,10 @@ template <Math kMath, Kernel kKernel, bool kVec, class X> struct WarpBody {
 
 // The kernel body for one CTA.  ex.each(f) runs phase f for this CTA's executors (on the
 // device: the calling thread); ex.barrier() is __syncthreads; ex.end() closes the program.
-// The emulator (HostCta) runs everything between two barriers for warp 0, then all of it for
-// warp 1, and so on: one schedule the hardware may choose, and the one under which data that
-// a warp needs from another without a barrier in between would be missing.  The lambdas take
-// loop variables by value, as they run after the loop has moved on.
+// The emulator (HostCta) runs everything between two barriers for one warp, then all of it
+// for the next, in one of two orders (the header comment): schedules the hardware may choose,
+// under which data that a warp needs from another without a barrier in between would be
+// missing.  The lambdas take loop variables by value, as they run after the loop has moved on.
 template <class K, class Exec> CG_HD void cta_program(const Params& p, const Cta& cta, unsigned char* smem, Exec& ex) {
   using Body = typename Exec::Body;
   ex.each([&](Body& w) { w.start(p, cta); });
@@ -553,7 +557,8 @@ __global__ void __launch_bounds__(256, 2) gemm_kernel(const Params p) {
   cta_program<K>(p, make_cta<K>(p, blockIdx.x), smem, ex);
 }
 
-template <Math kMath, Kernel kKernel, bool kVec> void launch_gemm_as(const Params& p, int64_t tiles, cudaStream_t stream) {
+template <Math kMath, Kernel kKernel, bool kVec>
+void launch_gemm_as(const Params& p, int64_t tiles, cudaStream_t stream) {
   using K = Tile<kMath, kKernel>;
   auto* kernel = &gemm_kernel<kMath, kKernel, kVec>;
   if (K::kSmemBytes > 48 * 1024) {
@@ -630,11 +635,13 @@ template <Math kMath> void launch_backward_kernel(Kernel kernel, const Params& p
 // ---- the CPU emulator (tests only) ----
 
 // A CTA's warps on the CPU: the phases given since the last barrier run, at the next barrier
-// (or the end), for warp 0, then warp 1, ... (cta_program's comment).  (CG_HD so that
-// cta_program compiles in both passes; only host code calls these.)
+// (or the end), for warp 0, then warp 1, ... (cta_program's comment), or in the early schedule
+// for warp 7, then 6, ...  (CG_HD so that cta_program compiles in both passes; only host code
+// calls these.)
 template <class B> struct HostCta {
   using Body = B;
   B* warps;
+  bool reverse;
   std::vector<std::function<void(B&)>> phases;
   template <class F> CG_HD void each(F&& f) {
 #if !defined(__CUDA_ARCH__)
@@ -643,8 +650,8 @@ template <class B> struct HostCta {
   }
   CG_HD void barrier() {
 #if !defined(__CUDA_ARCH__)
-    for (int w = 0; w < B::K::kWarps; ++w)
-      for (auto& f : phases) f(warps[w]);
+    for (int i = 0; i < B::K::kWarps; ++i)
+      for (auto& f : phases) f(warps[reverse ? B::K::kWarps - 1 - i : i]);
     phases.clear();
 #endif
   }
@@ -661,9 +668,10 @@ template <Math kMath, Kernel kKernel, bool kVec> void emulate_gemm_as(const Para
   const int64_t tiles = ceil_div<int64_t>(p.M, K::BM) * (p.n_pad / K::BN);
   std::vector<double> buffer(K::kSmemBytes / sizeof(double) + 1);
   unsigned char* smem = reinterpret_cast<unsigned char*>(buffer.data());
+  const bool early = emulated_schedule() == EmulatedSchedule::Early;
   std::vector<Body> warps(K::kWarps);
-  for (int w = 0; w < K::kWarps; ++w) warps[w].warp = w;
-  HostCta<Body> ex{warps.data()};
+  for (int w = 0; w < K::kWarps; ++w) warps[w].warp = w, warps[w].x.early = early;
+  HostCta<Body> ex{warps.data(), early};
   for (int64_t tile = 0; tile < tiles; ++tile) {
     std::memset(smem, 0xff, K::kSmemBytes);  // NaN everywhere: a read before its copy landed shows
     cta_program<K>(p, make_cta<K>(p, tile), smem, ex);
