@@ -23,7 +23,7 @@ For every GPU architecture the extension carries SASS for:
 
 Skips, with the reason, only where the extension is not built or no cuobjdump exists.
 ``python tests/test_cuda_sass.py`` prints every GEMM kernel's registers and K-loop figures
-(benchmarks/results/compile/cuda-sass-loop-sm*.txt keep them).
+(benchmarks/results/compile/cuda-sass-loop.txt keeps them).
 """
 
 import importlib.util
@@ -231,16 +231,16 @@ def test_no_kernel_spills(sass, resources):
 
 def loop_report() -> str:
     """One line per GEMM kernel and architecture: registers, K-loop instructions, HMMA, LDSM and LDGSTS in
-    it, and instructions per HMMA (what benchmarks/results/compile/cuda-sass-loop-sm*.txt hold)."""
+    it, and instructions per HMMA (what benchmarks/results/compile/cuda-sass-loop.txt holds)."""
     functions_by_arch, usage = _sass(), _resources()
-    lines = [f"{'arch':6} {'kernel':34} {'regs':>4} {'loop':>5} {'HMMA':>4} {'LDSM':>4} {'LDGSTS':>6} {'per HMMA':>8}"]
+    lines = [f"{'arch':6} {'kernel':40} {'regs':>4} {'loop':>5} {'HMMA':>4} {'LDSM':>4} {'LDGSTS':>6} {'per HMMA':>8}"]
     for arch, functions in sorted(functions_by_arch.items()):
         for (math, kernel, aligned), (name, code) in sorted(_gemm_kernels(functions).items()):
             loop = _k_loop(code)
             count = {op: sum(1 for _, t in loop if _opcode(t) == op) for op in ("HMMA", "LDSM", "LDGSTS")}
             per = f"{len(loop) / count['HMMA']:.1f}" if count["HMMA"] else "-"
             label = f"gemm_kernel<{math}, {kernel}, {aligned}>"
-            lines.append(f"{arch:6} {label:34} {usage[(arch, name)]['REG']:>4} {len(loop) if loop else '-':>5} "
+            lines.append(f"{arch:6} {label:40} {usage[(arch, name)]['REG']:>4} {len(loop) if loop else '-':>5} "
                          f"{count['HMMA']:>4} {count['LDSM']:>4} {count['LDGSTS']:>6} {per:>8}")
     return "\n".join(lines)
 
