@@ -127,6 +127,12 @@ void launch_backward_f64(Math math, Kernel kernel, const Params& p, cudaStream_t
 void emulate_forward(Math math, Kernel kernel, const Params& p);
 void emulate_backward(Math math, Kernel kernel, const Params& p);
 
+// The emulator's schedule (csrc/cuda/gemm.cuh's header comment), for every emulated launch in
+// this process until changed; Late by default.  Defined in csrc/cuda/emulate_primitives.cu.
+enum class EmulatedSchedule : int { Late = 0, Early = 1 };
+void set_emulated_schedule(EmulatedSchedule s);
+EmulatedSchedule emulated_schedule();
+
 // ---- test-only entry points to the primitives' CPU implementations (csrc/cuda/mma.cuh; ----
 // ---- defined in csrc/cuda/emulate_primitives.cu; tests/test_cuda_primitives.py)        ----
 

@@ -9,8 +9,9 @@
 //     CPU emulation (tests).  Activations come and go as dense (..., H, W, C) tensors; the forward's
 //     `x` gives only sizes, dtype and device.  The weights packed for the GEMMs are cached per
 //     weight version (PackCache below).
-//   convgru_ext::_cuda_emulate_ldmatrix / _mma / _cta_product, _cuda_tile_shape, _cuda_pack_cache_info:
-//     test-only entry points to the device primitives' CPU implementations, and the cache's counters.
+//   convgru_ext::_cuda_emulate_ldmatrix / _mma / _cta_product / _schedule, _cuda_tile_shape,
+//   _cuda_pack_cache_info: test-only entry points to the device primitives' CPU implementations, the
+//   emulator's schedule, and the cache's counters.
 #include <Python.h>
 
 #include <cstring>
@@ -492,6 +493,15 @@ Tensor cta_product_op(const Tensor& a, const Tensor& b, std::string math, std::s
 }
 
 // [hits, misses, entries] of the packed-weight cache; clear=True first empties it and zeroes the counts.
+// Sets the emulator's schedule ("late" or "early": csrc/cuda/gemm.cuh) and returns the previous one.
+std::string emulate_schedule(std::string name) {
+  TORCH_CHECK(name == "late" || name == "early", "convgru_ext: schedule must be \"late\" or \"early\"; got \"",
+              name, "\"");
+  const bool was_early = emulated_schedule() == EmulatedSchedule::Early;
+  set_emulated_schedule(name == "early" ? EmulatedSchedule::Early : EmulatedSchedule::Late);
+  return was_early ? "early" : "late";
+}
+
 std::vector<int64_t> pack_cache_info(bool clear) {
   if (clear) pack_cache().clear();
   return pack_cache().info();
@@ -513,6 +523,7 @@ TORCH_LIBRARY_FRAGMENT(convgru_ext, m) {
   m.def("_cuda_emulate_cta_product(Tensor a, Tensor b, str math, str kernel) -> Tensor");
   m.def("_cuda_tile_shape(str math, str kernel) -> int[]", &convgru::tile_shape);
   m.def("_cuda_pack_cache_info(bool clear=False) -> int[]", &convgru::pack_cache_info);
+  m.def("_cuda_emulate_schedule(str schedule) -> str", &convgru::emulate_schedule);
 }
 
 TORCH_LIBRARY_IMPL(convgru_ext, CPU, m) {

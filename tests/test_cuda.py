@@ -6,13 +6,16 @@ must get a clear error, and the kernels' CPU emulation (the whole kernel body, e
 of every warp, with CPU implementations of the PTX primitives; csrc/cuda/gemm.cuh says what
 runs only on a GPU) must match the ``torch`` backend's op pair on every output, ``gates``
 included, for every math mode (so every pipeline depth: 2 for f32 / f64, 3 for tf32, 4 for
-bf16 / f16), both reset modes, and partial pixel, channel and K tiles.  The packed weights
-are cached per weight version.  The primitives themselves: tests/test_cuda_primitives.py;
-the compiled code: tests/test_cuda_sass.py.
+bf16 / f16), both reset modes, both A-operand instantiations (16-byte copies; element by
+element for unaligned channels), partial pixel, channel and K tiles, and both of the
+emulator's schedules (copies landing at their wait, warps in order; copies landing when
+issued, warps in the opposite order: a stage rewritten too early or a missing barrier fails
+one of them).  The packed weights are cached per weight version.  The primitives themselves:
+tests/test_cuda_primitives.py; the compiled code: tests/test_cuda_sass.py.
 
-With a GPU: the GPU against its own emulation.  The checks every GPU backend shares (low
-precision on aligned sizes, TF32 on and off, CUDA-graph capture, indices past 2**31) are in
-tests/test_gpu_kernels.py.
+With a GPU: the GPU against its own emulation, on aligned and unaligned channels.  The checks
+every GPU backend shares (low precision on aligned sizes, TF32 on and off, CUDA-graph capture,
+indices past 2**31) are in tests/test_gpu_kernels.py.
 """
 
 import importlib
@@ -109,7 +112,7 @@ def _pair(forward, backward, args, grad_out) -> dict:
 EMULATED = [("f64", torch.float64), ("f32", torch.float32), ("tf32", torch.float32),
             ("bf16", torch.bfloat16), ("f16", torch.float16)]
 EMULATED_CASES = {
-    # odd sizes: per-element loads (channels not a multiple of 16 bytes), partial tiles
+    # odd sizes: the element-wise A instantiation (channels not a multiple of 16 bytes), partial tiles
     "odd": Case(T=3, B=2, Cin=5, C=7, H=9, W=11),
     # 16-byte loads; several pixel and channel tiles and K-chunks; a 1x5 kernel, dilation 2
     "aligned": Case(T=2, B=2, Cin=8, C=72, H=7, W=10, kernel=(1, 5), dilation=(2, 2)),
@@ -119,12 +122,29 @@ EMULATED_CASES = {
 }
 
 
+@pytest.fixture(params=["late", "early"])
+def schedule(request):
+    """The emulator's schedule for the test (csrc/cuda/gemm.cuh): copies landing at their wait and warps in
+    order, or copies landing when issued and warps in the opposite order; restored afterwards."""
+    _need_extension()
+    previous = torch.ops.convgru_ext._cuda_emulate_schedule(request.param)
+    yield request.param
+    torch.ops.convgru_ext._cuda_emulate_schedule(previous)
+
+
+def test_emulate_schedule_checks_its_argument():
+    _need_extension()
+    with pytest.raises(RuntimeError, match='schedule must be "late" or "early"'):
+        torch.ops.convgru_ext._cuda_emulate_schedule("soon")
+    previous = torch.ops.convgru_ext._cuda_emulate_schedule("early")
+    assert torch.ops.convgru_ext._cuda_emulate_schedule(previous) == "early"
+
+
 @pytest.mark.onednn
 @pytest.mark.parametrize("reset", ["before", "after"])
 @pytest.mark.parametrize("case_name", list(EMULATED_CASES))
 @pytest.mark.parametrize("math,dtype", EMULATED, ids=[m for m, _ in EMULATED])
-def test_emulated_kernels_match_the_torch_backend(math, dtype, case_name, reset, rng):
-    _need_extension()
+def test_emulated_kernels_match_the_torch_backend(math, dtype, case_name, reset, schedule, rng):
     case = EMULATED_CASES[case_name]
     case = Case(**{**case.__dict__, "reset": reset})
     args64, args, grad_out64, grad_out = op_args(case, dtype, rng)
@@ -217,12 +237,13 @@ def test_weights_that_require_grad_are_repacked_every_call(rng):
 # ---- on a GPU ----
 
 @GPU
+@pytest.mark.parametrize("C", [40, 37], ids=["aligned", "unaligned"])  # 37: the element-wise A instantiation
 @pytest.mark.parametrize("reset", ["before", "after"])
 @pytest.mark.parametrize("math,dtype,tol", [("f64", torch.float64, 1e-13), ("f32", torch.float32, 1e-6),
                                             ("tf32", torch.float32, 1e-3), ("bf16", torch.bfloat16, 3e-2),
                                             ("f16", torch.float16, 1e-2)],
                          ids=["f64", "f32", "tf32", "bf16", "f16"])
-def test_gpu_matches_its_cpu_emulation(math, dtype, tol, reset, rng):
+def test_gpu_matches_its_cpu_emulation(math, dtype, tol, reset, C, rng):
     """The device-only code (the PTX primitives: csrc/cuda/gemm.cuh's list) against the emulated kernels.
 
     When a parity test fails on the GPU but the emulator tests pass on the CPU, this one says
@@ -230,7 +251,7 @@ def test_gpu_matches_its_cpu_emulation(math, dtype, tol, reset, rng):
     FMA contraction) differ, hence the tight float64 bound.
     """
     _need_extension()
-    case = Case(T=2, B=2, Cin=8, C=40, H=13, W=12, reset=reset)
+    case = Case(T=2, B=2, Cin=8, C=C, H=13, W=12, reset=reset)
     _, args, _, grad_out = op_args(case, dtype, rng)
     ops = torch.ops.convgru_ext
     emulated = _pair(lambda *a: ops._cuda_emulate_forward(*a, math), lambda *a: ops._cuda_emulate_backward(*a, math),

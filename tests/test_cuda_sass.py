@@ -2,21 +2,28 @@
 
 For every GPU architecture the extension carries SASS for:
 
-* every GEMM kernel (5 math modes x 6 kernels) is there;
+* every GEMM kernel (5 math modes x 6 kernels x the two A-operand instantiations: 16-byte copies, and
+  element by element for unaligned channels) is there;
 * the bf16 / fp16 kernels load fragments with LDSM (ldmatrix) and multiply with HMMA, the TF32 ones
   use HMMA too (the tensor cores), exact fp32 / fp64 none;
-* the main loop of each tensor-core kernel reads global memory only through LDGSTS (cp.async):
-  no LDG (global load) and no generic LD / ST.  "Main loop" here: every basic block holding an
-  HMMA, where a basic block is a run of instructions between branch targets and branches (the
-  addresses cuobjdump prints), so the definition does not depend on how ptxas orders the blocks.
-  (The element-wise A loads for unaligned channels are their own blocks, outside it.);
+* the main loop of each aligned tensor-core kernel reads global memory only through LDGSTS
+  (cp.async): no LDG (global load) and no generic LD / ST.  "Main loop" here: every basic block
+  holding an HMMA, where a basic block is a run of instructions between branch targets and branches
+  (the addresses cuobjdump prints), so the definition does not depend on how ptxas orders the
+  blocks.  (The element-wise A loads for unaligned channels are the other instantiation's.);
 * the K loop of each tensor-core kernel (the smallest backward branch's range holding every HMMA)
   calls no subroutine (code after the kernel's last EXIT: integer division, for one; the tap and
   channel counters advance without it);
+* the K loop of each bf16 / f16 kernel, both instantiations, issues at most MAX_PER_HMMA
+  instructions per HMMA, counting every instruction in its range (all its paths, the tap change
+  and the unaligned element loads included): the budget under which mma.sync, not instruction
+  issue, should bound the loop (issue 21; unverified on a GPU);
 * no kernel spills: no local-memory instruction (LDL / STL) in any kernel, and cuobjdump -res-usage
   reports STACK:0 and LOCAL:0; the GEMM kernels fit __launch_bounds__(256, 2): <= 128 registers.
 
 Skips, with the reason, only where the extension is not built or no cuobjdump exists.
+``python tests/test_cuda_sass.py`` prints every GEMM kernel's registers and K-loop figures
+(benchmarks/results/compile/cuda-sass-loop.txt keeps them).
 """
 
 import importlib.util
@@ -30,8 +37,10 @@ import pytest
 
 MATHS = {0: "f16", 1: "bf16", 2: "tf32", 3: "f32", 4: "f64"}
 KERNELS = {0: "FwdRZ", 1: "FwdN", 2: "FwdAfter", 4: "BwdN", 5: "BwdRZ", 6: "BwdAfter"}  # 3: BwdInit (elementwise)
-GEMM = re.compile(r"gemm_kernelILNS_4MathE(\d)ELNS_6KernelE(\d)E")
+GEMM = re.compile(r"gemm_kernelILNS_4MathE(\d)ELNS_6KernelE(\d)ELb(\d)E")
+ALIGNED = {1: "aligned", 0: "unaligned"}  # gemm_kernel's kVec
 MAX_REGISTERS = 65536 // (256 * 2)  # __launch_bounds__(256, 2)
+MAX_PER_HMMA = 13  # SASS instructions per HMMA in the K loop of the bf16 / f16 kernels
 
 
 def _library() -> Path:
@@ -59,6 +68,15 @@ def _run(*args) -> str:
 
 @pytest.fixture(scope="module")
 def sass() -> dict:
+    return _sass()
+
+
+@pytest.fixture(scope="module")
+def resources() -> dict:
+    return _resources()
+
+
+def _sass() -> dict:
     """{arch: {function name: [(address, instruction text)]}} of every kernel."""
     out: dict = {}
     arch, fn = None, None
@@ -73,8 +91,7 @@ def sass() -> dict:
     return out
 
 
-@pytest.fixture(scope="module")
-def resources() -> dict:
+def _resources() -> dict:
     """{(arch, function name): {"REG": n, "STACK": n, "LOCAL": n, ...}} from cuobjdump -res-usage."""
     out, arch = {}, None
     lines = _run("-res-usage").splitlines()
@@ -116,26 +133,40 @@ def _basic_blocks(code: list) -> list:
 
 
 def _gemm_kernels(functions: dict) -> dict:
-    """{(math, kernel): instructions} of the GEMM kernels."""
+    """{(math, kernel, instantiation): (name, instructions)} of the GEMM kernels."""
     found = {}
     for name, code in functions.items():
         if m := GEMM.search(name):
-            found[(MATHS[int(m.group(1))], KERNELS[int(m.group(2))])] = (name, code)
+            found[(MATHS[int(m.group(1))], KERNELS[int(m.group(2))], ALIGNED[int(m.group(3))])] = (name, code)
     return found
+
+
+def _k_loop(code: list) -> list:
+    """The instructions of the innermost loop holding every HMMA: the smallest backward branch's range
+    [target, branch] that contains them all; [] when there is none."""
+    hmma = [a for a, t in code if _opcode(t) == "HMMA"]
+    loops = [(int(m.group(1), 16), a) for a, t in code if _opcode(t) == "BRA"
+             and (m := re.search(r"0x([0-9a-f]+)", t)) and int(m.group(1), 16) < a]
+    enclosing = [(lo, hi) for lo, hi in loops if hmma and lo <= min(hmma) and max(hmma) <= hi]
+    if not enclosing:
+        return []
+    lo, hi = min(enclosing, key=lambda r: r[1] - r[0])
+    return [(a, t) for a, t in code if lo <= a <= hi]
 
 
 def test_every_gemm_kernel_is_compiled_for_each_architecture(sass):
     for arch, functions in sass.items():
         kernels = _gemm_kernels(functions)
-        missing = [f"{m}/{k}" for m in MATHS.values() for k in KERNELS.values() if (m, k) not in kernels]
+        missing = [f"{m}/{k}/{v}" for m in MATHS.values() for k in KERNELS.values() for v in ALIGNED.values()
+                   if (m, k, v) not in kernels]
         assert not missing, f"{arch}: no SASS for {missing}"
 
 
 def test_tensor_core_kernels_use_ldmatrix_and_mma(sass):
     for arch, functions in sass.items():
-        for (math, kernel), (_, code) in _gemm_kernels(functions).items():
+        for (math, kernel, aligned), (_, code) in _gemm_kernels(functions).items():
             ops = {_opcode(text) for _, text in code}
-            where = f"{arch} {math} {kernel}"
+            where = f"{arch} {math} {kernel} {aligned}"
             if math in ("bf16", "f16"):
                 assert {"LDSM", "HMMA"} <= ops, f"{where}: no LDSM / HMMA"
             elif math == "tf32":
@@ -148,8 +179,8 @@ def test_tensor_core_kernels_use_ldmatrix_and_mma(sass):
 def test_main_loop_reads_global_memory_only_by_cp_async(sass):
     forbidden = {"LDG", "LD", "ST", "STG", "LDL", "STL"}
     for arch, functions in sass.items():
-        for (math, kernel), (_, code) in _gemm_kernels(functions).items():
-            if math not in ("bf16", "f16", "tf32"):
+        for (math, kernel, aligned), (_, code) in _gemm_kernels(functions).items():
+            if math not in ("bf16", "f16", "tf32") or aligned != "aligned":
                 continue
             loop = [b for b in _basic_blocks(code) if any(_opcode(t) == "HMMA" for _, t in b)]
             assert loop, f"{arch} {math} {kernel}: no basic block with HMMA"
@@ -159,21 +190,31 @@ def test_main_loop_reads_global_memory_only_by_cp_async(sass):
 
 def test_k_loop_calls_no_subroutine(sass):
     for arch, functions in sass.items():
-        for (math, kernel), (_, code) in _gemm_kernels(functions).items():
+        for (math, kernel, aligned), (_, code) in _gemm_kernels(functions).items():
             if math not in ("bf16", "f16", "tf32"):
                 continue
-            hmma = [a for a, t in code if _opcode(t) == "HMMA"]
-            loops = [(int(m.group(1), 16), a) for a, t in code if _opcode(t) == "BRA"
-                     and (m := re.search(r"0x([0-9a-f]+)", t)) and int(m.group(1), 16) < a]
-            enclosing = [(lo, hi) for lo, hi in loops if lo <= min(hmma) and max(hmma) <= hi]
-            assert enclosing, f"{arch} {math} {kernel}: no loop around the HMMAs"
-            lo, hi = min(enclosing, key=lambda r: r[1] - r[0])
+            loop = _k_loop(code)
+            assert loop, f"{arch} {math} {kernel} {aligned}: no loop around the HMMAs"
             # ptxas places subroutines after the kernel's last EXIT; a CALL a few instructions
             # ahead is its reconvergence idiom, not a subroutine
             last_exit = max(a for a, t in code if _opcode(t) == "EXIT")
-            calls = [f"{a:#x}: {t}" for a, t in code if lo <= a <= hi and _opcode(t) == "CALL"
+            calls = [f"{a:#x}: {t}" for a, t in loop if _opcode(t) == "CALL"
                      and int(re.search(r"0x([0-9a-f]+)", t).group(1), 16) > last_exit]
-            assert not calls, f"{arch} {math} {kernel}: the K loop calls subroutines: {calls[:3]}"
+            assert not calls, f"{arch} {math} {kernel} {aligned}: the K loop calls subroutines: {calls[:3]}"
+
+
+def test_k_loop_fits_the_instruction_budget(sass):
+    over = []
+    for arch, functions in sass.items():
+        for (math, kernel, aligned), (_, code) in _gemm_kernels(functions).items():
+            if math not in ("bf16", "f16"):
+                continue
+            loop = _k_loop(code)
+            assert loop, f"{arch} {math} {kernel} {aligned}: no loop around the HMMAs"
+            hmma = sum(1 for _, t in loop if _opcode(t) == "HMMA")
+            if len(loop) > MAX_PER_HMMA * hmma:
+                over.append(f"{arch} {math} {kernel} {aligned}: {len(loop)} instructions for {hmma} HMMA")
+    assert not over, f"K loops over {MAX_PER_HMMA} instructions per HMMA: {over}"
 
 
 def test_no_kernel_spills(sass, resources):
@@ -186,3 +227,23 @@ def test_no_kernel_spills(sass, resources):
             assert usage.get("STACK") == 0 and usage.get("LOCAL") == 0, f"{arch} {name}: {usage}"
             if GEMM.search(name):
                 assert usage["REG"] <= MAX_REGISTERS, f"{arch} {name}: {usage['REG']} registers > {MAX_REGISTERS}"
+
+
+def loop_report() -> str:
+    """One line per GEMM kernel and architecture: registers, K-loop instructions, HMMA, LDSM and LDGSTS in
+    it, and instructions per HMMA (what benchmarks/results/compile/cuda-sass-loop.txt holds)."""
+    functions_by_arch, usage = _sass(), _resources()
+    lines = [f"{'arch':6} {'kernel':40} {'regs':>4} {'loop':>5} {'HMMA':>4} {'LDSM':>4} {'LDGSTS':>6} {'per HMMA':>8}"]
+    for arch, functions in sorted(functions_by_arch.items()):
+        for (math, kernel, aligned), (name, code) in sorted(_gemm_kernels(functions).items()):
+            loop = _k_loop(code)
+            count = {op: sum(1 for _, t in loop if _opcode(t) == op) for op in ("HMMA", "LDSM", "LDGSTS")}
+            per = f"{len(loop) / count['HMMA']:.1f}" if count["HMMA"] else "-"
+            label = f"gemm_kernel<{math}, {kernel}, {aligned}>"
+            lines.append(f"{arch:6} {label:40} {usage[(arch, name)]['REG']:>4} {len(loop) if loop else '-':>5} "
+                         f"{count['HMMA']:>4} {count['LDSM']:>4} {count['LDGSTS']:>6} {per:>8}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(loop_report())

@@ -60,10 +60,35 @@ template <> struct Store<double> { static CG_HD double from(double v) { return v
 template <typename T, typename A> CG_HD A round_to(A v) { return to_acc(Store<T>::from(v)); }
 
 // ---- gate math in the accumulation type ----
-CG_HD float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-CG_HD double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
-CG_HD float tanh_(float x) { return tanhf(x); }
-CG_HD double tanh_(double x) { return tanh(x); }
+// For a 16-bit storage type T the gates are rounded to 8 (bf16) or 11 (f16) significant bits,
+// so they take the fast forms: sigmoid = 1/(1 + e^-x) and tanh = 1 - 2/(1 + e^2x) with the
+// device's __expf and __fdividef (relative errors of a few 1e-7 where |tanh| is not tiny, 1e-7
+// absolute near 0; the emulator evaluates the same formulas with expf and an exact division).
+// fp32 and fp64 storage keep expf / tanhf and exp / tanh.
+template <typename T> CG_HD float gate_sigmoid(float x) {
+  if constexpr (sizeof(T) == 2) {
+#if defined(__CUDA_ARCH__)
+    return __fdividef(1.0f, 1.0f + __expf(-x));
+#else
+    return 1.0f / (1.0f + expf(-x));
+#endif
+  } else {
+    return 1.0f / (1.0f + expf(-x));
+  }
+}
+template <typename T> CG_HD float gate_tanh(float x) {
+  if constexpr (sizeof(T) == 2) {
+#if defined(__CUDA_ARCH__)
+    return 1.0f - __fdividef(2.0f, 1.0f + __expf(2.0f * x));
+#else
+    return 1.0f - 2.0f / (1.0f + expf(2.0f * x));
+#endif
+  } else {
+    return tanhf(x);
+  }
+}
+template <typename T> CG_HD double gate_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+template <typename T> CG_HD double gate_tanh(double x) { return tanh(x); }
 
 // c + a*b, fused on the device (the CPU emulator need not match the last bit).
 CG_HD float fma_(float a, float b, float c) {

@@ -1,7 +1,16 @@
 // Test-only entry points to the primitives' CPU implementations (declared in convgru.h).
 #include "gemm.cuh"
 
+#include <atomic>
+
 namespace convgru {
+
+namespace {
+std::atomic<int> schedule{static_cast<int>(EmulatedSchedule::Late)};
+}  // namespace
+
+void set_emulated_schedule(EmulatedSchedule s) { schedule.store(static_cast<int>(s)); }
+EmulatedSchedule emulated_schedule() { return static_cast<EmulatedSchedule>(schedule.load()); }
 
 void emulate_ldmatrix_x4(const uint16_t* smem, const int64_t* row_offsets, bool trans, uint32_t* out) {
   const uint16_t* rows[32];
@@ -39,7 +48,7 @@ template <Math kMath, Kernel kKernel> void cta_product(const void* a, const void
   for (int w = 0; w < K::kWarps; ++w) {
     Body& body = warps[w];
     body.warp = w;
-    body.acc.zero();
+    body.acc.start(w, body.x);
     body.compute(smem, 0);
     body.acc.for_each(w, body.x, [&](int, int row, int ch, const typename K::A* v) {
       for (int g = 0; g < K::NG; ++g) out[row * K::BNT + g * K::BN + ch] = v[g];

@@ -10,26 +10,30 @@
 // the 8 rows one ldmatrix phase (or one FMA row sweep) reads hit 8 different bank groups.
 // The products accumulate in registers: on the tensor cores (MmaAcc: ldmatrix + mma.sync
 // for bf16/fp16, 32-bit loads + mma.sync m16n8k8 for TF32; 4 x 2 warps, each owning every
-// gate of its channels) or in per-thread FMA micro-tiles (FmaAcc: exact fp32, fp64).  Both
-// hand each thread all NG gates of the (pixel, channel)s it owns, so the gate math of
-// epilogue.cuh runs straight from the registers.
+// gate of its channels) or in per-thread FMA micro-tiles (FmaAcc: exact fp32, fp64).  After
+// the K loop the accumulators go through a shared-memory tile over the stages (Tile::
+// kTileBytes), from which each thread takes every gate of V = 16 bytes' worth of consecutive
+// channels of a pixel, so that epilogue.cuh's gate math reads and writes global memory 16
+// bytes at a time.
 //
 // The kernel body (cta_program) is written once for an executor of kLanes lanes (mma.cuh):
 // on the device each thread runs it with the PTX primitives; the CPU emulator
 // (emulate_gemm) runs it for every lane of every warp of every CTA with 32-lane executors
 // whose primitives implement the PTX ISA's data mappings, on an emulated shared memory that
-// starts as NaN, with the cp.async groups queued per lane and landing at their
-// cp.async.wait_group, and with the warps scheduled barrier to barrier (HostCta).  So the
-// tests on the CPU (tests/test_cuda.py, tests/test_cuda_primitives.py) execute every line of
-// the kernels (partial tiles, every pipeline depth, the epilogue from the registers) but
-// these, which run only on a GPU:
+// starts as NaN, with the warps scheduled barrier to barrier (HostCta), under one of two
+// schedules (EmulatedSchedule, convgru.h): "late", the cp.async groups queued per lane and
+// landing at their cp.async.wait_group, warps 0, 1, ... in turn; "early", every copy landing
+// when it is issued and the warps in the opposite order, so that a stage rewritten before the
+// barrier that retires it, or a missing barrier, corrupts what another warp reads in one of
+// the two.  So the tests on the CPU (tests/test_cuda.py, tests/test_cuda_primitives.py)
+// execute every line of the kernels (partial tiles, every pipeline depth, both A-operand
+// instantiations, the epilogue's tile) but these, which run only on a GPU:
 //   * the bodies of DeviceLanes' primitives in mma.cuh (the inline PTX: ldmatrix, mma.sync,
 //     cvt.rna.tf32, cp.async and its commit / wait) and of DeviceCta (__syncthreads), and
 //     threadIdx / blockIdx; so the tensor cores' own summation order;
-//   * every schedule but the emulator's one: copies landing earlier than their wait (the
-//     hardware may; the design never rewrites a stage before the barrier that retires it),
-//     and warps interleaved within a barrier interval (the emulator runs them one by one);
-//     and the __launch_bounds__ register budget (ptxas; tests/test_cuda_sass.py);
+//   * the schedules between the emulator's two: copies landing at other moments, warps
+//     interleaved within a barrier interval (the emulator runs them one by one); and the
+//     __launch_bounds__ register budget (ptxas; tests/test_cuda_sass.py);
 //   * the launchers (launch_gemm: grid size, the shared-memory opt-in, launch checks) and
 //     backward_init_kernel's grid-stride loop (its per-element body is shared).
 // All of it is unverified on a GPU.
@@ -74,7 +78,13 @@ template <Math kMath, Kernel kKernel> struct Tile {
   static constexpr int VEC = 16 / sizeof(T);  // elements per 16-byte chunk
   static constexpr size_t kStageA = size_t(BM) * BK * sizeof(T);
   static constexpr size_t kStageB = size_t(BK) * BNT * sizeof(T);
-  static constexpr size_t kSmemBytes = STAGES * (kStageA + kStageB);
+  // The epilogue's tile: the CTA's accumulators, A[BM][kTileRow] (rows padded by 16 bytes),
+  // written over the pipeline's stages once the K loop is done.
+  static constexpr int kTileRow = BNT + 16 / int(sizeof(A));
+  static constexpr size_t kTileBytes = size_t(BM) * kTileRow * sizeof(A);
+  static constexpr size_t kSmemBytes = std::max(STAGES * (kStageA + kStageB), kTileBytes);
+  // The epilogue's items: V consecutive channels of one pixel (16 bytes of T), all NG gates.
+  static constexpr int V = VEC, kItems = BM * BN / V / kThreads;  // items per thread
   static constexpr int kAChunks = BM * BK / VEC / kThreads;  // 16-byte A copies per thread per K-step
   static constexpr int kBChunks = BK * BNT / VEC;            // 16-byte B copies per CTA per K-step
 
@@ -82,6 +92,7 @@ template <Math kMath, Kernel kKernel> struct Tile {
   static_assert(BM * BK % (VEC * kThreads) == 0, "A tile must split evenly into 16-byte copies");
   static_assert(BN % 16 == 0 && BK % VEC == 0, "tiles must split into 16-byte chunks and 16-wide FMA columns");
   static_assert(BM % 16 == 0 && kStageA % 128 == 0 && kStageB % 128 == 0, "stages stay 128-byte aligned");
+  static_assert(BM * BN % (V * kThreads) == 0, "the epilogue's items must split evenly among the threads");
 
   // Element offsets of A[row][col] (BM x BK) and B[k][n] (BK x BNT) in their stages.
   static CG_HD int a_index(int row, int col) {
@@ -115,86 +126,112 @@ template <class K> CG_HD Cta make_cta(const Params& p, int64_t tile) {
   return cta;
 }
 
-// The K-step a thread loads next, advanced one step at a time (no division in the loop).
+// The K-step a thread loads next, advanced one step at a time (no division in the loop), and
+// the element offsets that K-step adds to every A and every B chunk's source: the same for all
+// chunks of the CTA.
 struct KStep {
-  int kk;      // K-step index
-  int tap;     // its tap, ty * kw + tx
-  int ty, tx;  // the tap's row and column in the kernel
-  int dy, dx;  // the tap's pixel offset
-  int c0;      // first channel of its chunk
+  int kk;         // K-step index
+  int ty, tx;     // its tap's row and column in the kernel
+  int dy, dx;     // the tap's pixel offset
+  int c0;         // first channel of its chunk
+  int64_t a_off;  // (dy*W + dx)*a_stride + c0: from an unshifted pixel's row to this K-step's A data
+  int64_t b_off;  // kk*BK*NG*n_pad: the K-step's first row of the packed weight
 
   CG_HD void start(const Params& p) {
-    kk = tap = ty = tx = c0 = 0;
+    kk = ty = tx = c0 = 0;
     dy = -p.pad_h, dx = -p.pad_w;
+    a_off = (int64_t(dy) * p.W + dx) * p.a_stride;
+    b_off = 0;
   }
-  template <int BK> CG_HD void advance(const Params& p) {
+  template <int BK, int NG> CG_HD void advance(const Params& p) {
     ++kk;
     c0 += BK;
+    a_off += BK;
+    b_off += int64_t(BK * NG) * p.n_pad;
     if (c0 == p.k_pad) {
       c0 = 0;
-      ++tap;
       if (++tx == p.kw) tx = 0, ++ty;
       dy = ty * p.dil_h - p.pad_h, dx = tx * p.dil_w - p.pad_w;
+      a_off = (int64_t(dy) * p.W + dx) * p.a_stride;
     }
   }
 };
 
-// The pixels a thread copies A rows for: fixed across K-steps, so found once.
-template <class K> struct ARows {
-  int64_t m[K::kAChunks];  // pixel index, or -1 past the last pixel
-  int y[K::kAChunks], x[K::kAChunks];
+// One lane's copies, fixed across K-steps and so found once: for each of its A chunks the
+// unshifted source (pixel m's row plus the chunk's column) and the pixel's (py, px); the
+// column and so the channel limit are the same for all of them, and their swizzled
+// destinations in a stage a constant apart (kARows rows); for each of its B chunks the source's
+// offset in K-step 0's rows of the packed weight and the destination.
+template <class K> struct Copies {
+  using T = typename K::T;
+  static constexpr int AJ = K::kAChunks;                                 // A chunks per thread
+  static constexpr int BJ = (K::kBChunks + K::kThreads - 1) / K::kThreads;  // B chunks per thread (the last maybe idle)
+  static constexpr int kFar = -(1 << 29);  // py of a row past the last pixel: outside the image for every tap
+  static constexpr int kARows = K::kThreads / (K::BK / K::VEC);  // rows between a thread's A chunks
+  static_assert(kARows % 8 == 0, "a thread's A chunks share their column and swizzle");
+  const T* a_src[AJ];
+  int py[AJ], px[AJ];  // the pixels' (y, x)
+  int a_dst;           // the first chunk's destination
+  int a_lim;           // a_channels - the chunks' column
+  int b_src[BJ];  // < BK*NG*n_pad
+  int b_dst[BJ];
+  bool b_on[BJ];
 
   CG_HD void init(const Params& p, const Cta& cta, int tid) {
     const int64_t hw = int64_t(p.H) * p.W;
-    for (int j = 0; j < K::kAChunks; ++j) {
-      const int row = (tid + j * K::kThreads) / (K::BK / K::VEC);
+#pragma unroll
+    for (int j = 0; j < AJ; ++j) {
+      const int chunk = tid + j * K::kThreads;
+      const int row = chunk / (K::BK / K::VEC);
+      const int col = (chunk % (K::BK / K::VEC)) * K::VEC;
       const int64_t pix = cta.m0 + row;
-      m[j] = pix < p.M ? pix : -1;
       const int64_t in_frame = pix % hw;
-      y[j] = static_cast<int>(in_frame / p.W);
-      x[j] = static_cast<int>(in_frame % p.W);
+      py[j] = pix < p.M ? static_cast<int>(in_frame / p.W) : kFar;
+      px[j] = static_cast<int>(in_frame % p.W);
+      a_src[j] = static_cast<const T*>(p.a) + (pix < p.M ? pix : 0) * p.a_stride + col;
+      if (j == 0) a_dst = K::a_index(row, col), a_lim = p.a_channels - col;
+    }
+#pragma unroll
+    for (int j = 0; j < BJ; ++j) {
+      const int chunk = tid + j * K::kThreads;
+      b_on[j] = K::kBChunks % K::kThreads == 0 || chunk < K::kBChunks;
+      const int row = b_on[j] ? chunk / (K::BNT / K::VEC) : 0;
+      const int col = b_on[j] ? (chunk % (K::BNT / K::VEC)) * K::VEC : 0;
+      const int g = col / K::BN, cc = col - g * K::BN;
+      b_src[j] = (row * K::NG + g) * p.n_pad + cta.n0 + cc;
+      b_dst[j] = K::b_index(row, col);
+    }
+  }
+
+  // Issue lane l's copies of K-step ks (its A and B tiles) into one pipeline stage.  kVec: A's
+  // channels allow 16-byte copies (all or nothing per chunk, as a_channels % VEC == 0);
+  // otherwise element by element (the unaligned instantiation of the kernel: ordinary loads and
+  // shared stores, no cp.async).  A's copies keep their data in L1 (.ca), which is safe only
+  // while no launch writes an element it reads as A: true of ops.cpp's loops (BwdN writes dgh's
+  // r block and reads its n block as A).
+  template <bool kVec, class X>
+  CG_HD void issue(const Params& p, const KStep& ks, T* As, T* Bs, X& x, int l) {
+#pragma unroll
+    for (int j = 0; j < AJ; ++j) {
+      const bool pixel_ok = unsigned(py[j] + ks.dy) < unsigned(p.H) && unsigned(px[j] + ks.dx) < unsigned(p.W);
+      const T* src = a_src[j] + ks.a_off;  // dereferenced only when pixel_ok
+      if constexpr (kVec) {
+        const bool ok = pixel_ok && ks.c0 < a_lim;
+        x.template copy16<true>(l, As + a_dst + j * kARows * K::BK, ok ? src : a_src[j], ok);
+      } else {
+#pragma unroll 1  // the fallback: registers matter more than latency
+        for (int e = 0; e < K::VEC; ++e) {
+          As[a_dst + j * kARows * K::BK + e] = pixel_ok && ks.c0 + e < a_lim ? src[e] : Store<T>::from(0.0f);
+        }
+      }
+    }
+    // B: always in bounds and 16-byte aligned (ops.cpp pads k_pad and n_pad).
+#pragma unroll
+    for (int j = 0; j < BJ; ++j) {
+      if (b_on[j]) x.template copy16<false>(l, Bs + b_dst[j], static_cast<const T*>(p.w) + ks.b_off + b_src[j], true);
     }
   }
 };
-
-// Issue lane l's (thread tid's) copies of K-step ks's A and B tiles into one pipeline stage.
-template <class K, class X>
-CG_HD void load_stage(const Params& p, const Cta& cta, const ARows<K>& rows, int tid, const KStep& ks,
-                      typename K::T* As, typename K::T* Bs, X& x, int l) {
-  using T = typename K::T;
-  // A: row r of the tile is pixel m0 + r shifted by (dy, dx); same frame, so the shifted
-  // pixel's index is m + dy*W + dx whenever it lies inside the image.
-  const T* a = static_cast<const T*>(p.a);
-  for (int j = 0; j < K::kAChunks; ++j) {
-    const int chunk = tid + j * K::kThreads;
-    const int row = chunk / (K::BK / K::VEC);
-    const int col = (chunk % (K::BK / K::VEC)) * K::VEC;
-    T* dst = As + K::a_index(row, col);
-    const int yy = rows.y[j] + ks.dy, xx = rows.x[j] + ks.dx;
-    const bool pixel_ok = rows.m[j] >= 0 && yy >= 0 && yy < p.H && xx >= 0 && xx < p.W;
-    const int c = ks.c0 + col;
-    const int64_t off = (rows.m[j] + int64_t(ks.dy) * p.W + ks.dx) * p.a_stride + c;  // used only when pixel_ok
-    if (p.a_vec_ok) {
-      const bool ok = pixel_ok && c < p.a_channels;  // a_channels % VEC == 0: all or nothing
-      x.template copy16<true>(l, dst, ok ? a + off : a, ok);
-    } else {
-      for (int e = 0; e < K::VEC; ++e) {
-        dst[e] = pixel_ok && c + e < p.a_channels ? a[off + e] : Store<T>::from(0.0f);
-      }
-    }
-  }
-
-  // B: rows (tap, c0 .. c0+BK) of the packed weight, NG runs of BN channels from n0;
-  // always in bounds and 16-byte aligned (ops.cpp pads k_pad and n_pad).
-  const T* w = static_cast<const T*>(p.w);
-  for (int chunk = tid; chunk < K::kBChunks; chunk += K::kThreads) {
-    const int row = chunk / (K::BNT / K::VEC);
-    const int col = (chunk % (K::BNT / K::VEC)) * K::VEC;
-    const int g = col / K::BN, cc = col - g * K::BN;
-    const T* src = w + ((int64_t(ks.tap) * p.k_pad + ks.c0 + row) * K::NG + g) * p.n_pad + cta.n0 + cc;
-    x.template copy16<false>(l, Bs + K::b_index(row, col), src, true);
-  }
-}
 
 // CUDA-core accumulation (exact fp32, fp64): thread (ty, tx) of a 16 x 16 grid owns rows
 // ty + 16*i and columns tx + 16*j of the CTA's BM x BNT accumulator; column blocks j and
@@ -243,7 +280,7 @@ template <class K> struct FmaAcc {
 template <class K, class X> struct FmaLanes {
   FmaAcc<K> lane[X::kLanes];
 
-  CG_HD void zero() {
+  CG_HD void start(int, const X&) {
     for (int l = 0; l < X::kLanes; ++l) lane[l].zero();
   }
   CG_HD void mma(const typename K::T* As, const typename K::T* Bs, int warp, X& x) {
@@ -278,22 +315,61 @@ template <class K, class X> struct MmaAcc {
         for (int l = 0; l < L; ++l)
           for (int r = 0; r < 4; ++r) acc[i][j][l][r] = 0.0f;
   }
-  CG_HD void mma(const T* As, const T* Bs, int warp, X& x) {
-    const int wm = warp / WARPS_N, wn = warp % WARPS_N;
+  // ldmatrix row offsets (elements, in a stage) of each lane, found once: A's for i = 0 at each
+  // K-fragment ks, B's for ks = 0 at each pair of n8 tiles (g, j).  Fragment i adds 16*i rows to
+  // A's and ks adds 16*ks rows to B's, which moves the address by a constant (rows 16 apart
+  // share their swizzle), so the loop adds only immediates to these.
+  static constexpr int KS = K::BK / 16, JP = JN / 2 > 0 ? JN / 2 : 1;
+  int a_row[KF == 16 ? KS : 1][L], b_row[KF == 16 ? K::NG : 1][JP][L];
+  // TF32's element offsets of each lane, found once: A's at row wm*WM + gid, column t of each
+  // 4-column chunk c (fragment i adds 16*i rows, its second half 8 more); B's at row t + 4*h,
+  // column wn*WC + 8*j + gid (gate g adds g*BN columns, a whole number of 8-chunk swizzle
+  // periods, and K-fragment ks 8*ks rows).
+  int a_tf[KF == 8 ? K::BK / 4 : 1][L], b_tf[KF == 8 ? 2 : 1][KF == 8 ? JN : 1][L];
+
+  CG_HD void start(int warp, const X& x) {
+    zero();
+    if constexpr (KF == 8) {
+      static_assert(K::BK / K::VEC == 4 && K::BN / K::VEC % 8 == 0 && K::BNT / K::VEC % 8 == 0,
+                    "A rows 8 apart and B columns BN apart keep their swizzle");
+      const int wm = warp / WARPS_N, wn = warp % WARPS_N;
+      for (int l = 0; l < L; ++l) {
+        const int lane = x.lane(l), gid = lane >> 2, t = lane & 3;
 #pragma unroll
-    for (int ks = 0; ks < K::BK / KF; ++ks) {
-      uint32_t a[FM][L][4], b[FN][L][2];
-      if constexpr (KF == 16) {
+        for (int c = 0; c < K::BK / 4; ++c) a_tf[c][l] = K::a_index(wm * WM + gid, 4 * c + t);
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int j = 0; j < JN; ++j) b_tf[h][j][l] = K::b_index(t + 4 * h, wn * WC + 8 * j + gid);
+      }
+    }
+    if constexpr (KF == 16) {
+      const int wm = warp / WARPS_N, wn = warp % WARPS_N;
+      for (int l = 0; l < L; ++l) {
+        const int lane = x.lane(l);
         // ldmatrix: lane l's row address is row (l & 15), chunk (l >> 4) of the 16 x 16 block,
         // so that matrices 0..3 are (rows 0-7, k 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15):
         // A's a[0..3], or for B (.trans; rows are k) b[0], b[1] of two n8 tiles.
 #pragma unroll
+        for (int ks = 0; ks < KS; ++ks) a_row[ks][l] = K::a_index(wm * WM + (lane & 15), ks * 16 + (lane >> 4) * 8);
+#pragma unroll
+        for (int g = 0; g < K::NG; ++g)
+#pragma unroll
+          for (int jp = 0; jp < JP; ++jp) {
+            b_row[g][jp][l] = K::b_index(lane & 15, g * K::BN + wn * WC + 16 * jp + (lane >> 4) * 8);
+          }
+      }
+    }
+  }
+  CG_HD void mma(const T* As, const T* Bs, int warp, X& x) {
+#pragma unroll
+    for (int ks = 0; ks < K::BK / KF; ++ks) {
+      uint32_t a[FM][L][4], b[FN][L][2];
+      if constexpr (KF == 16) {
+#pragma unroll
         for (int i = 0; i < FM; ++i) {
           const void* ptr[L];
-          for (int l = 0; l < L; ++l) {
-            const int lane = x.lane(l);
-            ptr[l] = As + K::a_index(wm * WM + 16 * i + (lane & 15), ks * 16 + (lane >> 4) * 8);
-          }
+          for (int l = 0; l < L; ++l) ptr[l] = As + a_row[ks][l] + 16 * i * K::BK;
           x.template ldmatrix_x4<false>(a[i], ptr);
         }
 #pragma unroll
@@ -301,10 +377,7 @@ template <class K, class X> struct MmaAcc {
 #pragma unroll
           for (int j = 0; j < JN; j += 2) {
             const void* ptr[L];
-            for (int l = 0; l < L; ++l) {
-              const int lane = x.lane(l);
-              ptr[l] = Bs + K::b_index(ks * 16 + (lane & 15), g * K::BN + wn * WC + 8 * j + (lane >> 4) * 8);
-            }
+            for (int l = 0; l < L; ++l) ptr[l] = Bs + b_row[g][j / 2][l] + 16 * ks * K::BNT;
             uint32_t r[L][4];
             x.template ldmatrix_x4<true>(r, ptr);
             for (int l = 0; l < L; ++l) {
@@ -314,22 +387,21 @@ template <class K, class X> struct MmaAcc {
           }
       } else {
         for (int l = 0; l < L; ++l) {
-          const int lane = x.lane(l), gid = lane >> 2, t = lane & 3, k = ks * 8 + t;
 #pragma unroll
           for (int i = 0; i < FM; ++i) {
-            const int row = wm * WM + 16 * i + gid;
-            a[i][l][0] = to_tf32(As[K::a_index(row, k)]);
-            a[i][l][1] = to_tf32(As[K::a_index(row + 8, k)]);
-            a[i][l][2] = to_tf32(As[K::a_index(row, k + 4)]);
-            a[i][l][3] = to_tf32(As[K::a_index(row + 8, k + 4)]);
+            const T* lo = As + a_tf[2 * ks][l] + 16 * i * K::BK;      // columns ks*8 + t
+            const T* hi = As + a_tf[2 * ks + 1][l] + 16 * i * K::BK;  // columns ks*8 + 4 + t
+            a[i][l][0] = to_tf32(lo[0]);
+            a[i][l][1] = to_tf32(lo[8 * K::BK]);
+            a[i][l][2] = to_tf32(hi[0]);
+            a[i][l][3] = to_tf32(hi[8 * K::BK]);
           }
 #pragma unroll
           for (int g = 0; g < K::NG; ++g)
 #pragma unroll
             for (int j = 0; j < JN; ++j) {
-              const int n = g * K::BN + wn * WC + 8 * j + gid;
-              b[g * JN + j][l][0] = to_tf32(Bs[K::b_index(k, n)]);
-              b[g * JN + j][l][1] = to_tf32(Bs[K::b_index(k + 4, n)]);
+              b[g * JN + j][l][0] = to_tf32(Bs[b_tf[0][j][l] + g * K::BN + 8 * ks * K::BNT]);
+              b[g * JN + j][l][1] = to_tf32(Bs[b_tf[1][j][l] + g * K::BN + 8 * ks * K::BNT]);
             }
         }
       }
@@ -362,20 +434,22 @@ template <class K, class X> struct MmaAcc {
 };
 
 // One executor's share of a CTA (a thread on the device, a warp in the emulator): its
-// lanes' A rows and accumulators, and the K-step it loads next.
-template <Math kMath, Kernel kKernel, class X> struct WarpBody {
+// lanes' copies and accumulators, and the K-step it loads next.  kVec: the A operand allows
+// 16-byte copies (Params::a_vec_ok); the other case is its own instantiation, so that the
+// aligned main loop holds no per-element path.
+template <Math kMath, Kernel kKernel, bool kVec, class X> struct WarpBody {
   using K = Tile<kMath, kKernel>;
   using Acc = typename std::conditional<K::kTensorCores, MmaAcc<K, X>, FmaLanes<K, X>>::type;
   X x;
   int warp;
-  ARows<K> rows[X::kLanes];
+  Copies<K> copies[X::kLanes];
   Acc acc;
-  KStep next;     // the K-step issue() loads
+  KStep next;      // the K-step issue() loads
   int next_stage;  // its pipeline stage, next.kk % STAGES
 
   CG_HD void start(const Params& p, const Cta& cta) {
-    for (int l = 0; l < X::kLanes; ++l) rows[l].init(p, cta, 32 * warp + x.lane(l));
-    acc.zero();
+    for (int l = 0; l < X::kLanes; ++l) copies[l].init(p, cta, 32 * warp + x.lane(l));
+    acc.start(warp, x);
     next.start(p);
     next_stage = 0;
   }
@@ -385,8 +459,8 @@ template <Math kMath, Kernel kKernel, class X> struct WarpBody {
     if (next.kk < cta.nk) {
       typename K::T* As = K::smem_a(smem, next_stage);
       typename K::T* Bs = K::smem_b(smem, next_stage);
-      for (int l = 0; l < X::kLanes; ++l) load_stage<K>(p, cta, rows[l], 32 * warp + x.lane(l), next, As, Bs, x, l);
-      next.template advance<K::BK>(p);
+      for (int l = 0; l < X::kLanes; ++l) copies[l].template issue<kVec>(p, next, As, Bs, x, l);
+      next.template advance<K::BK, K::NG>(p);
       next_stage = next_stage + 1 == K::STAGES ? 0 : next_stage + 1;
     }
     for (int l = 0; l < X::kLanes; ++l) x.commit(l);
@@ -397,22 +471,46 @@ template <Math kMath, Kernel kKernel, class X> struct WarpBody {
   CG_HD void compute(unsigned char* smem, int stage) {
     acc.mma(K::smem_a(smem, stage), K::smem_b(smem, stage), warp, x);
   }
-  // The gate math of every (pixel, channel) this executor owns, from its registers.
-  CG_HD void epilogue(const Params& p, const Cta& cta) {
+  // The accumulators into the epilogue's tile (K::kTileBytes at smem), in the fragment layout.
+  CG_HD void stage_tile(unsigned char* smem) {
+    typename K::A* tile = reinterpret_cast<typename K::A*>(smem);
     acc.for_each(warp, x, [&](int, int row, int ch, const typename K::A* v) {
-      const int64_t m = cta.m0 + row;
-      const int c = cta.n0 + ch;
-      if (m < p.M && c < p.C) Epilogue<kKernel>::template apply<typename K::T, typename K::A>(p, m, c, v);
+#pragma unroll
+      for (int g = 0; g < K::NG; ++g) tile[row * K::kTileRow + g * K::BN + ch] = v[g];
     });
+  }
+  // The gate math of this executor's items of the tile: V channels of one pixel each, so that
+  // the epilogue reads and writes global memory 16 bytes at a time.
+  CG_HD void epilogue(const Params& p, const Cta& cta, const unsigned char* smem) {
+    using A = typename K::A;
+    const A* tile = reinterpret_cast<const A*>(smem);
+    for (int l = 0; l < X::kLanes; ++l) {
+      const int tid = 32 * warp + x.lane(l);
+#pragma unroll
+      for (int j = 0; j < K::kItems; ++j) {
+        const int item = tid + j * K::kThreads;
+        const int row = item / (K::BN / K::V), ch = item % (K::BN / K::V) * K::V;
+        const int64_t m = cta.m0 + row;
+        const int c = cta.n0 + ch;
+        if (m >= p.M || c >= p.C) continue;
+        A v[K::NG][K::V];
+#pragma unroll
+        for (int g = 0; g < K::NG; ++g)
+#pragma unroll
+          for (int e = 0; e < K::V; ++e) v[g][e] = tile[row * K::kTileRow + g * K::BN + ch + e];
+        const int n = p.C - c < K::V ? p.C - c : int(K::V);  // channels inside the tensor
+        Epilogue<kKernel>::template apply<typename K::T, A, K::V>(p, m, c, n, v);
+      }
+    }
   }
 };
 
 // The kernel body for one CTA.  ex.each(f) runs phase f for this CTA's executors (on the
 // device: the calling thread); ex.barrier() is __syncthreads; ex.end() closes the program.
-// The emulator (HostCta) runs everything between two barriers for warp 0, then all of it for
-// warp 1, and so on: one schedule the hardware may choose, and the one under which data that
-// a warp needs from another without a barrier in between would be missing.  The lambdas take
-// loop variables by value, as they run after the loop has moved on.
+// The emulator (HostCta) runs everything between two barriers for one warp, then all of it
+// for the next, in one of two orders (the header comment): schedules the hardware may choose,
+// under which data that a warp needs from another without a barrier in between would be
+// missing.  The lambdas take loop variables by value, as they run after the loop has moved on.
 template <class K, class Exec> CG_HD void cta_program(const Params& p, const Cta& cta, unsigned char* smem, Exec& ex) {
   using Body = typename Exec::Body;
   ex.each([&](Body& w) { w.start(p, cta); });
@@ -425,10 +523,11 @@ template <class K, class Exec> CG_HD void cta_program(const Params& p, const Cta
       w.compute(smem, stage);
     });
   }
-  ex.each([&](Body& w) {
-    w.template wait<0>();  // only empty groups remain
-    w.epilogue(p, cta);
-  });
+  ex.each([&](Body& w) { w.template wait<0>(); });  // only empty groups remain
+  ex.barrier();  // everyone is done with the stages: the tile may overwrite them
+  ex.each([&](Body& w) { w.stage_tile(smem); });
+  ex.barrier();  // the whole tile written
+  ex.each([&](Body& w) { w.epilogue(p, cta, smem); });
   ex.end();
 }
 
@@ -447,9 +546,10 @@ template <class B> struct DeviceCta {
 
 // 256 threads, 2 CTAs per SM: at most 128 registers per thread (ptxas: 0 spills,
 // benchmarks/results/compile/cuda-ptxas-sm90.txt; tests/test_cuda_sass.py checks).
-template <Math kMath, Kernel kKernel> __global__ void __launch_bounds__(256, 2) gemm_kernel(const Params p) {
+template <Math kMath, Kernel kKernel, bool kVec>
+__global__ void __launch_bounds__(256, 2) gemm_kernel(const Params p) {
   using K = Tile<kMath, kKernel>;
-  using Body = WarpBody<kMath, kKernel, DeviceLanes>;
+  using Body = WarpBody<kMath, kKernel, kVec, DeviceLanes>;
   extern __shared__ __align__(128) unsigned char smem[];
   Body w;
   w.warp = threadIdx.x / 32;
@@ -457,14 +557,10 @@ template <Math kMath, Kernel kKernel> __global__ void __launch_bounds__(256, 2) 
   cta_program<K>(p, make_cta<K>(p, blockIdx.x), smem, ex);
 }
 
-template <Math kMath, Kernel kKernel> void launch_gemm(const Params& p, cudaStream_t stream) {
+template <Math kMath, Kernel kKernel, bool kVec>
+void launch_gemm_as(const Params& p, int64_t tiles, cudaStream_t stream) {
   using K = Tile<kMath, kKernel>;
-  TORCH_CHECK(p.k_pad % K::BK == 0 && p.n_pad % K::BN == 0 && p.n_pad >= p.C && p.k_pad >= p.a_channels,
-              "convgru_ext internal error: packed weight padding does not match the kernel's tile");
-  const int64_t tiles = ceil_div<int64_t>(p.M, K::BM) * (p.n_pad / K::BN);
-  if (tiles == 0) return;
-  TORCH_CHECK(tiles <= INT32_MAX, "convgru_ext: too many pixels for one launch (", p.M, ")");
-  auto* kernel = &gemm_kernel<kMath, kKernel>;
+  auto* kernel = &gemm_kernel<kMath, kKernel, kVec>;
   if (K::kSmemBytes > 48 * 1024) {
     // Above 48 KB a kernel must opt in to dynamic shared memory, once per device.
     static std::atomic<uint64_t> done{0};
@@ -479,6 +575,20 @@ template <Math kMath, Kernel kKernel> void launch_gemm(const Params& p, cudaStre
   }
   kernel<<<static_cast<unsigned>(tiles), K::kThreads, K::kSmemBytes, stream>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <Math kMath, Kernel kKernel> void launch_gemm(const Params& p, cudaStream_t stream) {
+  using K = Tile<kMath, kKernel>;
+  TORCH_CHECK(p.k_pad % K::BK == 0 && p.n_pad % K::BN == 0 && p.n_pad >= p.C && p.k_pad >= p.a_channels,
+              "convgru_ext internal error: packed weight padding does not match the kernel's tile");
+  const int64_t tiles = ceil_div<int64_t>(p.M, K::BM) * (p.n_pad / K::BN);
+  if (tiles == 0) return;
+  TORCH_CHECK(tiles <= INT32_MAX, "convgru_ext: too many pixels for one launch (", p.M, ")");
+  if (p.a_vec_ok) {
+    launch_gemm_as<kMath, kKernel, true>(p, tiles, stream);
+  } else {
+    launch_gemm_as<kMath, kKernel, false>(p, tiles, stream);
+  }
 }
 
 template <typename T, bool kAfter> __global__ void __launch_bounds__(256) backward_init_kernel(const Params p) {
@@ -525,11 +635,13 @@ template <Math kMath> void launch_backward_kernel(Kernel kernel, const Params& p
 // ---- the CPU emulator (tests only) ----
 
 // A CTA's warps on the CPU: the phases given since the last barrier run, at the next barrier
-// (or the end), for warp 0, then warp 1, ... (cta_program's comment).  (CG_HD so that
-// cta_program compiles in both passes; only host code calls these.)
+// (or the end), for warp 0, then warp 1, ... (cta_program's comment), or in the early schedule
+// for warp 7, then 6, ...  (CG_HD so that cta_program compiles in both passes; only host code
+// calls these.)
 template <class B> struct HostCta {
   using Body = B;
   B* warps;
+  bool reverse;
   std::vector<std::function<void(B&)>> phases;
   template <class F> CG_HD void each(F&& f) {
 #if !defined(__CUDA_ARCH__)
@@ -538,29 +650,39 @@ template <class B> struct HostCta {
   }
   CG_HD void barrier() {
 #if !defined(__CUDA_ARCH__)
-    for (int w = 0; w < B::K::kWarps; ++w)
-      for (auto& f : phases) f(warps[w]);
+    for (int i = 0; i < B::K::kWarps; ++i)
+      for (auto& f : phases) f(warps[reverse ? B::K::kWarps - 1 - i : i]);
     phases.clear();
 #endif
   }
   CG_HD void end() { barrier(); }
 };
 
-template <Math kMath, Kernel kKernel> using EmulatedWarp = WarpBody<kMath, kKernel, HostLanes>;
+template <Math kMath, Kernel kKernel, bool kVec = true>
+using EmulatedWarp = WarpBody<kMath, kKernel, kVec, HostLanes>;
 
-// One launch of gemm_kernel<kMath, kKernel>, run on the CPU: every CTA, every warp, every lane.
-template <Math kMath, Kernel kKernel> void emulate_gemm(const Params& p) {
+// One launch of gemm_kernel<kMath, kKernel, kVec>, run on the CPU: every CTA, every warp, every lane.
+template <Math kMath, Kernel kKernel, bool kVec> void emulate_gemm_as(const Params& p) {
   using K = Tile<kMath, kKernel>;
-  using Body = EmulatedWarp<kMath, kKernel>;
+  using Body = EmulatedWarp<kMath, kKernel, kVec>;
   const int64_t tiles = ceil_div<int64_t>(p.M, K::BM) * (p.n_pad / K::BN);
   std::vector<double> buffer(K::kSmemBytes / sizeof(double) + 1);
   unsigned char* smem = reinterpret_cast<unsigned char*>(buffer.data());
+  const bool early = emulated_schedule() == EmulatedSchedule::Early;
   std::vector<Body> warps(K::kWarps);
-  for (int w = 0; w < K::kWarps; ++w) warps[w].warp = w;
-  HostCta<Body> ex{warps.data()};
+  for (int w = 0; w < K::kWarps; ++w) warps[w].warp = w, warps[w].x.early = early;
+  HostCta<Body> ex{warps.data(), early};
   for (int64_t tile = 0; tile < tiles; ++tile) {
     std::memset(smem, 0xff, K::kSmemBytes);  // NaN everywhere: a read before its copy landed shows
     cta_program<K>(p, make_cta<K>(p, tile), smem, ex);
+  }
+}
+
+template <Math kMath, Kernel kKernel> void emulate_gemm(const Params& p) {
+  if (p.a_vec_ok) {
+    emulate_gemm_as<kMath, kKernel, true>(p);
+  } else {
+    emulate_gemm_as<kMath, kKernel, false>(p);
   }
 }
 

@@ -29,7 +29,8 @@
 //     in L1 (the A tile: overlapping taps re-read pixels), .cg only in L2 (the weight);
 //   cp.async.commit_group / cp.async.wait_group N: close this thread's open copies as a
 //     group / wait until at most N of its groups are pending.  HostLanes queues the copies
-//     per lane and lands them at the wait, the latest moment the device may.
+//     per lane and lands them at the wait, the latest moment the device may, or (early: the
+//     emulator's other schedule, gemm.cuh) when they are issued, the earliest.
 #pragma once
 
 #include <cstdint>
@@ -140,10 +141,10 @@ struct DeviceLanes {
     const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(addr[0]));
     if constexpr (kTrans) {
       asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                   : "=r"(r[0][0]), "=r"(r[0][1]), "=r"(r[0][2]), "=r"(r[0][3]) : "r"(a));
+                   : "=r"(r[0][0]), "=r"(r[0][1]), "=r"(r[0][2]), "=r"(r[0][3]) : "r"(a) : "memory");
     } else {
       asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                   : "=r"(r[0][0]), "=r"(r[0][1]), "=r"(r[0][2]), "=r"(r[0][3]) : "r"(a));
+                   : "=r"(r[0][0]), "=r"(r[0][1]), "=r"(r[0][2]), "=r"(r[0][3]) : "r"(a) : "memory");
     }
 #endif
   }
@@ -174,15 +175,15 @@ struct DeviceLanes {
     const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
     const int src_bytes = valid ? 16 : 0;
     if constexpr (kL1) {
-      asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+      asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
     } else {
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
     }
 #endif
   }
   CG_HD void commit(int) {
 #if defined(__CUDA_ARCH__)
-    asm volatile("cp.async.commit_group;\n" ::);
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
 #endif
   }
   template <int N> CG_HD void wait(int) {
@@ -218,9 +219,12 @@ struct HostLanes {
     mma_sync_host<kMath>(d, a, b, c);
 #endif
   }
+  bool early = false;  // land each copy when it is issued (the earliest the ISA allows), not at its wait
+
   template <bool kL1> CG_HD void copy16(int l, void* smem_dst, const void* src, bool valid) {
 #if !defined(__CUDA_ARCH__)
     open[l].push_back({smem_dst, valid ? src : nullptr});
+    if (early) land(open[l]);
 #endif
   }
   CG_HD void commit(int l) {
@@ -232,15 +236,22 @@ struct HostLanes {
   template <int N> CG_HD void wait(int l) {
 #if !defined(__CUDA_ARCH__)
     while (groups[l].size() > size_t(N)) {
-      for (const Copy& c : groups[l].front()) {
-        if (c.src) {
-          std::memcpy(c.dst, c.src, 16);
-        } else {
-          std::memset(c.dst, 0, 16);
-        }
-      }
+      land(groups[l].front());
       groups[l].pop_front();
     }
+#endif
+  }
+  // Land and forget `copies`.
+  CG_HD void land(std::vector<Copy>& copies) {
+#if !defined(__CUDA_ARCH__)
+    for (const Copy& c : copies) {
+      if (c.src) {
+        std::memcpy(c.dst, c.src, 16);
+      } else {
+        std::memset(c.dst, 0, 16);
+      }
+    }
+    copies.clear();
 #endif
   }
 };
