@@ -135,12 +135,12 @@ class _Preactivations:
         C = weight_hh.shape[1]
         self.x, self.hoisted = x, gx is not None
         if gx is not None:
-            self.gx_rz, self.gx_n = gx.split((2 * C, C), 2)
+            self.gx_rz, self.gx_n = gx.split_with_sizes((2 * C, C), 2)
             self.conv_rz = _Conv(weight_hh[: 2 * C], None, dilation, h0, T)
             self.conv_n = _Conv(weight_hh[2 * C:], None, dilation, h0, T)
         else:
             frame = x[0]
-            b_rz, b_n = (None, None) if bias_x is None else bias_x.split((2 * C, C))
+            b_rz, b_n = (None, None) if bias_x is None else bias_x.split_with_sizes((2 * C, C))
             self.conv_rz = _Conv(torch.cat([weight_ih[: 2 * C], weight_hh[: 2 * C]], 1), b_rz, dilation, frame, T)
             self.conv_n = _Conv(torch.cat([weight_ih[2 * C:], weight_hh[2 * C:]], 1), b_n, dilation, frame, T)
 
@@ -170,14 +170,14 @@ def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, re
         bias_n = None if bias_hn is None else torch.cat([bias_hn.new_zeros(2 * C), bias_hn])
         conv = _Conv(weight_hh, bias_n, dilation, h0, T)
         for g, gate, o in zip(gx.unbind(0), steps, out.unbind(0)):
-            g_rz, g_n = g.split((2 * C, C), 1)
-            gh_rz, gh_n = conv(h).split((2 * C, C), 1)  # U*h + (0, 0, b_hn)
+            g_rz, g_n = g.split_with_sizes((2 * C, C), 1)
+            gh_rz, gh_n = conv(h).split_with_sizes((2 * C, C), 1)  # U*h + (0, 0, b_hn)
             if gate is None:
-                r, z = gh_rz.add_(g_rz).sigmoid_().split(C, 1)
+                r, z = gh_rz.add_(g_rz).sigmoid_().chunk(2, 1)
                 n = gh_n.mul_(r).add_(g_n).tanh_()
             else:
-                rz, n, ghn = gate.split((2 * C, C, C), 1)
-                r, z = torch.add(g_rz, gh_rz, out=rz).sigmoid_().split(C, 1)
+                rz, n, ghn = gate.split_with_sizes((2 * C, C, C), 1)
+                r, z = torch.add(g_rz, gh_rz, out=rz).sigmoid_().chunk(2, 1)
                 ghn.copy_(gh_n)
                 torch.addcmul(g_n, r, ghn, out=n).tanh_()
             h = torch.lerp(h, n, z, out=o)
@@ -187,11 +187,11 @@ def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, re
         pre = _Preactivations(x, gx, h0, weight_ih, weight_hh, bias_x, dilation, T)
         for t, (gate, o) in enumerate(zip(steps, out.unbind(0))):
             if gate is None:
-                r, z = pre.rz(t, h).sigmoid_().split(C, 1)
+                r, z = pre.rz(t, h).sigmoid_().chunk(2, 1)
                 n = pre.n(t, r * h).tanh_()
             else:
-                rz, n = gate.split((2 * C, C), 1)
-                r, z = torch.sigmoid(pre.rz(t, h), out=rz).split(C, 1)
+                rz, n = gate.split_with_sizes((2 * C, C), 1)
+                r, z = torch.sigmoid(pre.rz(t, h), out=rz).chunk(2, 1)
                 torch.tanh(pre.n(t, r * h), out=n)
             h = torch.lerp(h, n, z, out=o)
     return out, gates
@@ -229,9 +229,9 @@ class TorchLoops:
         dxns = dxn.unbind(0) if reset_after else None
         for t in reversed(range(T)):
             h_prev = states[t - 1] if t > 0 else h0
-            r, z, n, *ghn = gates[t].split(C, 1)
-            d_rz, d_n = dghs[t].split((2 * C, C), 1)
-            d_r, d_z = d_rz.split(C, 1)
+            r, z, n, *ghn = gates[t].chunk(gates.shape[2] // C, 1)
+            d_rz, d_n = dghs[t].split_with_sizes((2 * C, C), 1)
+            d_r, d_z = d_rz.chunk(2, 1)
             # h' = h + z*(n - h)
             _sigmoid_backward((n - h_prev).mul_(dh), z, grad_input=d_z)
             if reset_after:  # n = tanh(gx_n + r*ghn)
