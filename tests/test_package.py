@@ -51,9 +51,12 @@ def _imports(path: pathlib.Path, deferred: bool = False) -> set[str]:
     return found - {name}
 
 
-#: the one pair of modules that import each other, kept out of import time by a deferred import: the classmethods
-#: ``ConvGRUCell.from_raft`` and ``SepConvGRU.from_raft`` call raft.py, which builds on modules.py
-BACK_EDGES = {("convgru_ext.modules", "convgru_ext.raft")}
+#: the pairs of modules that import each other, each kept out of import time by a deferred import:
+#: - the classmethods ``ConvGRUCell.from_raft`` and ``SepConvGRU.from_raft`` call raft.py, which builds on modules.py;
+#: - the Triton cost model (triton/model.py) reads the kernels' own tile rule from triton/ops.py, whose graph rule
+#:   asks the model for a loop's GPU time
+BACK_EDGES = {("convgru_ext.modules", "convgru_ext.raft"),
+              ("convgru_ext.backends.triton.model", "convgru_ext.backends.triton.ops")}
 
 
 def _graph() -> dict[str, set[str]]:
