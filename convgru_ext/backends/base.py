@@ -84,5 +84,5 @@ class FusedBackend(Backend):
 
     def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem):
         out, _ = eager(self.forward_op())(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, list(problem.dilation),
-                                   problem.reset_after, context, problem.recompute)
+                                          problem.reset_after, context, problem.recompute)
         return out
