@@ -4,8 +4,9 @@ Its two time loops (``_op.py`` composes the rest around them), with far fewer an
 operations than the reference:
 
 * forward, per step: ``reset="before"``, one convolution of ``h`` for r and z together and one of
-  ``r*h`` for n; ``reset="after"``, one convolution of ``h`` for all three gates; the gate math
-  runs in place on the saved ``gates`` buffer;
+  ``r*h`` for n (a large single step convolves ``x`` with them instead of a projection:
+  :class:`_Preactivations`); ``reset="after"``, one convolution of ``h`` for all three gates; the gate
+  math runs in place on the saved ``gates`` buffer;
 * backward, per step in reverse (explicit, not autograd through the loop): the gate gradients
   (elementwise) and the data gradient of the recurrent convolution(s), which carries the state
   gradient back.
