@@ -29,7 +29,7 @@ PYTEST_ARGS ?= -n 2
 
 .PHONY: venv test bench check lint gpu-check gpu-check-dry-run device-stack-dry-run clean
 
-$(STAMP): requirements-dev.txt setup.py convgru_ext/_build.py $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*)
+$(STAMP): requirements-dev.txt setup.py convgru_ext/_build.py $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/* csrc/cuda/*)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
@@ -61,7 +61,7 @@ DEVICE_PYTHON ?= $(shell command -v python3.12 2>/dev/null || echo $(HOME)/.pyen
 DEVICE_VENV   := .venv-device
 DEVICE_STAMP  := $(DEVICE_VENV)/.installed
 
-$(DEVICE_STAMP): .ci/device-stack.txt setup.py convgru_ext/_build.py $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*)
+$(DEVICE_STAMP): .ci/device-stack.txt setup.py convgru_ext/_build.py $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/* csrc/cuda/*)
 	PYENV_VERSION=3.12.1 $(DEVICE_PYTHON) -m venv $(DEVICE_VENV)
 	$(DEVICE_VENV)/bin/python -m pip install --quiet -r .ci/device-stack.txt
 	TORCH_CUDA_ARCH_LIST=9.0 CONVGRU_FORCE_CUDA=1 $(DEVICE_VENV)/bin/python -m pip install --quiet \

@@ -1,6 +1,9 @@
 """Build and install convgru-ext.
 
-The package is pure Python.  When a CUDA toolkit (nvcc) and a CUDA build of torch are
+The package is Python with two optional compiled extensions.  When torch is importable at build time,
+setup.py builds the CPU extension ``convgru_ext._cpu`` from ``csrc/cpu/`` (a C++ compiler is all it
+needs): the torch backend's inference loop for float32 on the CPU; without it that loop runs in Python.
+When a CUDA toolkit (nvcc) and a CUDA build of torch are
 found, setup.py also builds the CUDA extension ``convgru_ext._cuda`` from ``csrc/`` with
 ``torch.utils.cpp_extension`` (ninja, one job per source file; ``MAX_JOBS`` caps the
 jobs).  torch must be importable at build time, so install with
@@ -11,7 +14,7 @@ sources that every install carries (``csrc/`` ships in the package as ``convgru_
 
 Environment:
 
-* ``CONVGRU_SKIP_CUDA=1``: build no extension (pure Python);
+* ``CONVGRU_SKIP_CUDA=1``: build no CUDA extension; ``CONVGRU_SKIP_CPU=1``: no CPU extension;
 * ``CONVGRU_FORCE_CUDA=1``: fail if the extension cannot be built;
 * ``TORCH_CUDA_ARCH_LIST``: the GPUs to compile for, default ``_build.DEFAULT_ARCHS``; the
   kernels need compute capability 8.0 or newer, so older entries are dropped.  No GPU is
@@ -24,6 +27,7 @@ Environment:
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import os
 import sys
@@ -79,8 +83,26 @@ def _cuda_extension() -> tuple[list, dict]:
     return [extension], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 
+def _cpu_extension() -> list:
+    """[the CPU extension], or [] after saying why not: it needs torch at build time, nothing else."""
+    if build.env_flag("CONVGRU_SKIP_CPU"):
+        _note("installing without the CPU extension: CONVGRU_SKIP_CPU is set")
+        return []
+    try:
+        from torch.utils.cpp_extension import CppExtension
+    except ImportError as error:
+        _note(f"installing without the CPU extension: torch is not importable at build time ({error})")
+        return []
+    sources = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp")))
+    return [CppExtension("convgru_ext._cpu", sources, extra_compile_args=["-O3"])]
+
+
 if __name__ == "__main__":
     ext_modules, cmdclass = _cuda_extension()
+    ext_modules = _cpu_extension() + ext_modules
+    if ext_modules and not cmdclass:
+        from torch.utils.cpp_extension import BuildExtension
+        cmdclass = {"build_ext": BuildExtension.with_options(use_ninja=True)}
     setup(
         name="convgru-ext",
         version="0.1.0",  # the one place: convgru_ext.__version__ reads the installed metadata

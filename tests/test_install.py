@@ -1,6 +1,6 @@
-"""An installed wheel carries what the CUDA backend's JIT build needs: its sources and flags.
+"""An installed wheel carries what the CUDA backend's JIT build needs: its sources and flags; and the CPU extension.
 
-Builds the wheel as a user's ``pip install .`` would (without the prebuilt extension), installs it
+Builds the wheel as a user's ``pip install .`` would (without the prebuilt CUDA extension), installs it
 into a fresh venv that borrows this interpreter's torch, and asks the installed package where its
 sources are.  Without a GPU the JIT build stops at "no CUDA device", never at missing files.
 """
@@ -27,8 +27,9 @@ PROBE = r"""
 import json, pathlib
 import convgru_ext
 from convgru_ext import _build
-from convgru_ext.backends import cuda
+from convgru_ext.backends import cuda, torch_fallback
 print(json.dumps({
+    "cpu_loop": torch_fallback.NATIVE.error,
     "package": str(pathlib.Path(convgru_ext.__file__).parent),
     "version": convgru_ext.__version__,
     "sources_dir": str(_build.sources_dir()),
@@ -40,7 +41,7 @@ print(json.dumps({
 
 
 def _build_wheel(out: pathlib.Path) -> pathlib.Path:
-    """The wheel of the checkout, without the prebuilt extension (one test builds it: pytest-xdist
+    """The wheel of the checkout, without the prebuilt CUDA extension (one test builds it: pytest-xdist
     workers building in the same checkout at once would share setuptools' build folder)."""
     env = dict(os.environ, CONVGRU_SKIP_CUDA="1")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-build-isolation", "--no-deps",
@@ -57,7 +58,8 @@ def test_an_installed_wheel_finds_its_cuda_sources_and_flags(tmp_path):
                    for p in (ROOT / "csrc").glob(pattern)}
     assert in_checkout and shipped == in_checkout
     assert "convgru_ext/_build.py" in names
-    assert not [n for n in names if n.endswith((".so", ".pyd"))], "CONVGRU_SKIP_CUDA=1 must build no extension"
+    built = [n for n in names if n.endswith((".so", ".pyd"))]
+    assert len(built) == 1 and built[0].startswith("convgru_ext/_cpu."), f"SKIP_CUDA: _cpu alone, got {built}"
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
@@ -85,3 +87,4 @@ def test_an_installed_wheel_finds_its_cuda_sources_and_flags(tmp_path):
     assert (pathlib.Path(options["include_dirs"][0]) / "convgru.h").is_file()
     assert options["extra_compile_args"] == _build.build_options()["extra_compile_args"]
     assert "no CUDA device" in found["reason"] and "not in this installation" not in found["reason"]
+    assert found["cpu_loop"] is None, found["cpu_loop"]

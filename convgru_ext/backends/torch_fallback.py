@@ -14,7 +14,8 @@ operations than the reference:
 A call that needs no gradient (``torch.no_grad``, ``inference_mode``, or nothing requiring grad) takes
 the inference path instead (:meth:`TorchLoops.infer`, composed by ``_op.compose_inference``): no autograd, no ``gates``
 kept, in eager no custom-op dispatch either (under ``torch.compile`` an opaque op of its own:
-``_op.define_inference_op`` says why).  On the CPU in float32 the recurrent convolutions of either loop, when
+``_op.define_inference_op`` says why); for float32 on the CPU its loop runs in C++ (:class:`_NativeLoop`).
+On the CPU in float32 the recurrent convolutions of either loop, when
 large enough, run on a weight prepacked for oneDNN once per call (:func:`packed_weight`: no packed weight
 outlives its call), and the backward's data gradients run as forward convolutions of the transposed weight
 (:class:`_DataGrad`).
@@ -26,6 +27,9 @@ arithmetic runs in the input dtype.
 """
 
 from __future__ import annotations
+
+import contextlib
+import importlib
 
 import torch
 import torch.nn.functional as F
@@ -79,9 +83,15 @@ class _Conv:
     benchmarks/results/cpu/decisions.md.)"""
 
     def __init__(self, weight, bias, dilation, frame: torch.Tensor, uses: int):
-        self.pad, self.dilation, self.weight, self.bias = padding(weight, dilation), list(dilation), weight, bias
+        self.pad, self.dilation, self.bias = padding(weight, dilation), list(dilation), bias
         usable = _mkldnn_usable(frame, weight, uses)
         self.packed = packed_weight(weight, self.pad, self.dilation, frame.shape) if usable else None
+        # channels-last like the activations, once per call: else every step's F.conv2d converts it again
+        self.weight = weight if usable else weight.contiguous(memory_format=torch.channels_last)
+
+    def native_args(self) -> tuple:
+        """What ``_cpu_infer_loop`` takes of this convolution: weight, bias, packed weight."""
+        return self.weight, self.bias, self.packed
 
     def __call__(self, h, other=None):
         if self.packed is None:
@@ -156,6 +166,38 @@ class _Preactivations:
         return self.conv_n(torch.cat([self.x[t], rh], 1))
 
 
+class _NativeLoop:
+    """The inference loop in C++ (``csrc/cpu/infer.cpp``: the same steps, with each step's gate math in one pass
+    and no Python between steps), from the CPU extension ``convgru_ext._cpu`` that setup.py builds wherever torch
+    is importable at build time.  Used for float32 on the CPU outside tracing, when the extension loaded and
+    :attr:`enabled`; else the Python loop below runs (same results within float32 rounding).  Measured against
+    the Python loop: benchmarks/results/cpu/decisions.md."""
+
+    def __init__(self):
+        self.enabled = True  # tests switch it off to compare the two loops (:meth:`disabled`)
+        try:
+            importlib.import_module("convgru_ext._cpu")
+            self.op, self.error = torch.ops.convgru_ext._cpu_infer_loop.default, None
+        except ImportError as error:
+            self.op, self.error = None, f"the CPU extension convgru_ext._cpu is not installed ({error})"
+
+    def usable(self, x: torch.Tensor) -> bool:
+        return (self.enabled and self.op is not None and x.dtype == torch.float32 and x.device.type == "cpu"
+                and not torch.compiler.is_compiling())
+
+    @contextlib.contextmanager
+    def disabled(self):
+        """Run the Python loop inside this block (tests compare it with the C++ loop)."""
+        before, self.enabled = self.enabled, False
+        try:
+            yield
+        finally:
+            self.enabled = before
+
+
+NATIVE = _NativeLoop()
+
+
 def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after, keep_gates):
     """``(out, gates)`` of ``StepLoops.forward``; without ``keep_gates`` (the inference path) ``gates`` is None and
     the gate math runs in place on each step's temporaries."""
@@ -170,6 +212,8 @@ def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, re
             gx = input_projection(x, weight_ih, bias_x, dilation)
         bias_n = None if bias_hn is None else torch.cat([bias_hn.new_zeros(2 * C), bias_hn])
         conv = _Conv(weight_hh, bias_n, dilation, h0, T)
+        if not keep_gates and NATIVE.usable(x):
+            return NATIVE.op(x, gx, h0, *conv.native_args(), None, None, None, conv.pad, conv.dilation, True), None
         for g, gate, o in zip(gx.unbind(0), steps, out.unbind(0)):
             g_rz, g_n = g.split_with_sizes((2 * C, C), 1)
             gh_rz, gh_n = conv(h).split_with_sizes((2 * C, C), 1)  # U*h + (0, 0, b_hn)
@@ -186,6 +230,9 @@ def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, re
         if gx is None and B * H * W < CAT_MIN_PIXELS:  # too few pixels to pay for concatenating the weights
             gx = input_projection(x, weight_ih, bias_x, dilation)
         pre = _Preactivations(x, gx, h0, weight_ih, weight_hh, bias_x, dilation, T)
+        if not keep_gates and NATIVE.usable(x):
+            rz, n = pre.conv_rz, pre.conv_n
+            return NATIVE.op(x, gx, h0, *rz.native_args(), *n.native_args(), rz.pad, rz.dilation, False), None
         for t, (gate, o) in enumerate(zip(steps, out.unbind(0))):
             if gate is None:
                 r, z = pre.rz(t, h).sigmoid_().chunk(2, 1)
