@@ -12,6 +12,8 @@ from convgru_ext.backends import torch_fallback
 from convgru_ext.backends.torch_fallback import NATIVE
 from helpers import REL_TOL, rel_err
 
+pytestmark = pytest.mark.onednn  # CI runs these again under ONEDNN_MAX_CPU_ISA=AVX2 (oneDNN's other layouts)
+
 
 def test_the_extension_is_built():
     """Every install that can build it (torch importable at build time) carries it: CI must not fall back unseen."""
