@@ -50,10 +50,11 @@ def _run(fn, x, h, weight_ih, weight_hh, bias_ih, bias_hh, context, dilation, re
     context = check_context(fn, context, problem, sequence=sequence)
     impl = backends.select(backend, problem)
     x = channels_last(x) if sequence else channels_last(x).unsqueeze(0)  # a 4-D frame converts in one call
-    if h is None:
-        h = x.new_zeros(problem.B, problem.C, problem.H, problem.W)
     if problem.T == 0:
+        h = x.new_zeros(problem.B, problem.C, problem.H, problem.W) if h is None else h
         return x.new_zeros(0, problem.B, problem.C, problem.H, problem.W), h.clone()
+    if h is None:  # channels-last from the start: no copy into the op layout
+        h = x.new_zeros(problem.B, problem.H, problem.W, problem.C).permute(0, 3, 1, 2)
     weights = [t if t is None else t.contiguous() for t in (weight_ih, weight_hh, bias_ih, bias_hh)]
     out = impl.sequence(x, channels_last(h), *weights, context, problem)
     return out, out[-1]
