@@ -2,7 +2,7 @@
 
 The package is Python with two optional compiled extensions.  When torch is importable at build time,
 setup.py builds the CPU extension ``convgru_ext._cpu`` from ``csrc/cpu/`` (a C++ compiler is all it
-needs): the torch backend's inference loop for float32 on the CPU; without it that loop runs in Python.
+needs): the torch backend's time loops for float32 on the CPU; without it they run in Python.
 When a CUDA toolkit (nvcc) and a CUDA build of torch are
 found, setup.py also builds the CUDA extension ``convgru_ext._cuda`` from ``csrc/`` with
 ``torch.utils.cpp_extension`` (ninja, one job per source file; ``MAX_JOBS`` caps the

@@ -1,6 +1,7 @@
-"""The torch backend's inference loop in C++ (``csrc/cpu/infer.cpp``, ``torch_fallback.NATIVE``): against the float64
-reference and the Python loop, under both of its instruction sets, on every form of the loop (hoisted or one
-concatenated step, reset before or after, weights packed or not, channel counts with a tail past the last register)."""
+"""The torch backend's loops in C++ (``csrc/cpu/loops.cpp``, ``torch_fallback.NATIVE``): every output and gradient
+against the float64 reference and the Python loops, under both instruction sets of the gate math, on every form of
+the loops (hoisted or one concatenated step, reset before or after, weights packed or not, channel counts with a
+tail past the last register)."""
 
 import os
 
@@ -22,9 +23,9 @@ def test_the_extension_is_built():
     assert NATIVE.error is None, NATIVE.error
 
 
-needs_native = pytest.mark.skipif(NATIVE.op is None, reason=f"no CPU extension: {NATIVE.error}")
-ISAS = ["generic", pytest.param("avx2", marks=pytest.mark.skipif(
-    NATIVE.op is None or torch.ops.convgru_ext._cpu_gate_isa() != "avx2", reason="this CPU has no AVX2 and FMA"))]
+needs_native = pytest.mark.skipif(NATIVE.error is not None, reason=f"no CPU extension: {NATIVE.error}")
+HAS_AVX2 = NATIVE.error is None and torch.ops.convgru_ext._cpu_gate_isa() == "avx2"
+ISAS = ["generic", pytest.param("avx2", marks=pytest.mark.skipif(not HAS_AVX2, reason="this CPU has no AVX2 and FMA"))]
 
 
 @pytest.fixture(params=ISAS)
@@ -41,22 +42,43 @@ SHAPES = [(3, 2, 5, 13, 7, 6, 3, 1), (1, 1, 8, 16, 40, 30, 3, 1), (1, 2, 3, 8, 5
           (2, 3, 4, 8, 1, 1, 1, 1), (5, 1, 6, 24, 6, 5, (1, 5), 1)]
 
 
-@needs_native
-@pytest.mark.parametrize("packed", [False, True], ids=["conv2d", "packed"])
-@pytest.mark.parametrize("reset", ["before", "after"])
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s[:6])))
-def test_matches_reference_and_python_loop(shape, reset, packed, isa, monkeypatch):
+def _layer_and_inputs(shape, reset, requires_grad):
     T, B, Cin, C, H, W, kernel, dilation = shape
-    if packed:  # these small convolutions stay below the packing threshold: pack them all the same
-        monkeypatch.setattr(torch_fallback, "PACK_MIN_MACS", 0)
     torch.manual_seed(hash((shape, reset)) % 2**31)
     layer = ConvGRU(Cin, C, kernel, reset=reset, dilation=dilation, backend="torch")
     with torch.no_grad():
         for p in layer.parameters():
             p.normal_(0, 0.3)
-    x, h0 = torch.randn(T, B, Cin, H, W), torch.randn(1, B, C, H, W)
     reference = ConvGRU(Cin, C, kernel, reset=reset, dilation=dilation, backend="reference").double()
     reference.load_state_dict(layer.state_dict())
+    x = torch.randn(T, B, Cin, H, W).requires_grad_(requires_grad)
+    h0 = torch.randn(1, B, C, H, W).requires_grad_(requires_grad)
+    return layer, reference, x, h0
+
+
+def _outputs_and_grads(layer, x, h0, upstream):
+    """(out, h_n) and the gradients of x, h0 and every parameter for the output gradient ``upstream``."""
+    inputs = [x, h0]
+    out, h_n = layer(*inputs)
+    grads = torch.autograd.grad((out * upstream).sum(), inputs + list(layer.parameters()))
+    return [out, h_n, *grads]
+
+
+SHAPE_IDS = {"ids": lambda s: "x".join(map(str, s[:6]))}
+
+
+@pytest.fixture(params=[False, True], ids=["conv2d", "packed"])
+def packed(request, monkeypatch):
+    if request.param:  # these small convolutions stay below the packing threshold: pack them all the same
+        monkeypatch.setattr(torch_fallback, "PACK_MIN_MACS", 0)
+    return request.param
+
+
+@needs_native
+@pytest.mark.parametrize("reset", ["before", "after"])
+@pytest.mark.parametrize("shape", SHAPES, **SHAPE_IDS)
+def test_inference_matches_reference_and_python_loop(shape, reset, packed, isa):
+    layer, reference, x, h0 = _layer_and_inputs(shape, reset, False)
     with torch.no_grad():
         out, h_n = layer(x, h0)
         with NATIVE.disabled():
@@ -65,6 +87,24 @@ def test_matches_reference_and_python_loop(shape, reset, packed, isa, monkeypatc
     assert rel_err(out, want) <= REL_TOL[torch.float32]
     assert rel_err(h_n, want_h) <= REL_TOL[torch.float32]
     assert rel_err(out, py_out.double()) <= REL_TOL[torch.float32]
+
+
+@needs_native
+@pytest.mark.parametrize("reset", ["before", "after"])
+@pytest.mark.parametrize("shape", SHAPES, **SHAPE_IDS)
+def test_training_matches_reference_and_python_loops(shape, reset, packed, isa):
+    """The forward that keeps the gates and the backward loop: outputs, dx, dh0 and every weight and bias gradient."""
+    layer, reference, x, h0 = _layer_and_inputs(shape, reset, True)
+    upstream = torch.randn(x.shape[0], *h0.shape[1:])
+    got = _outputs_and_grads(layer, x, h0, upstream)
+    with NATIVE.disabled():
+        python = _outputs_and_grads(layer, x, h0, upstream)
+    want = _outputs_and_grads(reference, x.detach().double().requires_grad_(), h0.detach().double().requires_grad_(),
+                              upstream.double())
+    names = ["out", "h_n", "dx", "dh0"] + [name for name, _ in layer.named_parameters()]
+    for name, g, p, w in zip(names, got, python, want):
+        assert rel_err(g, w) <= REL_TOL[torch.float32], name
+        assert rel_err(g, p.double()) <= REL_TOL[torch.float32], name
 
 
 @needs_native
@@ -85,7 +125,7 @@ def test_cell_with_context(isa):
 def test_used_only_where_it_applies():
     """float32 on the CPU, outside tracing; other dtypes run the Python loop."""
     x = torch.randn(2, 1, 3, 4, 4)
-    assert NATIVE.usable(x)
+    assert NATIVE.usable(x) and NATIVE.forward is not None and NATIVE.backward is not None
     assert not NATIVE.usable(x.double())
     with NATIVE.disabled():
         assert not NATIVE.usable(x)

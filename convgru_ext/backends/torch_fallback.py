@@ -14,8 +14,8 @@ operations than the reference:
 A call that needs no gradient (``torch.no_grad``, ``inference_mode``, or nothing requiring grad) takes
 the inference path instead (:meth:`TorchLoops.infer`, composed by ``_op.compose_inference``): no autograd, no ``gates``
 kept, in eager no custom-op dispatch either (under ``torch.compile`` an opaque op of its own:
-``_op.define_inference_op`` says why); for float32 on the CPU its loop runs in C++ (:class:`_NativeLoop`).
-On the CPU in float32 the recurrent convolutions of either loop, when
+``_op.define_inference_op`` says why).  For float32 on the CPU, both loops and the inference path's run in C++
+(:class:`_NativeLoops`).  On the CPU in float32 the recurrent convolutions of either loop, when
 large enough, run on a weight prepacked for oneDNN once per call (:func:`packed_weight`: no packed weight
 outlives its call), and the backward's data gradients run as forward convolutions of the transposed weight
 (:class:`_DataGrad`).
@@ -166,28 +166,32 @@ class _Preactivations:
         return self.conv_n(torch.cat([self.x[t], rh], 1))
 
 
-class _NativeLoop:
-    """The inference loop in C++ (``csrc/cpu/infer.cpp``: the same steps, with each step's gate math in one pass
-    and no Python between steps), from the CPU extension ``convgru_ext._cpu`` that setup.py builds wherever torch
-    is importable at build time.  Used for float32 on the CPU outside tracing, when the extension loaded and
-    :attr:`enabled`; else the Python loop below runs (same results within float32 rounding).  Measured against
-    the Python loop: benchmarks/results/cpu/decisions.md."""
+class _NativeLoops:
+    """Both loops in C++ (``csrc/cpu/loops.cpp``: the same steps, with the gate math between two convolutions in
+    one pass and no Python between steps), from the CPU extension ``convgru_ext._cpu`` that setup.py builds
+    wherever torch is importable at build time.  Used for float32 on the CPU outside tracing, when the extension
+    loaded and :attr:`enabled`; else the Python loops below run (same results within float32 rounding).  Measured
+    against the Python loops: benchmarks/results/cpu/decisions.md."""
 
     def __init__(self):
         self.enabled = True  # tests switch it off to compare the two loops (:meth:`disabled`)
+        self.forward = self.backward = None
         try:
             importlib.import_module("convgru_ext._cpu")
-            self.op, self.error = torch.ops.convgru_ext._cpu_infer_loop.default, None
         except ImportError as error:
-            self.op, self.error = None, f"the CPU extension convgru_ext._cpu is not installed ({error})"
+            self.error = f"the CPU extension convgru_ext._cpu is not installed ({error})"
+        else:
+            self.error = None
+            self.forward = torch.ops.convgru_ext._cpu_forward_loop.default
+            self.backward = torch.ops.convgru_ext._cpu_backward_loop.default
 
     def usable(self, x: torch.Tensor) -> bool:
-        return (self.enabled and self.op is not None and x.dtype == torch.float32 and x.device.type == "cpu"
+        return (self.enabled and self.error is None and x.dtype == torch.float32 and x.device.type == "cpu"
                 and not torch.compiler.is_compiling())
 
     @contextlib.contextmanager
     def disabled(self):
-        """Run the Python loop inside this block (tests compare it with the C++ loop)."""
+        """Run the Python loops inside this block (tests compare them with the C++ loops)."""
         before, self.enabled = self.enabled, False
         try:
             yield
@@ -195,7 +199,7 @@ class _NativeLoop:
             self.enabled = before
 
 
-NATIVE = _NativeLoop()
+NATIVE = _NativeLoops()
 
 
 def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after, keep_gates):
@@ -212,8 +216,9 @@ def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, re
             gx = input_projection(x, weight_ih, bias_x, dilation)
         bias_n = None if bias_hn is None else torch.cat([bias_hn.new_zeros(2 * C), bias_hn])
         conv = _Conv(weight_hh, bias_n, dilation, h0, T)
-        if not keep_gates and NATIVE.usable(x):
-            return NATIVE.op(x, gx, h0, *conv.native_args(), None, None, None, conv.pad, conv.dilation, True), None
+        if NATIVE.usable(x):
+            return NATIVE.forward(x, gx, h0, *conv.native_args(), None, None, None, conv.pad, conv.dilation, True,
+                                  keep_gates)
         for g, gate, o in zip(gx.unbind(0), steps, out.unbind(0)):
             g_rz, g_n = g.split_with_sizes((2 * C, C), 1)
             gh_rz, gh_n = conv(h).split_with_sizes((2 * C, C), 1)  # U*h + (0, 0, b_hn)
@@ -230,9 +235,10 @@ def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, re
         if gx is None and B * H * W < CAT_MIN_PIXELS:  # too few pixels to pay for concatenating the weights
             gx = input_projection(x, weight_ih, bias_x, dilation)
         pre = _Preactivations(x, gx, h0, weight_ih, weight_hh, bias_x, dilation, T)
-        if not keep_gates and NATIVE.usable(x):
+        if NATIVE.usable(x):
             rz, n = pre.conv_rz, pre.conv_n
-            return NATIVE.op(x, gx, h0, *rz.native_args(), *n.native_args(), rz.pad, rz.dilation, False), None
+            return NATIVE.forward(x, gx, h0, *rz.native_args(), *n.native_args(), rz.pad, rz.dilation, False,
+                                  keep_gates)
         for t, (gate, o) in enumerate(zip(steps, out.unbind(0))):
             if gate is None:
                 r, z = pre.rz(t, h).sigmoid_().chunk(2, 1)
@@ -262,6 +268,15 @@ class TorchLoops:
     def backward(self, grad_out, h0, out, gates, weight_hh, dilation, reset_after):
         T, B, C, H, W = out.shape
         w_rz, w_n = weight_hh[: 2 * C], weight_hh[2 * C:]
+        if reset_after:
+            grad_hh = _DataGrad(weight_hh, dilation, grad_out[0], T)
+        else:
+            grad_rz, grad_n = _DataGrad(w_rz, dilation, grad_out[0], T), _DataGrad(w_n, dilation, grad_out[0], T)
+        if NATIVE.usable(out):
+            a, b = (grad_hh, None) if reset_after else (grad_rz, grad_n)
+            dgh, dxn, dh0 = NATIVE.backward(grad_out, h0, out, gates, a.weight, a.packed, b and b.weight,
+                                            b and b.packed, a.pad, a.dilation, reset_after)
+            return dgh, (dxn if reset_after else None), dh0
         # dgh[t]: the gradient of step t's gate pre-activations (r, z, n blocks) as
         # seen by the recurrent convolution(s); also the input convolution's,
         # except the n block under reset_after, which differs by the factor r and
@@ -269,10 +284,6 @@ class TorchLoops:
         dgh = empty_channels_last(out, T, B, 3 * C, H, W)
         dxn = empty_channels_last(out, T, B, C, H, W) if reset_after else None
         dh = grad_out[T - 1].clone()  # dL/dh_T; becomes dL/dh_t going back
-        if reset_after:
-            grad_hh = _DataGrad(weight_hh, dilation, grad_out[0], T)
-        else:
-            grad_rz, grad_n = _DataGrad(w_rz, dilation, grad_out[0], T), _DataGrad(w_n, dilation, grad_out[0], T)
         states, grads, dghs = out.unbind(0), grad_out.unbind(0), dgh.unbind(0)
         dxns = dxn.unbind(0) if reset_after else None
         for t in reversed(range(T)):

@@ -1,11 +1,11 @@
-// The torch backend's inference loop on the CPU, in C++: `convgru_ext::_cpu_infer_loop`.
+// The torch backend's two time loops on the CPU, in C++: `convgru_ext::_cpu_forward_loop` / `_cpu_backward_loop`.
 //
-// The same loop as `_forward_loop` in convgru_ext/backends/torch_fallback.py without `gates` (that file
-// describes the loop and decides everything around it: the projection, which convolutions run on weights
-// prepacked for oneDNN, the concatenated weights of a single step).  What only C++ does here: the T steps
-// run without Python between them, and the gate math after each convolution is one pass over the frame
-// (gates.h) instead of five to seven separate elementwise ops.  float32 only; the convolutions are
-// oneDNN's (through PyTorch), none is written here.
+// The same loops as `_forward_loop` and `TorchLoops.backward` in convgru_ext/backends/torch_fallback.py (that
+// file describes them and decides everything around them: the projection, which convolutions run on weights
+// prepacked for oneDNN, the concatenated weights of a single step).  What only C++ does here: the T steps run
+// without Python between them, and the gate math between two convolutions is one pass over the frame (gates.h)
+// instead of several separate elementwise ops.  float32 only; the convolutions are oneDNN's (through PyTorch),
+// none is written here.
 //
 // Built as the CPU-only extension `convgru_ext._cpu` (setup.py; no CUDA toolkit needed).
 
@@ -27,6 +27,7 @@ struct Scalar {
   static constexpr int64_t kWidth = 1;
   float v;
   static Scalar load(const float* p) { return {*p}; }
+  static Scalar broadcast(float v) { return {v}; }
   void store(float* p) const { *p = v; }
   friend Scalar operator+(Scalar a, Scalar b) { return {a.v + b.v}; }
   friend Scalar operator-(Scalar a, Scalar b) { return {a.v - b.v}; }
@@ -92,6 +93,7 @@ struct Vec {
   static constexpr int64_t kWidth = 8;
   __m256 v;
   static CONVGRU_ISA_FN Vec load(const float* p) { return {_mm256_loadu_ps(p)}; }
+  static CONVGRU_ISA_FN Vec broadcast(float v) { return {_mm256_set1_ps(v)}; }
   CONVGRU_ISA_FN void store(float* p) const { _mm256_storeu_ps(p, v); }
   friend CONVGRU_ISA_FN Vec operator+(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
   friend CONVGRU_ISA_FN Vec operator-(Vec a, Vec b) { return {_mm256_sub_ps(a.v, b.v)}; }
@@ -168,7 +170,7 @@ int64_t grain(int64_t C) { return std::max<int64_t>(1, 16384 / std::max<int64_t>
 // `channels` contiguous floats.  (The Python side guarantees it; this guards the pointer arithmetic.)
 float* rows(const at::Tensor& t, int64_t channels) {
   TORCH_CHECK(t.size(-3) == channels && t.movedim(-3, -1).is_contiguous(),
-              "_cpu_infer_loop: expected a dense channels-last tensor of ", channels, " channels, got sizes ",
+              "_cpu loops: expected a dense channels-last tensor of ", channels, " channels, got sizes ",
               t.sizes(), " and strides ", t.strides());
   return t.data_ptr<float>();
 }
@@ -221,25 +223,60 @@ struct Conv {
   }
 };
 
+// d conv(h, weight) / d h for the output gradient g (dense channels-last): where the weight is packed
+// (torch_fallback._DataGrad: flipped, transposed, packed) a forward convolution with it, else
+// convolution_backward.  Dense channels-last.
+struct DataGrad {
+  const at::Tensor& weight;
+  const std::optional<at::Tensor>& packed;
+  c10::IntArrayRef padding, dilation;
+
+  at::Tensor operator()(const at::Tensor& g, const at::Tensor& h) const {
+    if (packed.has_value()) {
+      const std::optional<at::Tensor> no_bias;
+      return Conv{weight, no_bias, packed, padding, dilation}(g);
+    }
+    const int64_t one[2] = {1, 1}, zero[2] = {0, 0};
+    at::Tensor d = std::get<0>(at::convolution_backward(g, h, weight, std::nullopt, one, padding, dilation, false,
+                                                        zero, 1, {true, false, false}));
+    return d.contiguous(at::MemoryFormat::ChannelsLast);
+  }
+};
+
+// A dense channels-last (..., C, H, W) tensor of logical `sizes`, uninitialised.
+at::Tensor empty_cl(const at::Tensor& like, std::vector<int64_t> sizes) {
+  const int64_t n = sizes.size();
+  std::vector<int64_t> physical(sizes.begin(), sizes.end() - 3), order;
+  physical.insert(physical.end(), {sizes[n - 2], sizes[n - 1], sizes[n - 3]});
+  for (int64_t i = 0; i < n - 3; ++i) order.push_back(i);
+  order.insert(order.end(), {n - 1, n - 3, n - 2});
+  return at::empty(physical, like.options()).permute(order);
+}
+
 // x (T, B, Cin, H, W), gx (T, B, 3C, H, W) or none, h0 (B, C, H, W): channels-last, float32, on the CPU.
 // reset "before" with gx:  a = U_rz (2C, C, kh, kw), b = U_n (C, C, kh, kw), no biases (they are in gx);
 // reset "before", no gx:   a = [W_rz | U_rz] (2C, Cin + C, ...) with b_rz, b = [W_n | U_n] with b_n, each
 //                          convolving cat([x_t, h]) (then cat([x_t, r*h]));
 // reset "after":           a = U (3C, C, ...) with (0, 0, b_hn); gx required; b unused.
-// packed_*: the weight prepacked for oneDNN, or none.  Returns out (T, B, C, H, W) channels-last.
-at::Tensor infer_loop(const at::Tensor& x, const std::optional<at::Tensor>& gx, const at::Tensor& h0,
+// packed_*: the weight prepacked for oneDNN, or none.  Returns out (T, B, C, H, W) and, with keep_gates, gates
+// (T, B, G*C, H, W) as the op contract defines them (convgru_ext/backends/_op.py), else an empty tensor; both
+// channels-last.
+std::tuple<at::Tensor, at::Tensor> forward_loop(const at::Tensor& x, const std::optional<at::Tensor>& gx, const at::Tensor& h0,
                       const at::Tensor& w_a, const std::optional<at::Tensor>& b_a,
                       const std::optional<at::Tensor>& packed_a, const std::optional<at::Tensor>& w_b,
                       const std::optional<at::Tensor>& b_b, const std::optional<at::Tensor>& packed_b,
-                      c10::IntArrayRef padding, c10::IntArrayRef dilation, bool reset_after) {
+                      c10::IntArrayRef padding, c10::IntArrayRef dilation, bool reset_after, bool keep_gates) {
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && h0.scalar_type() == at::kFloat,
-              "_cpu_infer_loop: float32 CPU tensors only");
+              "_cpu_forward_loop: float32 CPU tensors only");
   const int64_t T = x.size(0), B = x.size(1), Cin = x.size(2), H = x.size(3), W = x.size(4), C = h0.size(1);
   const int64_t P = B * H * W;
-  TORCH_CHECK(!reset_after || gx.has_value(), "_cpu_infer_loop: reset 'after' needs the projection gx");
-  TORCH_CHECK(reset_after || w_b.has_value(), "_cpu_infer_loop: reset 'before' needs its second weight");
-  auto out = at::empty({T, B, H, W, C}, x.options()).permute({0, 1, 4, 2, 3});  // channels-last
-  if (T == 0) return out;
+  TORCH_CHECK(!reset_after || gx.has_value(), "_cpu_forward_loop: reset 'after' needs the projection gx");
+  TORCH_CHECK(reset_after || w_b.has_value(), "_cpu_forward_loop: reset 'before' needs its second weight");
+  const int64_t G = reset_after ? 4 : 3;
+  const at::Tensor out = empty_cl(x, {T, B, C, H, W});
+  const at::Tensor gates = keep_gates ? empty_cl(x, {T, B, G * C, H, W}) : x.new_empty({0});
+  if (T == 0) return {out, gates};
+  float* gates_t = keep_gates ? gates.data_ptr<float>() : nullptr;  // advanced by a step per step
   const bool hoisted = gx.has_value();
   const float* g_all = hoisted ? rows(*gx, 3 * C) : nullptr;
   const int64_t g_step = P * 3 * C;
@@ -256,12 +293,13 @@ at::Tensor infer_loop(const at::Tensor& x, const std::optional<at::Tensor>& gx, 
       const float *pa = rows(a, 3 * C), *pg = g_all + t * g_step, *ph = rows(h, C);
       float* po = out.data_ptr<float>() + t * P * C;
       at::parallel_for(0, P, grain_rows, [&](int64_t begin, int64_t end) {
-        CONVGRU_GATES(reset_after_step, begin, end, C, pa, 3 * C, pg, 3 * C, ph, C, po, C);
+        CONVGRU_GATES(reset_after_step, begin, end, C, pa, 3 * C, pg, 3 * C, ph, C, po, C, gates_t);
       });
       h = out[t];
       previous_a = a;
+      if (keep_gates) gates_t += P * G * C;
     }
-    return out;
+    return {out, gates};
   }
 
   const Conv conv_b{*w_b, b_b, packed_b, padding, dilation};
@@ -290,7 +328,7 @@ at::Tensor infer_loop(const at::Tensor& x, const std::optional<at::Tensor>& gx, 
     const float* ph = rows(h, C);
     float* prh = buffer.data_ptr<float>() + (hoisted ? 0 : Cin);
     at::parallel_for(0, P, grain_rows, [&](int64_t begin, int64_t end) {
-      CONVGRU_GATES(reset_gate, begin, end, C, pa, 2 * C, ph, C, prh, width);
+      CONVGRU_GATES(reset_gate, begin, end, C, pa, 2 * C, ph, C, prh, width, gates_t);
     });
     at::Tensor b;
     if (hoisted) {
@@ -302,30 +340,99 @@ at::Tensor infer_loop(const at::Tensor& x, const std::optional<at::Tensor>& gx, 
     const float* pb = rows(b, C);
     float* po = out.data_ptr<float>() + t * P * C;
     at::parallel_for(0, P, grain_rows, [&](int64_t begin, int64_t end) {
-      CONVGRU_GATES(update, begin, end, C, pb, C, pa + C, 2 * C, ph, C, po, C);
+      CONVGRU_GATES(update, begin, end, C, pb, C, pa + C, 2 * C, ph, C, po, C, gates_t);
     });
     h = out[t];
+    if (keep_gates) gates_t += P * G * C;
   }
-  return out;
+  return {out, gates};
+}
+
+// grad_out, out (T, B, C, H, W), h0 (B, C, H, W), gates (T, B, G*C, H, W): dense channels-last, float32.
+// reset "before": a = U_rz (2C, C, kh, kw), b = U_n; "after": a = U (3C, C, ...), b unused.  packed_*: the data
+// gradient's weight prepacked (flipped and transposed: torch_fallback._DataGrad), or none.
+// Returns dgh (T, B, 3C, H, W), dxn (T, B, C, H, W) under "after" else an empty tensor, dh0 (B, C, H, W): the
+// backward loop's outputs in the op contract (convgru_ext/backends/_op.py).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_loop(
+    const at::Tensor& grad_out, const at::Tensor& h0, const at::Tensor& out, const at::Tensor& gates,
+    const at::Tensor& w_a, const std::optional<at::Tensor>& packed_a, const std::optional<at::Tensor>& w_b,
+    const std::optional<at::Tensor>& packed_b, c10::IntArrayRef padding, c10::IntArrayRef dilation,
+    bool reset_after) {
+  TORCH_CHECK(out.device().is_cpu() && out.scalar_type() == at::kFloat, "_cpu_backward_loop: float32 CPU only");
+  TORCH_CHECK(reset_after || w_b.has_value(), "_cpu_backward_loop: reset 'before' needs its second weight");
+  const int64_t T = out.size(0), B = out.size(1), C = out.size(2), H = out.size(3), W = out.size(4);
+  const int64_t P = B * H * W, G = reset_after ? 4 : 3, grain_rows = grain(C);
+  const at::Tensor go = grad_out.movedim(2, -1).contiguous().movedim(-1, 2);  // dense channels-last (a view if so)
+  const at::Tensor dgh = empty_cl(out, {T, B, 3 * C, H, W});
+  const at::Tensor dxn = reset_after ? empty_cl(out, {T, B, C, H, W}) : out.new_empty({0});
+  at::Tensor dh = go[T - 1].clone(at::MemoryFormat::ChannelsLast);  // dL/dh_t, going back
+  const DataGrad grad_a{w_a, packed_a, padding, dilation};
+  // "before": the dense inputs of U_rz's and U_n's data gradients (dgh's blocks are strided)
+  at::Tensor d_rz, d_n;
+  if (!reset_after) {
+    d_rz = empty_cl(out, {B, 2 * C, H, W});
+    d_n = empty_cl(out, {B, C, H, W});
+  }
+  const float* pgo = rows(go, C);
+  const float* pgates = rows(gates, G * C);
+  float* pdh = rows(dh, C);
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const at::Tensor h_prev = t > 0 ? out[t - 1] : h0.contiguous(at::MemoryFormat::ChannelsLast);
+    const float *ph = rows(h_prev, C), *pg = pgates + t * P * G * C;
+    float* pdgh = dgh.data_ptr<float>() + t * P * 3 * C;
+    float* pdxn = reset_after ? dxn.data_ptr<float>() + t * P * C : nullptr;
+    float* prz = reset_after ? nullptr : d_rz.data_ptr<float>();
+    float* pn = reset_after ? nullptr : d_n.data_ptr<float>();
+    at::parallel_for(0, P, grain_rows, [&](int64_t begin, int64_t end) {
+      CONVGRU_GATES(z_n_grad, begin, end, C, G, pg, ph, pdh, pdgh, prz, pn, pdxn);
+    });
+    at::Tensor drh, dh_conv;
+    if (reset_after) {
+      dh_conv = grad_a(dgh[t], h_prev);
+    } else {
+      drh = DataGrad{*w_b, packed_b, padding, dilation}(d_n, h_prev);
+      const float* pdrh = rows(drh, C);
+      at::parallel_for(0, P, grain_rows, [&](int64_t begin, int64_t end) {
+        CONVGRU_GATES(r_grad, begin, end, C, pdrh, ph, pg, pdgh, prz);
+      });
+      dh_conv = grad_a(d_rz, h_prev);
+    }
+    const float* pconv = rows(dh_conv, C);
+    const float* pdrh = reset_after ? nullptr : drh.data_ptr<float>();
+    const float* pnext = t > 0 ? pgo + (t - 1) * P * C : nullptr;
+    at::parallel_for(0, P, grain_rows, [&](int64_t begin, int64_t end) {
+      CONVGRU_GATES(state_grad, begin, end, C, G, pconv, pdrh, pg, pnext, pdh);
+    });
+  }
+  return {dgh, dxn, dh};
 }
 
 }  // namespace convgru_cpu
 
 TORCH_LIBRARY_FRAGMENT(convgru_ext, m) {
-  m.def("_cpu_infer_loop(Tensor x, Tensor? gx, Tensor h0, Tensor w_a, Tensor? b_a, Tensor? packed_a, "
-        "Tensor? w_b, Tensor? b_b, Tensor? packed_b, int[] padding, int[] dilation, bool reset_after) -> Tensor");
+  m.def("_cpu_forward_loop(Tensor x, Tensor? gx, Tensor h0, Tensor w_a, Tensor? b_a, Tensor? packed_a, "
+        "Tensor? w_b, Tensor? b_b, Tensor? packed_b, int[] padding, int[] dilation, bool reset_after, "
+        "bool keep_gates) -> (Tensor, Tensor)");
+  m.def("_cpu_backward_loop(Tensor grad_out, Tensor h0, Tensor out, Tensor gates, Tensor w_a, Tensor? packed_a, "
+        "Tensor? w_b, Tensor? packed_b, int[] padding, int[] dilation, bool reset_after) -> (Tensor, Tensor, Tensor)");
   m.def("_cpu_gate_isa(str? force=None) -> str", &convgru_cpu::gate_isa);
 }
 
 // MkldnnCPU too: a weight prepacked for oneDNN is a tensor of that key, which the dispatcher then picks
-TORCH_LIBRARY_IMPL(convgru_ext, CPU, m) { m.impl("_cpu_infer_loop", &convgru_cpu::infer_loop); }
-TORCH_LIBRARY_IMPL(convgru_ext, MkldnnCPU, m) { m.impl("_cpu_infer_loop", &convgru_cpu::infer_loop); }
+TORCH_LIBRARY_IMPL(convgru_ext, CPU, m) {
+  m.impl("_cpu_forward_loop", &convgru_cpu::forward_loop);
+  m.impl("_cpu_backward_loop", &convgru_cpu::backward_loop);
+}
+TORCH_LIBRARY_IMPL(convgru_ext, MkldnnCPU, m) {
+  m.impl("_cpu_forward_loop", &convgru_cpu::forward_loop);
+  m.impl("_cpu_backward_loop", &convgru_cpu::backward_loop);
+}
 
 // Importing the extension as a Python module (`import convgru_ext._cpu`) runs the registrations above; the
 // module itself is empty.
 PyMODINIT_FUNC PyInit__cpu(void) {
   static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu",
-                                      "convgru-ext's CPU inference loop; importing it registers its ops", -1,
+                                      "convgru-ext's CPU loops; importing it registers their ops", -1,
                                       nullptr};
   return PyModule_Create(&module);
 }
