@@ -36,10 +36,19 @@ def isa(request):
     torch.ops.convgru_ext._cpu_gate_isa("auto")
 
 
-# (T, B, Cin, C, H, W, kernel, dilation): T = 1 with 1024+ pixels runs the concatenated single step; C = 13 and 9
-# leave a tail past an 8-float register; 1x1 frames; a dilated 3x3
+# (T, B, Cin, C, H, W, kernel, dilation): calls of 1024+ pixels over their steps (T*B*H*W) convolve cat([x_t, h]),
+# smaller ones read a hoisted projection; C = 13, 11 and 9 leave a tail past an 8-float register; 1x1 frames; dilated
 SHAPES = [(3, 2, 5, 13, 7, 6, 3, 1), (1, 1, 8, 16, 40, 30, 3, 1), (1, 2, 3, 8, 5, 4, 3, 1), (4, 1, 3, 9, 9, 11, 3, 2),
-          (2, 3, 4, 8, 1, 1, 1, 1), (5, 1, 6, 24, 6, 5, (1, 5), 1)]
+          (2, 3, 4, 8, 1, 1, 1, 1), (5, 1, 6, 24, 6, 5, (1, 5), 1), (3, 2, 4, 11, 14, 13, 3, 1),
+          (2, 1, 5, 8, 24, 24, 3, 2)]
+
+
+@needs_native
+def test_every_form_is_covered():
+    """The shapes above hold calls of either form (torch_fallback._concatenates), sequences among those that
+    concatenate."""
+    forms = {(T > 1, torch_fallback._concatenates(torch.empty(T, B, Cin, H, W))) for T, B, Cin, C, H, W, *_ in SHAPES}
+    assert forms == {(False, True), (True, True), (False, False), (True, False)}
 
 
 def _layer_and_inputs(shape, reset, requires_grad):

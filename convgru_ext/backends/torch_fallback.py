@@ -4,8 +4,8 @@ Its two time loops (``_op.py`` composes the rest around them), with far fewer an
 operations than the reference:
 
 * forward, per step: ``reset="before"``, one convolution of ``h`` for r and z together and one of
-  ``r*h`` for n (a large single step convolves ``x`` with them instead of a projection:
-  :class:`_Preactivations`); ``reset="after"``, one convolution of ``h`` for all three gates; the gate
+  ``r*h`` for n (a large enough call convolves ``x`` with them instead of a projection:
+  :func:`_concatenates`); ``reset="after"``, one convolution of ``h`` for all three gates; the gate
   math runs in place on the saved ``gates`` buffer;
 * backward, per step in reverse (explicit, not autograd through the loop): the gate gradients
   (elementwise) and the data gradient of the recurrent convolution(s), which carries the state
@@ -132,12 +132,22 @@ class _DataGrad:
 CAT_MIN_PIXELS = 1024
 
 
+def _concatenates(x: torch.Tensor) -> bool:
+    """Whether the forward steps convolve ``cat([x_t, h])`` instead of reading a hoisted projection
+    (:class:`_Preactivations`): in the C++ loop when the call has :data:`CAT_MIN_PIXELS` pixels over all its steps
+    (T*B*H*W: the weights are concatenated once per call), in the Python loop only for a single step of as many;
+    measured: benchmarks/results/cpu/decisions.md."""
+    T, B, _, H, W = x.shape
+    steps = T if NATIVE.usable(x) else int(T == 1)
+    return steps * B * H * W >= CAT_MIN_PIXELS
+
+
 class _Preactivations:
     """The gate pre-activations of each step ``t``, as the forward loop asks for them: ``rz(t, h)`` = ``W_rz*x_t +
     U_rz*h + b_rz`` and ``n(t, rh)`` = ``W_n*x_t + U_n*rh + b_n`` (``reset="before"``), each a fresh tensor.
 
     From the hoisted projection ``gx`` when there is one: a convolution of ``h`` (or ``rh``) plus ``gx``'s block.
-    Without it (a single step, :meth:`TorchLoops.hoists`, of at least :data:`CAT_MIN_PIXELS`) ``x_t`` is convolved
+    Without it (where :func:`_concatenates`) ``x_t`` is convolved
     together with the state, as one convolution over ``cat([x_t, h])`` with the weights ``[W_rz | U_rz]`` (and
     ``cat([x_t, rh])`` with ``[W_n | U_n]``): two convolutions of larger depth instead of three, measured faster for a
     step (benchmarks/results/cpu/decisions.md)."""
@@ -150,7 +160,7 @@ class _Preactivations:
             self.conv_rz = _Conv(weight_hh[: 2 * C], None, dilation, h0, T)
             self.conv_n = _Conv(weight_hh[2 * C:], None, dilation, h0, T)
         else:
-            frame = x[0]
+            frame = x.new_empty(x.shape[1], x.shape[2] + C, *x.shape[3:])  # the shape cat([x_t, h]) has
             b_rz, b_n = (None, None) if bias_x is None else bias_x.split_with_sizes((2 * C, C))
             self.conv_rz = _Conv(torch.cat([weight_ih[: 2 * C], weight_hh[: 2 * C]], 1), b_rz, dilation, frame, T)
             self.conv_n = _Conv(torch.cat([weight_ih[2 * C:], weight_hh[2 * C:]], 1), b_n, dilation, frame, T)
@@ -232,7 +242,7 @@ def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, re
                 torch.addcmul(g_n, r, ghn, out=n).tanh_()
             h = torch.lerp(h, n, z, out=o)
     else:
-        if gx is None and B * H * W < CAT_MIN_PIXELS:  # too few pixels to pay for concatenating the weights
+        if gx is None and not _concatenates(x):
             gx = input_projection(x, weight_ih, bias_x, dilation)
         pre = _Preactivations(x, gx, h0, weight_ih, weight_hh, bias_x, dilation, T)
         if NATIVE.usable(x):
@@ -255,8 +265,9 @@ class TorchLoops:
     """The time loops of ``backend="torch"`` (``_op.StepLoops``)."""
 
     def hoists(self, T: int) -> bool:
-        """One step convolves ``x`` with the state (:class:`_Preactivations`); more share one projection."""
-        return T > 1
+        """Never asked to: the forward loop projects ``x`` itself unless its steps convolve ``x`` with the state
+        (:func:`_concatenates`), which depends on more than T."""
+        return False
 
     def forward(self, x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after):
         return _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after, True)
