@@ -3,27 +3,23 @@
 
 A sweep (:meth:`Sweep.run`) measures the ceilings first, then goes dtype by dtype (bfloat16 first on a GPU, so that
 a sweep cut short by its time budget loses the least wanted figures), workload by workload, pass by pass,
-implementation by implementation.  Each row:
+implementation by implementation.  Each row (:meth:`Sweep._measure`):
 
 1. **check**: one call on input set 0 against the ``reference`` backend on the same values (the output and, for
    ``fwd+bwd``, the gradients of ``x``, ``h0`` and every parameter) by the tolerance rule of
    ``convgru_ext.testing.reference_errors``; an implementation that disagrees is reported as ``failed check`` and
    not timed.  The wall time of this first call is kept (``first_call_s``: compilation, autotuning);
-2. **time**: by the caller's timer (the CLI: ``timing.time_calls``; the suite: pytest-benchmark's rounds); inputs
-   rotate among random sets (on a GPU enough of them to fill its L2 cache twice, see :func:`input_sets_for`);
-   for ``fwd+bwd``, the bytes autograd saves for the backward (``saved_bytes``);
-3. **memory** (GPU): ``torch.cuda.max_memory_allocated`` over one more call; ``peak_mem_extra_bytes`` is that peak
-   minus what was allocated before the call (inputs, weights, the cached reference data), the figure shown;
-4. **CUDA graph** (``cuda_graph``): the same calls captured and replayed (not an implementation whose
-   ``no_graph`` says why not: the onnxruntime peers).
+2. **time**: by the caller's timer (the CLI: ``timing.time_calls``; the suite: pytest-benchmark's rounds), inputs
+   rotated among random sets (:func:`input_sets_for`); for ``fwd+bwd``, the bytes autograd saves for the backward;
+3. **memory** (GPU): ``peak_mem_extra_bytes``, the peak of one more call minus what was allocated before it;
+4. **CUDA graph** (``cuda_graph``): the same calls captured and replayed, unless ``Implementation.no_graph``.
 
-The time budget (``budget_s``, wall clock from the start): once spent, the remaining rows are skipped.  A
-compiled-peer row starts only if there is time for a compile (twice the longest so far, at least 30 s) on top of
-the share kept for every later row that does not compile (their average time so far), so that compiling never
-crowds out the other implementations' figures.  Any exception in a row is caught and recorded (with its
-traceback) in that row, and the sweep goes on; after a failure on a GPU the CUDA context is probed, and if it is
-lost (a sticky error such as an illegal memory access) the remaining rows are marked as not run, rather than
-reported as failures of innocent implementations.
+The time budget (``budget_s``, wall clock from the start): once spent, the remaining rows are skipped; a row that
+compiles starts only with time for a compile left over the share kept for the later rows that do not
+(:meth:`Sweep._no_time_to_compile`).  An exception in a row is recorded (with its traceback) in that row and the
+sweep goes on; after a failure on a GPU the CUDA context is probed, and if it is lost (a sticky error such as an
+illegal memory access) the remaining rows are marked as not run rather than reported as failures of innocent
+implementations.
 """
 
 from __future__ import annotations
@@ -223,11 +219,6 @@ def cuda_alive(device: torch.device) -> bool:
         return False
 
 
-def _compiles(impl: Implementation) -> bool:
-    """Whether building ``impl`` compiles with ``torch.compile`` (the compiled peer, ours' ``+compile`` rows)."""
-    return getattr(impl, "compile_mode", None) is not None
-
-
 class Sweep:
     """Runs the rows of :class:`Settings`; ``on_start(text)``, ``on_row(row)`` and ``on_checkpoint(results)``
     (after each workload and dtype) report progress."""
@@ -291,7 +282,8 @@ class Sweep:
                                 "graph_skipped", "peak_mem_bytes", "peak_mem_extra_bytes", "saved_bytes",
                                 "input_sets"))}
         self.on_start(f"{wl.name} {dtype_name(dtype)} {pass_} {impl.name}")
-        reason = self._stopped() or (self._no_time_to_compile() if _compiles(impl) and self.deadline else None)
+        compiles = impl.compile_mode is not None
+        reason = self._stopped() or (self._no_time_to_compile() if compiles and self.deadline else None)
         reason = reason or impl.unavailable(wl, dtype, s.device)
         if not reason and wl.name not in self._data:
             try:
@@ -310,7 +302,7 @@ class Sweep:
                 if s.device.type == "cuda" and not cuda_alive(s.device):
                     self.aborted = (f"not run: the CUDA context was lost after {impl.name} failed on "
                                     f"{wl.name} {dtype_name(dtype)} {pass_} ({row['reason']})")
-            if not _compiles(impl):
+            if not compiles:
                 self._row_seconds.append(time.perf_counter() - started)
         self.rows.append(row)
         self.on_row(row)
@@ -322,10 +314,11 @@ class Sweep:
         return f"time budget exhausted (--budget {self.s.budget_s:g} s)"
 
     def _no_time_to_compile(self) -> Optional[str]:
-        """Why the compiled peer's next row should be skipped under the budget (module docstring), or None."""
+        """Why the next row that compiles should be skipped under the budget, or None: it needs twice the longest
+        compile so far (at least 30 s) on top of the average time so far of every later row that does not compile."""
         left = self.deadline - time.perf_counter()
         need = max(30.0, 2 * self.max_compile_s)
-        rest = sum(1 for *_, impl in self._plan[len(self.rows) + 1:] if not _compiles(impl))
+        rest = sum(1 for *_, impl in self._plan[len(self.rows) + 1:] if impl.compile_mode is None)
         reserve = rest * (sum(self._row_seconds) / len(self._row_seconds) if self._row_seconds else 1.0)
         if left - reserve < need:
             return (f"time budget: {left:.0f} s left, {reserve:.0f} s of it kept for the {rest} rows to come; "
@@ -376,7 +369,7 @@ class Sweep:
         row["time"] = timing and timing.to_dict()
         if train:
             row["saved_bytes"] = saved_bytes(lambda: call(0))
-        if _compiles(impl) and timing:
+        if impl.compile_mode is not None and timing:
             row["compile_s"] = max(0.0, row["first_call_s"] - timing.median)
             self.max_compile_s = max(self.max_compile_s, row["compile_s"])
         if device.type != "cuda":

@@ -50,13 +50,15 @@ class Built:
 
 class Implementation:
     """One row family of the benchmark's tables, with rows for the ``passes`` and the reset modes (``resets``) it
-    computes; ``no_graph``: why ``--cuda-graph`` does not capture its calls, or None when it does."""
+    computes; ``compile_mode``: the ``torch.compile`` mode its build compiles with, or None; ``no_graph``: why
+    ``--cuda-graph`` does not capture its calls, or None when it does."""
 
     name: str = ""
     kind: str = "ours"  # "peer" or "ours"
     experimental: bool = False
     passes: tuple[str, ...] = PASSES
     resets: tuple[str, ...] = ("before", "after")
+    compile_mode: Optional[str] = None
     no_graph: Optional[str] = None
 
     def label(self, device: torch.device) -> str:
