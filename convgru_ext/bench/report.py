@@ -320,10 +320,11 @@ def compare(a_path: str, b_path: str, threshold: float, console: Console) -> int
     when faster by more than ``threshold``; warn where the files differ in device or scale.  Returns the number of
     regressions."""
     runs = []
-    for label, path in zip("AB", (a_path, b_path)):
+    for path in (a_path, b_path):
         with open(path) as f:
             runs.append(json.load(f))
-        m = runs[-1]["meta"]
+    for label, path, run in zip("AB", (a_path, b_path), runs):
+        m = run["meta"]
         console.print(f"[bold]{label}[/]: {path}: {m.get('device')}, {m.get('date_utc')}, commit "
                       f"{(m.get('git_commit') or 'unknown')[:12]}, scale {m.get('scale')}")
     for f in ("device", "scale"):
