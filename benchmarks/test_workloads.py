@@ -18,10 +18,9 @@ import itertools
 import pytest
 import torch
 
-from convgru_ext import backends
 from convgru_ext.bench.catalog import CATALOG
 from convgru_ext.bench.harness import DTYPES, Settings, Sweep, derive
-from convgru_ext.bench.impls import COMPILE_MODE, NNGRUPeer, Ours, PublicPeer
+from convgru_ext.bench.impls import all_implementations
 from convgru_ext.bench.timing import Timing, measure_ceilings, synchronize
 from convgru_ext.testing import FUSED_BACKENDS
 
@@ -35,9 +34,9 @@ SMOKE_COMPILED = ("raft-cell", "video")
 
 
 def _implementation(name: str):
-    """The implementation named ``name``; None for a backend not registered in this checkout."""
-    peers = {"eager": PublicPeer, "compiled": lambda: PublicPeer(COMPILE_MODE), "nn.GRU": NNGRUPeer}
-    return peers[name]() if name in peers else Ours(name) if name in backends.names() else None
+    """The implementation named ``name`` (``compiled`` in its default mode); None for a backend not registered in
+    this checkout."""
+    return next((i for i in all_implementations() if i.name == name), None)
 
 
 def _cases():

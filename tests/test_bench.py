@@ -14,10 +14,10 @@ import sys
 import pytest
 import torch
 
-from convgru_ext.bench import catalog, cost
+from convgru_ext.bench import catalog
 from convgru_ext.bench.catalog import CATALOG, Workload
 from convgru_ext.bench.cli import main as bench_main
-from convgru_ext.bench.harness import Settings, Sweep, ours_vs_peers
+from convgru_ext.bench.harness import Settings, Sweep, derive
 from convgru_ext.bench.impls import Built, Implementation, OnnxRuntimePeer, Ours, PublicPeer
 from convgru_ext.bench.timing import time_calls
 from convgru_ext.testing import REL_TOL
@@ -56,22 +56,23 @@ def _rows(results, impl):
 def test_flops_and_bytes_by_hand():
     wl = Workload("t", "cell", T=1, B=2, Cin=3, C=4, H=5, W=6, kernel=(3, 3))
     # 2 * B * H * W * kh * kw * 3C * (Cin + C) = 2 * 2 * 5 * 6 * 9 * 12 * 7
-    assert cost.flops(wl, "fwd") == 90720
-    assert cost.flops(wl, "fwd+bwd") == 3 * 90720
+    assert wl.flops("fwd") == 90720
+    assert wl.flops("fwd+bwd") == 3 * 90720
     seq = Workload("s", "sequence", T=4, B=2, Cin=3, C=4, H=5, W=6)
-    assert cost.flops(seq, "fwd") == 4 * 90720
+    assert seq.flops("fwd") == 4 * 90720
     sep = Workload("p", "sep", T=1, B=2, Cin=3, C=4, H=5, W=6, kernel=(3, 3))  # a 1x3 cell, then a 3x1 cell
-    assert cost.flops(sep, "fwd") == 2 * (2 * 2 * 5 * 6 * 3 * 12 * 7)
+    assert sep.flops("fwd") == 2 * (2 * 2 * 5 * 6 * 3 * 12 * 7)
     # forward bytes: x (2*3*5*6=180) + h (2*4*30=240) + weights (12*7*9 + 24 = 780) + out (240), float32
-    assert cost.min_bytes(wl, "fwd", 4) == 4 * (180 + 240 + 780 + 240)
+    assert wl.min_bytes("fwd", 4) == 4 * (180 + 240 + 780 + 240)
     # backward adds: grad_out, x, h0, states, weights read; dx, dh0, dweights written
-    assert cost.min_bytes(wl, "fwd+bwd", 2) == 2 * (1440 + 240 + 180 + 240 + 240 + 780 + 180 + 240 + 780)
+    assert wl.min_bytes("fwd+bwd", 2) == 2 * (1440 + 240 + 180 + 240 + 240 + 780 + 180 + 240 + 780)
     stream = Workload("st", "stream", T=3, B=2, Cin=3, C=4, H=5, W=6)
-    assert cost.min_bytes(stream, "fwd", 4) == 3 * cost.min_bytes(wl, "fwd", 4)  # T separate one-step calls
-    assert cost.roofline(100, 10, peak_flops=10, peak_bytes_per_s=1) == (10, "compute")
-    assert cost.roofline(100, 50, peak_flops=10, peak_bytes_per_s=1) == (50, "memory")
-    with pytest.raises(ValueError, match="pass"):
-        cost.flops(wl, "bwd")
+    assert stream.min_bytes("fwd", 4) == 3 * wl.min_bytes("fwd", 4)  # T separate one-step calls
+    assert catalog.roofline(100, 10, peak_flops=10, peak_bytes_per_s=1) == (10, "compute")
+    assert catalog.roofline(100, 50, peak_flops=10, peak_bytes_per_s=1) == (50, "memory")
+    for bad in (wl.flops, lambda p: wl.min_bytes(p, 4)):
+        with pytest.raises(ValueError, match="pass"):
+            bad("bwd")
 
 
 def test_catalog_and_scale():
@@ -264,7 +265,7 @@ def test_onnxruntime_peers_export_raft_sep_and_match_its_reference():
 def test_onnxruntime_peers_say_why_they_cannot_run(monkeypatch):
     wl = _tiny("stream")
     naive, ours = OnnxRuntimePeer("naive"), OnnxRuntimePeer("ours")
-    assert [p for p in ("fwd", "fwd+bwd") if naive.applies_to_pass(p)] == ["fwd"]
+    assert naive.passes == ours.passes == ("fwd",)
     assert not naive.applies_to(_tiny("gru-1x1")) and ours.applies_to(_tiny("gru-1x1"))
     assert "Conv" in ours.unavailable(wl, torch.float64, torch.device("cpu"))
     assert "Conv" in ours.unavailable(wl, torch.bfloat16, torch.device("cpu"))
@@ -282,14 +283,16 @@ def test_onnxruntime_peers_say_why_they_cannot_run(monkeypatch):
 def test_ours_vs_peers_takes_our_fastest_non_experimental_row_and_the_fastest_peer():
     def row(impl, kind, median, experimental=False, pass_="fwd"):
         return {"workload": "w", "dtype": "float32", "pass": pass_, "impl": impl, "label": impl, "kind": kind,
-                "experimental": experimental, "time": None if median is None else {"median": median}}
+                "experimental": experimental, "time": None if median is None else {"median": median}, "flops": 1}
 
     rows = [row("eager", "peer", 4.0), row("ort-naive", "peer", 2.0), row("ort-ours", "peer", None),
             row("torch", "ours", 1.0), row("triton", "ours", 0.1, experimental=True), row("reference", "ours", 3.0),
             row("eager", "peer", 1.0, pass_="fwd+bwd")]  # no row of ours: no ratio
-    assert ours_vs_peers(rows) == [{"workload": "w", "dtype": "float32", "pass": "fwd", "ratio": 2.0, "ours": "torch",
-                                    "ours_label": "torch", "ours_median": 1.0, "peer": "ort-naive",
-                                    "peer_label": "ort-naive", "peer_median": 2.0}]
+    results = {"rows": rows}
+    derive(results)
+    assert results["ours_vs_peers"] == [{"workload": "w", "dtype": "float32", "pass": "fwd", "ratio": 2.0,
+                                         "ours": "torch", "ours_label": "torch", "ours_median": 1.0,
+                                         "peer": "ort-naive", "peer_label": "ort-naive", "peer_median": 2.0}]
 
 
 def test_cli_runs_the_onnxruntime_peers_and_reports_ours_against_the_fastest_peer(tmp_path, capsys):
@@ -424,13 +427,12 @@ def test_a_crash_of_the_sweep_keeps_what_was_measured(tmp_path, monkeypatch):
 
 
 def test_static_cost_model_of_the_triton_launches():
-    """plan.py: launches per step per reset mode, FLOPs of a cell step equal to cost.py's (the kernels
+    """plan.py: launches per step per reset mode, FLOPs of a cell step equal to catalog.py's (the kernels
     convolve x and h there), waves = CTAs / SMs, and a host time per launch measured here."""
     pytest.importorskip("triton")
     from convgru_ext.backends.triton import ops
     from convgru_ext.bench import plan
-    from convgru_ext.bench.catalog import CATALOG
-    from convgru_ext.bench.cost import forward_flops_per_step
+    from convgru_ext.bench.catalog import CATALOG, forward_flops_per_step
 
     rows = {(r["workload"], r["pass"]): r for r in plan.model(list(CATALOG.values()), torch.bfloat16)}
     assert rows, "no model"

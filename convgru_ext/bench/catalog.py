@@ -1,13 +1,28 @@
-"""The named workloads of the benchmark (:data:`CATALOG`), each exercising one public API (``Workload.api``):
-``cell``, one ``convgru_cell`` call (RAFT's update block: ``x`` changes every call, nothing can be hoisted);
-``sep``, RAFT's ``SepConvGRU`` (a 1xk cell, then a kx1 cell); ``sequence``, one ``convgru_sequence`` call;
-``stream``, ``convgru_cell`` once per arriving frame under ``torch.no_grad`` (latency-bound: launch overhead
-dominates).  ``gru-1x1`` (1x1 kernel, 1x1 pixels, ``reset="after"``) *is* ``torch.nn.GRU``: a sanity anchor,
-with cuDNN's GRU as its peer.
+"""The named workloads of the benchmark (:data:`CATALOG`) and what one call of each costs: the only place the FLOP
+and byte counts and the roofline are defined.
+
+Each workload exercises one public API (``Workload.api``): ``cell``, one ``convgru_cell`` call (RAFT's update
+block: ``x`` changes every call, nothing can be hoisted); ``sep``, RAFT's ``SepConvGRU`` (a 1xk cell, then a kx1
+cell); ``sequence``, one ``convgru_sequence`` call; ``stream``, ``convgru_cell`` once per arriving frame under
+``torch.no_grad`` (latency-bound: launch overhead dominates).  ``gru-1x1`` (1x1 kernel, 1x1 pixels,
+``reset="after"``) *is* ``torch.nn.GRU``: a sanity anchor, with cuDNN's GRU as its peer.
 
 ``--scale s`` multiplies each workload's number of pixels in a batch, B*H*W, by about ``s``: spatial workloads
 scale H and W by sqrt(s) (rounded, at least 1) and keep B, T and the channels, so the GEMMs' channel dimensions
 and the number of recurrent steps stay representative; the 1x1-pixel anchor scales B.
+
+FLOPs (:func:`forward_flops_per_step`) count multiply and add apart and ignore the elementwise gate math, the same
+for both reset modes; forward+backward counts 3x the forward (the backward as twice the forward: data and weight
+gradients).  A call runs T cell steps of each of its cells (T = 1 for ``cell`` and ``sep``).
+
+Minimal bytes (:meth:`Workload.min_bytes`): the compulsory memory traffic of one call of the API in isolation, in
+the benchmarked dtype, every intermediate (gates, the input projection, the states between steps) assumed to stay
+on chip; a lower bound no real implementation reaches.  The forward reads x, h0, the weights and biases and writes
+the states it returns; the backward reads the output gradient, x, h0, the states and the weights again and writes
+dx, dh0 and the weight and bias gradients (``stream`` is T calls of one step, ``sep`` two calls).
+
+The roofline (:func:`roofline`): ``t_roof = max(FLOPs / peak FLOP/s, bytes / peak bytes/s)``, ``% of roofline =
+100 * t_roof / measured time``, with the ceilings measured in the same run (``timing.measure_ceilings``).
 """
 
 from __future__ import annotations
@@ -19,6 +34,20 @@ import math
 SMOKE_SCALE = 0.001
 #: the default scale on a machine without a GPU
 CPU_DEFAULT_SCALE = 0.01
+PASSES = ("fwd", "fwd+bwd")
+#: the sizes ``--sizes`` may set
+SIZES = ("T", "B", "Cin", "C", "H", "W")
+
+
+def forward_flops_per_step(B: int, H: int, W: int, kh: int, kw: int, Cin: int, C: int) -> int:
+    """2 * B * H * W * kh * kw * 3C * (Cin + C): the convolutions of one forward cell step."""
+    return 2 * B * H * W * kh * kw * 3 * C * (Cin + C)
+
+
+def roofline(flop_count: float, byte_count: float, peak_flops: float, peak_bytes_per_s: float) -> tuple[float, str]:
+    """``(t_roof, bound)``: the least time both ceilings allow, and which one binds ("compute" or "memory")."""
+    t_compute, t_memory = flop_count / peak_flops, byte_count / peak_bytes_per_s
+    return (t_compute, "compute") if t_compute >= t_memory else (t_memory, "memory")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,24 +69,15 @@ class Workload:
     scale: float = 1.0
 
     @property
-    def inference_only(self) -> bool:
-        """Only the forward pass, under ``torch.no_grad`` (``stream``)."""
-        return self.api == "stream"
-
-    @property
     def passes(self) -> tuple[str, ...]:
-        return ("fwd",) if self.inference_only else ("fwd", "fwd+bwd")
+        """Only the forward, under ``torch.no_grad``, for ``stream``; both passes otherwise."""
+        return PASSES[:1] if self.api == "stream" else PASSES
 
     @property
     def cells(self) -> list[tuple[int, int]]:
         """The kernel of each cell one call runs, in order: one cell, or two for ``sep``."""
         kh, kw = self.kernel
         return [(1, kw), (kw, 1)] if self.api == "sep" else [(kh, kw)]
-
-    @property
-    def steps(self) -> int:
-        """Cell steps per call: T for sequences and streams, 1 for ``cell`` and ``sep`` (per cell)."""
-        return self.T
 
     @property
     def x_shape(self) -> tuple[int, ...]:
@@ -95,6 +115,27 @@ class Workload:
     def to_dict(self) -> dict:
         return dict(dataclasses.asdict(self), kernel=list(self.kernel), sizes=self.sizes(), passes=list(self.passes))
 
+    def flops(self, pass_: str) -> int:
+        """FLOPs of one call in ``pass_`` ("fwd" or "fwd+bwd")."""
+        fwd = sum(self.T * forward_flops_per_step(self.B, self.H, self.W, kh, kw, self.Cin, self.C)
+                  for kh, kw in self.cells)
+        return fwd * {"fwd": 1, "fwd+bwd": 3}[_checked(pass_)]
+
+    def min_bytes(self, pass_: str, element_size: int) -> int:
+        """Minimal bytes of one call in ``pass_`` with ``element_size``-byte elements."""
+        calls, T = (self.T, 1) if self.api == "stream" else (1, self.T)  # a stream: T calls of one step each
+        x, h, out = (n * self.B * self.H * self.W for n in (T * self.Cin, self.C, T * self.C))
+        weights = [3 * self.C * (self.Cin + self.C) * kh * kw + 6 * self.C for kh, kw in self.cells]
+        fwd = sum(x + h + w + out for w in weights)
+        bwd = sum(out + x + h + out + w + x + h + w for w in weights)  # read grad_out, x, h0, states, w; write grads
+        return calls * (fwd + (bwd if _checked(pass_) == "fwd+bwd" else 0)) * element_size
+
+
+def _checked(pass_: str) -> str:
+    if pass_ not in PASSES:
+        raise ValueError(f"`pass` must be one of {PASSES}; got {pass_!r}")
+    return pass_
+
 
 CATALOG: dict[str, Workload] = {w.name: w for w in (
     Workload("raft-cell", "cell", T=1, B=8, Cin=256, C=128, H=46, W=62,
@@ -125,20 +166,15 @@ def parse_scale(text: str) -> float:
     return value
 
 
-#: the sizes ``--sizes`` may set
-SIZES = ("T", "B", "Cin", "C", "H", "W")
-
-
 def parse_sizes(text: str) -> dict[str, int]:
     """``--sizes``' value, e.g. ``T=8,B=4,H=28,W=28``: positive sizes (of :data:`SIZES`) replacing a workload's."""
     sizes = {}
     for item in text.split(","):
         name, _, value = item.partition("=")
-        name = name.strip()
-        if name not in SIZES or not value.strip().isdigit() or int(value) < 1:
+        if name.strip() not in SIZES or not value.strip().isdigit() or int(value) < 1:
             raise ValueError(f"`--sizes` must be NAME=positive int items, comma-separated, NAME one of {SIZES}; "
                              f"got {item!r}")
-        sizes[name] = int(value)
+        sizes[name.strip()] = int(value)
     return sizes
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import re
 import sys
@@ -26,13 +25,12 @@ from typing import Optional
 
 import torch
 
-from . import catalog
-from .catalog import CATALOG, CPU_DEFAULT_SCALE, parse_scale
-from .cost import PASSES, flops
+from . import catalog, report
+from .catalog import CATALOG, CPU_DEFAULT_SCALE, PASSES
 from .harness import DTYPES, Settings, Sweep
 from .impls import COMPILE_MODE, OnnxRuntimePeer, Ours, all_implementations
 from .meta import collect_meta
-from .report import Console, ceilings_text, fmt_flops, fmt_time, header_lines, print_tables, write_all, write_json
+from .report import Console, fmt_time
 
 #: the default time budget of a GPU sweep, seconds: it shares a 10-minute command with the build and tests
 GPU_BUDGET_S = 330.0
@@ -93,7 +91,7 @@ def _list(console: Console, device: torch.device, scale: float) -> int:
     from .. import backends
 
     console.table(("workload", "API", f"sizes (scale {scale:g})", "forward FLOPs", "passes", "what"), [
-        [wl.name, wl.api, wl.sizes(), fmt_flops(flops(wl, "fwd")), ", ".join(wl.passes), wl.description]
+        [wl.name, wl.api, wl.sizes(), report.fmt_flops(wl.flops("fwd")), ", ".join(wl.passes), wl.description]
         for wl in catalog.select(None, scale)], "workloads")
     rows = []
     for impl in all_implementations():
@@ -102,10 +100,31 @@ def _list(console: Console, device: torch.device, scale: float) -> int:
             status = backends.available_backends()[impl.backend] or "usable here"
         elif isinstance(impl, OnnxRuntimePeer):
             status = impl.unavailable(None, torch.float32, device) or "usable here (float32, float16; forward only)"
-        kind = impl.kind + (", experimental" if impl.experimental else "")
-        rows.append([impl.label(device), impl.name, kind, status])
+        rows.append([impl.label(device), impl.name, impl.kind + (", experimental" if impl.experimental else ""),
+                     status])
     console.table(("implementation", "--impl", "kind", "status"), rows, "implementations")
     return 0
+
+
+def device_and_scale(args) -> tuple[torch.device, float, str]:
+    """The device, the scale and a note on the scale (empty at the workloads' real sizes) of parsed ``args``."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench: --device cuda but no GPU is visible to torch")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.scale is not None:
+        try:
+            scale = catalog.parse_scale(args.scale)
+        except ValueError as e:
+            raise SystemExit(f"bench: {e}") from None
+        note = "" if scale == 1 else f"scaled: B*H*W x {scale:g}, not the workloads' real sizes"
+    elif device.type == "cuda":
+        scale, note = 1.0, ""
+    else:
+        scale, note = CPU_DEFAULT_SCALE, ("no GPU here: CPU backends in float32 at a reduced default scale, B*H*W x "
+                                          f"{CPU_DEFAULT_SCALE:g}; these are not the workloads' real sizes")
+    if args.sizes:
+        note = "; ".join(filter(None, [note, f"sizes set by --sizes {args.sizes} (see each workload's sizes)"]))
+    return device, scale, note
 
 
 def settings_from_args(args, device: torch.device, scale: float) -> Settings:
@@ -140,6 +159,13 @@ def settings_from_args(args, device: torch.device, scale: float) -> Settings:
         seed=args.seed, quick=args.quick)
 
 
+def plan(argv: list[str]) -> tuple[Settings, list]:
+    """The settings and the rows (dtype, workload, pass, implementation) that ``bench argv`` runs."""
+    args = build_parser().parse_args(argv)
+    settings = settings_from_args(args, *device_and_scale(args)[:2])
+    return settings, Sweep(settings).plan()
+
+
 def _progress(console: Console, sweep: Sweep):
     """Report ``sweep``'s rows: a live rich progress bar on a terminal (failures printed), else one line per row
     (a log, or without rich).  Returns the bar to start and stop, or None."""
@@ -168,50 +194,12 @@ def _progress(console: Console, sweep: Sweep):
     return bar
 
 
-def device_and_scale(args) -> tuple[torch.device, float, str]:
-    """The device, the scale and a note on the scale (empty at the workloads' real sizes) of parsed ``args``."""
-    device, scale, note = _device_and_scale(args)
-    if getattr(args, "sizes", None):
-        note = "; ".join(filter(None, [note, f"sizes set by --sizes {args.sizes} (see each workload's sizes)"]))
-    return device, scale, note
-
-
-def _device_and_scale(args) -> tuple[torch.device, float, str]:
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("bench: --device cuda but no GPU is visible to torch")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.scale is not None:
-        try:
-            scale = parse_scale(args.scale)
-        except ValueError as e:
-            raise SystemExit(f"bench: {e}") from None
-        return device, scale, "" if scale == 1 else f"scaled: B*H*W x {scale:g}, not the workloads' real sizes"
-    if device.type == "cuda":
-        return device, 1.0, ""
-    return device, CPU_DEFAULT_SCALE, ("no GPU here: CPU backends in float32 at a reduced default scale, B*H*W x "
-                                       f"{CPU_DEFAULT_SCALE:g}; these are not the workloads' real sizes")
-
-
-def plan(argv: list[str]) -> tuple[Settings, list]:
-    """The settings and the rows (dtype, workload, pass, implementation) that ``bench argv`` runs."""
-    args = build_parser().parse_args(argv)
-    settings = settings_from_args(args, *device_and_scale(args)[:2])
-    return settings, Sweep(settings).plan()
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     console = Console()
     if args.compare:
-        from .report import compare_results, print_compare
-
-        loaded = []
-        for path in args.compare:
-            with open(path) as f:
-                loaded.append(json.load(f))
-        entries, warnings = compare_results(*loaded, threshold=args.threshold)
-        return 1 if print_compare(entries, warnings, *args.compare, *loaded, args.threshold, console) else 0
+        return 1 if report.compare(*args.compare, args.threshold, console) else 0
     device, scale, scale_note = device_and_scale(args)
     if args.list:
         return _list(console, device, scale)
@@ -226,7 +214,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     out_dir = args.out or default_out_dir(device)
 
     console.rule("[bold]convgru-ext bench")
-    for line in header_lines({"meta": meta, "settings": settings.to_dict(), "ceilings": {}}):
+    for line in report.header_lines({"meta": meta, "settings": settings.to_dict(), "ceilings": {}}):
         if not line.startswith("ceilings"):
             console.print(line)
     if scale_note:
@@ -237,7 +225,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     def checkpoint(results):
         results["partial"] = True
-        write_json(results, os.path.join(out_dir, "results.json"))
+        report.write_json(results, os.path.join(out_dir, "results.json"))
 
     sweep = Sweep(settings, on_checkpoint=checkpoint)
     bar, interrupted = _progress(console, sweep), False
@@ -256,9 +244,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if "rows" not in results:  # stopped before the first row
         return 130 if interrupted else 1
     results["partial"] = interrupted
-    console.print(f"ceilings measured in this run: {ceilings_text(results['ceilings'])}")
-    paths = write_all(results, out_dir, plots=not args.no_plots)
-    print_tables(results, console)
+    console.print(f"ceilings measured in this run: {report.ceilings_text(results['ceilings'])}")
+    paths = report.write_all(results, out_dir, plots=not args.no_plots)
+    report.print_tables(results, console)
     for error in results.get("plot_errors", []):
         console.print(f"[yellow]plot not written[/]: {error}")
     if results.get("aborted"):

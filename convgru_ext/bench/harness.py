@@ -3,27 +3,23 @@
 
 A sweep (:meth:`Sweep.run`) measures the ceilings first, then goes dtype by dtype (bfloat16 first on a GPU, so that
 a sweep cut short by its time budget loses the least wanted figures), workload by workload, pass by pass,
-implementation by implementation.  Each row:
+implementation by implementation.  Each row (:meth:`Sweep._measure`):
 
 1. **check**: one call on input set 0 against the ``reference`` backend on the same values (the output and, for
    ``fwd+bwd``, the gradients of ``x``, ``h0`` and every parameter) by the tolerance rule of
    ``convgru_ext.testing.reference_errors``; an implementation that disagrees is reported as ``failed check`` and
    not timed.  The wall time of this first call is kept (``first_call_s``: compilation, autotuning);
-2. **time**: by the caller's timer (the CLI: ``timing.time_calls``; the suite: pytest-benchmark's rounds); inputs
-   rotate among random sets (on a GPU enough of them to fill its L2 cache twice, see :func:`input_sets_for`);
-   for ``fwd+bwd``, the bytes autograd saves for the backward (``saved_bytes``);
-3. **memory** (GPU): ``torch.cuda.max_memory_allocated`` over one more call; ``peak_mem_extra_bytes`` is that peak
-   minus what was allocated before the call (inputs, weights, the cached reference data), the figure shown;
-4. **CUDA graph** (``cuda_graph``): the same calls captured and replayed (not an implementation whose
-   ``no_graph`` says why not: the onnxruntime peers).
+2. **time**: by the caller's timer (the CLI: ``timing.time_calls``; the suite: pytest-benchmark's rounds), inputs
+   rotated among random sets (:func:`input_sets_for`); for ``fwd+bwd``, the bytes autograd saves for the backward;
+3. **memory** (GPU): ``peak_mem_extra_bytes``, the peak of one more call minus what was allocated before it;
+4. **CUDA graph** (``cuda_graph``): the same calls captured and replayed, unless ``Implementation.no_graph``.
 
-The time budget (``budget_s``, wall clock from the start): once spent, the remaining rows are skipped.  A
-compiled-peer row starts only if there is time for a compile (twice the longest so far, at least 30 s) on top of
-the share kept for every later row that does not compile (their average time so far), so that compiling never
-crowds out the other implementations' figures.  Any exception in a row is caught and recorded (with its
-traceback) in that row, and the sweep goes on; after a failure on a GPU the CUDA context is probed, and if it is
-lost (a sticky error such as an illegal memory access) the remaining rows are marked as not run, rather than
-reported as failures of innocent implementations.
+The time budget (``budget_s``, wall clock from the start): once spent, the remaining rows are skipped; a row that
+compiles starts only with time for a compile left over the share kept for the later rows that do not
+(:meth:`Sweep._no_time_to_compile`).  An exception in a row is recorded (with its traceback) in that row and the
+sweep goes on; after a failure on a GPU the CUDA context is probed, and if it is lost (a sticky error such as an
+illegal memory access) the remaining rows are marked as not run rather than reported as failures of innocent
+implementations.
 """
 
 from __future__ import annotations
@@ -41,20 +37,24 @@ import torch
 
 from .._tf32 import conv_allows_tf32, matmul_allows_tf32
 from ..testing import random_params, random_tensor, reference_errors
-from . import cost
-from .catalog import Workload
+from .catalog import PASSES, Workload, roofline
 from .impls import PARAM_NAMES, Built, Implementation, Ours, Params
 from .plan import model as plan_model
 from .timing import Timing, measure_ceilings, saved_bytes, synchronize, time_calls, time_graph
 
 SCHEMA_VERSION = 1
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
+DTYPES = {name: getattr(torch, name) for name in ("bfloat16", "float16", "float32", "float64")}
 STATUSES = ("ok", "failed check", "error", "skipped")
 Timer = Callable[[Callable[[int], object]], Optional[Timing]]  # times call(i); None: nothing measured
 
 
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def error_text(e: BaseException) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first}"[:300]
 
 
 @dataclasses.dataclass
@@ -65,7 +65,7 @@ class Settings:
     workloads: list[Workload]
     dtypes: list[torch.dtype]
     impls: list[Implementation]
-    passes: tuple[str, ...] = cost.PASSES
+    passes: tuple[str, ...] = PASSES
     repeats: int = 15
     warmup: int = 3
     min_warmup_s: float = 0.1
@@ -84,7 +84,7 @@ class Settings:
 
 class WorkloadData:
     """One workload's float64 data on the device: parameters, input set 0 and its output gradient, and the
-    reference results (computed once per pass, shared by every dtype)."""
+    reference's results in float64 (computed once per pass, shared by every dtype)."""
 
     def __init__(self, wl: Workload, device: torch.device, seed: int):
         self.wl, self.gen = wl, torch.Generator(device=device).manual_seed(seed)
@@ -102,15 +102,15 @@ class WorkloadData:
         return [(x.to(dtype, copy=True).requires_grad_(train), h.to(dtype, copy=True).requires_grad_(train),
                  g.to(dtype)) for x, h, g in itertools.chain([self.set0], fresh)]
 
-    def reference(self, pass_: str, dtype: torch.dtype = torch.float64, sets=None) -> dict:
-        """The reference backend run in ``dtype`` on input set 0 of ``sets``, ``{"built": ..., "slots": ...}``;
-        without ``sets``, in float64 on the float64 data (computed once per pass)."""
-        if sets is None and pass_ in self._reference:
+    def reference(self, pass_: str, dtype: torch.dtype = torch.float64) -> dict:
+        """The reference backend run in ``dtype`` on input set 0, ``{"built": ..., "slots": ...}`` (kept in
+        float64)."""
+        if dtype == torch.float64 and pass_ in self._reference:
             return self._reference[pass_]
         train = pass_ == "fwd+bwd"
         built = Ours("reference").build(self.wl, self.params_as(dtype), train)
-        result = {"built": built, "slots": run_once(built, *(sets or self.input_sets(dtype, 1, train))[0], train)}
-        if sets is None:
+        result = {"built": built, "slots": run_once(built, *self.input_sets(dtype, 1, train)[0], train)}
+        if dtype == torch.float64:
             self._reference[pass_] = result
         return result
 
@@ -175,65 +175,38 @@ def make_call(built: Built, sets, train: bool) -> Callable[[int], object]:
     return call
 
 
-def new_row(dtype: torch.dtype, wl: Workload, pass_: str, impl: Implementation, device: torch.device) -> dict:
-    """One row of the results, before it runs: its key, its cost, and every measured figure None."""
-    return {"workload": wl.name, "impl": impl.name, "label": impl.label(device), "kind": impl.kind,
-            "experimental": impl.experimental, "dtype": dtype_name(dtype), "pass": pass_,
-            "status": "ok", "reason": None, "flops": cost.flops(wl, pass_),
-            "min_bytes": cost.min_bytes(wl, pass_, torch.empty(0, dtype=dtype).element_size()),
-            **dict.fromkeys(("check", "time", "graph_time", "graph_error", "first_call_s", "compile_s", "export_s",
-                             "graph_skipped", "peak_mem_bytes", "peak_mem_extra_bytes", "saved_bytes",
-                             "input_sets"))}
-
-
-def ours_vs_peers(rows: list[dict]) -> list[dict]:
-    """Per (workload, dtype, pass) where both ran: the fastest peer's median over our fastest non-experimental
-    implementation's (``ratio`` > 1: ours is faster), and which rows those were."""
-    fastest: dict[tuple, dict[str, dict]] = {}
-    for row in rows:
-        kind = row.get("kind")
-        if not row.get("time") or kind not in ("ours", "peer") or (kind == "ours" and row.get("experimental")):
-            continue
-        best = fastest.setdefault((row["workload"], row["dtype"], row["pass"]), {})
-        if kind not in best or row["time"]["median"] < best[kind]["time"]["median"]:
-            best[kind] = row
-
-    def side(kind: str, row: dict) -> dict:
-        return {kind: row["impl"], f"{kind}_label": row["label"], f"{kind}_median": row["time"]["median"]}
-
-    return [{"workload": w, "dtype": d, "pass": p, "ratio": b["peer"]["time"]["median"] / b["ours"]["time"]["median"],
-             **side("ours", b["ours"]), **side("peer", b["peer"])}
-            for (w, d, p), b in fastest.items() if "ours" in b and "peer" in b]
-
-
 def derive(results: dict) -> None:
-    """Fill in each row's derived figures: TFLOP/s, % of roofline, bound, speedup vs the eager peer; and
-    ``results["ours_vs_peers"]`` (:func:`ours_vs_peers`)."""
-    results["ours_vs_peers"] = ours_vs_peers(results["rows"])
+    """Fill in each row's derived figures (TFLOP/s, % of roofline, bound, speedup vs the eager peer) and
+    ``results["ours_vs_peers"]``: per (workload, dtype, pass) where both ran, the fastest peer's median over our
+    fastest non-experimental implementation's (``ratio`` > 1: ours is faster), and which rows those were."""
     ceilings = results.get("ceilings") or {}
     bw = (ceilings.get("bandwidth") or {}).get("bytes_per_s")
-    by_group: dict[tuple, dict[str, dict]] = {}
+    groups: dict[tuple, dict[str, dict]] = {}
     for row in results["rows"]:
-        by_group.setdefault((row["workload"], row["dtype"], row["pass"]), {})[row["impl"]] = row
-    for group in by_group.values():
-        baseline = next((group[n] for n in ("eager", "nn.GRU") if n in group and group[n]["time"]), None)
+        groups.setdefault((row["workload"], row["dtype"], row["pass"]), {})[row["impl"]] = row
+    results["ours_vs_peers"] = []
+    for (workload, dtype, pass_), group in groups.items():
+        timed = {n: r for n, r in group.items() if r["time"]}
+        baseline = next((timed[n] for n in ("eager", "nn.GRU") if n in timed), None)
         for row in group.values():
             row.update(tflops=None, roofline_pct=None, bound=None, speedup=None, speedup_vs=None)
-            if not row["time"]:
-                continue
-            t = row["time"]["median"]
-            peak = (ceilings.get("flops") or {}).get(row["dtype"], {}).get("flops_per_s")
+        for row in timed.values():
+            t, peak = row["time"]["median"], (ceilings.get("flops") or {}).get(row["dtype"], {}).get("flops_per_s")
             row["tflops"] = row["flops"] / t / 1e12
             if peak and bw:
-                t_roof, row["bound"] = cost.roofline(row["flops"], row["min_bytes"], peak, bw)
+                t_roof, row["bound"] = roofline(row["flops"], row["min_bytes"], peak, bw)
                 row["roofline_pct"] = 100 * t_roof / t
             if baseline is not None:
                 row.update(speedup=baseline["time"]["median"] / t, speedup_vs=baseline["impl"])
-
-
-def error_text(e: BaseException) -> str:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {first}"[:300]
+        mine = [r for r in timed.values() if r["kind"] == "ours" and not r["experimental"]]
+        peers = [r for r in timed.values() if r["kind"] == "peer"]
+        if mine and peers:
+            ours, peer = (min(rows, key=lambda r: r["time"]["median"]) for rows in (mine, peers))
+            results["ours_vs_peers"].append({
+                "workload": workload, "dtype": dtype, "pass": pass_,
+                "ratio": peer["time"]["median"] / ours["time"]["median"],
+                "ours": ours["impl"], "ours_label": ours["label"], "ours_median": ours["time"]["median"],
+                "peer": peer["impl"], "peer_label": peer["label"], "peer_median": peer["time"]["median"]})
 
 
 def cuda_alive(device: torch.device) -> bool:
@@ -244,11 +217,6 @@ def cuda_alive(device: torch.device) -> bool:
         return True
     except Exception:
         return False
-
-
-def _compiles(impl: Implementation) -> bool:
-    """Whether building ``impl`` compiles with ``torch.compile`` (the compiled peer, ours' ``+compile`` rows)."""
-    return getattr(impl, "compile_mode", None) is not None
 
 
 class Sweep:
@@ -266,14 +234,14 @@ class Sweep:
         self.max_compile_s = 0.0
         self._row_seconds: list[float] = []  # how long each row that ran (not compiling) took
         self._data: dict[str, object] = {}  # workload name: its WorkloadData, or why it could not be made
-        self._group: tuple = (None, None, {})  # (workload name, dtype), its input sets, its baselines per pass
+        self._group: tuple = (None, None, {})  # (workload name, dtype), its input sets, its references per pass
         self._plan = self.plan()
 
     def plan(self) -> list[tuple[torch.dtype, Workload, str, Implementation]]:
         """Every row, in run order."""
         return [(dtype, wl, p, impl) for dtype in self.s.dtypes for wl in self.s.workloads
                 for p in wl.passes if p in self.s.passes for impl in self.s.impls
-                if impl.applies_to(wl) and impl.applies_to_pass(p)]
+                if impl.applies_to(wl) and p in impl.passes]
 
     def run(self, meta: Optional[dict] = None) -> dict:
         s, start = self.s, time.perf_counter()
@@ -289,9 +257,9 @@ class Sweep:
             "implementations": {i.name: {"label": i.label(s.device), "kind": i.kind, "experimental": i.experimental}
                                 for i in s.impls},
             "rows": self.rows, "plan": [row for dtype in s.dtypes for row in plan_model(s.workloads, dtype)]}
-        for (dtype, wl), group in itertools.groupby(self._plan, key=lambda r: r[:2]):
-            for _, _, pass_, impl in group:
-                self.row(dtype, wl, pass_, impl)
+        for _, group in itertools.groupby(self._plan, key=lambda r: r[:2]):
+            for row in group:
+                self.row(*row)
             self._group = (None, None, {})
             gc.collect()
             if s.device.type == "cuda":
@@ -306,9 +274,16 @@ class Sweep:
         """One row, checked, then timed by ``timer`` (default: ``time_calls`` with the settings'); errors are
         caught into the row.  Appended to ``rows`` and reported to ``on_row``."""
         s = self.s
-        row = new_row(dtype, wl, pass_, impl, s.device)
+        row = {"workload": wl.name, "impl": impl.name, "label": impl.label(s.device), "kind": impl.kind,
+               "experimental": impl.experimental, "dtype": dtype_name(dtype), "pass": pass_, "status": "ok",
+               "reason": None, "flops": wl.flops(pass_),
+               "min_bytes": wl.min_bytes(pass_, torch.empty(0, dtype=dtype).element_size()),
+               **dict.fromkeys(("check", "time", "graph_time", "graph_error", "first_call_s", "compile_s", "export_s",
+                                "graph_skipped", "peak_mem_bytes", "peak_mem_extra_bytes", "saved_bytes",
+                                "input_sets"))}
         self.on_start(f"{wl.name} {dtype_name(dtype)} {pass_} {impl.name}")
-        reason = self._stopped() or (self._no_time_to_compile() if _compiles(impl) and self.deadline else None)
+        compiles = impl.compile_mode is not None
+        reason = self._stopped() or (self._no_time_to_compile() if compiles and self.deadline else None)
         reason = reason or impl.unavailable(wl, dtype, s.device)
         if not reason and wl.name not in self._data:
             try:
@@ -317,20 +292,18 @@ class Sweep:
                 self._data[wl.name] = f"could not create the inputs: {error_text(e)}"
         data = self._data.get(wl.name)
         if reason or isinstance(data, str):
-            return self._finish(dict(row, status="skipped", reason=reason or data))
-        started = time.perf_counter()
-        try:
-            self._measure(row, data, dtype, pass_, impl, timer)
-        except Exception as e:
-            row.update(status="error", reason=error_text(e), traceback=traceback.format_exc()[-4000:])
-            if s.device.type == "cuda" and not cuda_alive(s.device):
-                self.aborted = (f"not run: the CUDA context was lost after {impl.name} failed on "
-                                f"{wl.name} {dtype_name(dtype)} {pass_} ({row['reason']})")
-        if not _compiles(impl):
-            self._row_seconds.append(time.perf_counter() - started)
-        return self._finish(row)
-
-    def _finish(self, row: dict) -> dict:
+            row.update(status="skipped", reason=reason or data)
+        else:
+            started = time.perf_counter()
+            try:
+                self._measure(row, data, dtype, pass_, impl, timer)
+            except Exception as e:
+                row.update(status="error", reason=error_text(e), traceback=traceback.format_exc()[-4000:])
+                if s.device.type == "cuda" and not cuda_alive(s.device):
+                    self.aborted = (f"not run: the CUDA context was lost after {impl.name} failed on "
+                                    f"{wl.name} {dtype_name(dtype)} {pass_} ({row['reason']})")
+            if not compiles:
+                self._row_seconds.append(time.perf_counter() - started)
         self.rows.append(row)
         self.on_row(row)
         return row
@@ -341,40 +314,41 @@ class Sweep:
         return f"time budget exhausted (--budget {self.s.budget_s:g} s)"
 
     def _no_time_to_compile(self) -> Optional[str]:
-        """Why the compiled peer's next row should be skipped under the budget (module docstring), or None."""
+        """Why the next row that compiles should be skipped under the budget, or None: it needs twice the longest
+        compile so far (at least 30 s) on top of the average time so far of every later row that does not compile."""
         left = self.deadline - time.perf_counter()
         need = max(30.0, 2 * self.max_compile_s)
-        rest = sum(1 for *_, impl in self._plan[len(self.rows) + 1:] if not _compiles(impl))
+        rest = sum(1 for *_, impl in self._plan[len(self.rows) + 1:] if impl.compile_mode is None)
         reserve = rest * (sum(self._row_seconds) / len(self._row_seconds) if self._row_seconds else 1.0)
         if left - reserve < need:
             return (f"time budget: {left:.0f} s left, {reserve:.0f} s of it kept for the {rest} rows to come; "
                     f"compiling may take {need:.0f} s")
         return None
 
-    def _inputs(self, row: dict, data: WorkloadData, dtype: torch.dtype, pass_: str):
+    def _inputs(self, data: WorkloadData, dtype: torch.dtype, pass_: str):
         """The input sets of (workload, dtype) and the reference run in ``dtype`` for ``pass_`` (kept per group)."""
         wl, s = data.wl, self.s
         if self._group[0] != (wl.name, dtype):
             n_sets = s.input_sets or input_sets_for(wl, dtype, s.device)
-            self._group = ((wl.name, dtype), data.input_sets(dtype, n_sets, train=not wl.inference_only), {})
-        _, sets, baselines = self._group
-        row["input_sets"] = len(sets)
-        if pass_ not in baselines:
+            self._group = ((wl.name, dtype), data.input_sets(dtype, n_sets, train="fwd+bwd" in wl.passes), {})
+        _, sets, references = self._group
+        if pass_ not in references:
             try:
-                baselines[pass_] = data.reference(pass_, dtype, sets)
+                references[pass_] = data.reference(pass_, dtype)
             except Exception as e:
-                baselines[pass_] = RuntimeError(f"the reference backend failed in {dtype_name(dtype)}, so nothing "
-                                                f"sets the tolerance: {error_text(e)}")
-        if isinstance(baselines[pass_], Exception):
-            raise baselines[pass_]
-        return sets, baselines[pass_]
+                references[pass_] = RuntimeError(f"the reference backend failed in {dtype_name(dtype)}, so nothing "
+                                                 f"sets the tolerance: {error_text(e)}")
+        if isinstance(references[pass_], Exception):
+            raise references[pass_]
+        return sets, references[pass_]
 
     def _measure(self, row, data: WorkloadData, dtype, pass_, impl, timer) -> None:
         s, device, train = self.s, self.s.device, pass_ == "fwd+bwd"
-        sets, baseline = self._inputs(row, data, dtype, pass_)
+        sets, in_dtype = self._inputs(data, dtype, pass_)
+        row["input_sets"] = len(sets)
         built = impl.build(data.wl, data.params_as(dtype), train)
         row["export_s"] = built.export_s
-        want, in_dtype = _slots_for(built, data.reference(pass_)), _slots_for(built, baseline)
+        want, in_dtype = _slots_for(built, data.reference(pass_)), _slots_for(built, in_dtype)
         tf32 = device.type == "cuda" and dtype == torch.float32 and (conv_allows_tf32() or matmul_allows_tf32())
         synchronize(device)
         t0 = time.perf_counter()
@@ -395,7 +369,7 @@ class Sweep:
         row["time"] = timing and timing.to_dict()
         if train:
             row["saved_bytes"] = saved_bytes(lambda: call(0))
-        if _compiles(impl) and timing:
+        if impl.compile_mode is not None and timing:
             row["compile_s"] = max(0.0, row["first_call_s"] - timing.median)
             self.max_compile_s = max(self.max_compile_s, row["compile_s"])
         if device.type != "cuda":

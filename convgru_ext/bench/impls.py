@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from .. import backends
 from .._contract import Problem, same_padding
 from ..functional import convgru_cell, convgru_sequence
-from .catalog import Workload
+from .catalog import PASSES, Workload
 
 PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 #: the default mode of the ``compiled`` peer
@@ -49,12 +49,16 @@ class Built:
 
 
 class Implementation:
-    """One row family of the benchmark's tables."""
+    """One row family of the benchmark's tables, with rows for the ``passes`` and the reset modes (``resets``) it
+    computes; ``compile_mode``: the ``torch.compile`` mode its build compiles with, or None; ``no_graph``: why
+    ``--cuda-graph`` does not capture its calls, or None when it does."""
 
     name: str = ""
     kind: str = "ours"  # "peer" or "ours"
     experimental: bool = False
-    #: why ``--cuda-graph`` does not capture its calls, or None when it does
+    passes: tuple[str, ...] = PASSES
+    resets: tuple[str, ...] = ("before", "after")
+    compile_mode: Optional[str] = None
     no_graph: Optional[str] = None
 
     def label(self, device: torch.device) -> str:
@@ -62,11 +66,7 @@ class Implementation:
 
     def applies_to(self, wl: Workload) -> bool:
         """Whether this implementation has a row for ``wl`` at all."""
-        return True
-
-    def applies_to_pass(self, pass_: str) -> bool:
-        """Whether this implementation has a row for ``pass_`` ("fwd" or "fwd+bwd")."""
-        return True
+        return wl.reset in self.resets
 
     def unavailable(self, wl: Workload, dtype: torch.dtype, device: torch.device) -> Optional[str]:
         """Why it cannot run ``wl`` in ``dtype`` on ``device`` here (the row says so), or None."""
@@ -79,9 +79,9 @@ class Implementation:
 
 
 class _Layer(nn.Module):
-    """``(x, h0) -> out`` as ``api`` calls it: the step (``cells`` in turn, each ``(x, h) -> h'``) once for ``cell``
-    and ``sep``, else per frame over T (every state stacked for ``sequence``, the last for ``stream``); with
-    ``native``, a ``sequence`` is one ``convgru_sequence`` call of the first cell instead."""
+    """``(x, h0) -> out`` as ``wl.api`` calls it: the step (``cells`` in turn, each ``(x, h) -> h'``) once for
+    ``cell`` and ``sep``, else per frame over T (every state stacked for ``sequence``, the last for ``stream``);
+    with ``native``, a ``sequence`` is one ``convgru_sequence`` call of the first cell instead."""
 
     def __init__(self, cells: list[nn.Module], api: str, native: bool = False):
         super().__init__()
@@ -109,6 +109,19 @@ class _Layer(nn.Module):
         named = [(f"cell{i}.{n}", p) for i, c in enumerate(self.cells) for n, p in c.named_parameters()]
         return [p for _, p in named], [n for n, _ in named]
 
+    @classmethod
+    def ours(cls, wl: Workload, params: Params, **kw) -> _Layer:
+        """Our layer of ``wl`` holding (a copy of) ``params``, calling the functional API with ``kw``."""
+        kw = dict(dilation=wl.dilation, reset=wl.reset, **kw)
+        return cls([_OurCell(p, kw) for p in params], wl.api, native=True)
+
+    @classmethod
+    def public(cls, wl: Workload, params: Params) -> _Layer:
+        """The public-style model of ``wl`` (one cell, or RAFT's two for ``sep``) holding ``params``."""
+        kw = {"device": params[0]["weight_hh"].device, "dtype": params[0]["weight_hh"].dtype}
+        return cls([PublicConvGRUCell(wl.Cin, wl.C, k, wl.dilation, **kw).load(p) for k, p in zip(wl.cells, params)],
+                   wl.api)
+
 
 class _OurCell(nn.Module):
     """One cell's parameters (a copy), called through ``convgru_cell`` with ``kw``."""
@@ -126,11 +139,6 @@ class _OurCell(nn.Module):
         return convgru_cell(x, h, *self.tensors(), **self.kw)
 
 
-def _ours(wl: Workload, params: Params, **kw) -> _Layer:
-    kw = dict(dilation=wl.dilation, reset=wl.reset, **kw)
-    return _Layer([_OurCell(p, kw) for p in params], wl.api, native=True)
-
-
 class Ours(Implementation):
     """A ``convgru_ext`` backend, through the public functional API; with ``recompute``, that backend's
     ``recompute=True`` mode (named ``<backend>+recompute``; only a forward+backward row tells it apart); with
@@ -141,24 +149,20 @@ class Ours(Implementation):
         self.backend, self.recompute, self.compile_mode = backend, recompute, compile_mode
         self.name = backend + ("+recompute" if recompute else "") + ("+compile" if compile_mode else "")
         self.experimental = bool(getattr(backends.get(backend), "experimental", False))
-
-    def applies_to_pass(self, pass_):
-        return pass_ == "fwd+bwd" or not self.recompute
+        self.passes = PASSES[1:] if recompute else PASSES
 
     def unavailable(self, wl, dtype, device):
         backend = backends.get(self.backend)
         reason = backend.benchmark_reason() or backend.unavailable_reason()
         if reason:
             return reason
-        reasons = []
-        for kernel in wl.cells:
-            problem = Problem(T=wl.T, B=wl.B, Cin=wl.Cin, C=wl.C, H=wl.H, W=wl.W, kernel=kernel,
-                              dilation=wl.dilation, reset_after=wl.reset == "after", dtype=dtype, device=device)
-            reasons += [r for r in backend.why_not(problem) if r not in reasons]
-        return "; ".join(reasons) or None
+        why = (backend.why_not(Problem(T=wl.T, B=wl.B, Cin=wl.Cin, C=wl.C, H=wl.H, W=wl.W, kernel=kernel,
+                                       dilation=wl.dilation, reset_after=wl.reset == "after", dtype=dtype,
+                                       device=device)) for kernel in wl.cells)
+        return "; ".join(dict.fromkeys(r for reasons in why for r in reasons)) or None
 
     def build(self, wl, params, train):
-        layer = _ours(wl, params, backend=self.backend, recompute=self.recompute).requires_grad_(train)
+        layer = _Layer.ours(wl, params, backend=self.backend, recompute=self.recompute).requires_grad_(train)
         run = layer.forward
         if self.compile_mode is not None:
             torch._dynamo.reset()  # a fresh cache per build, as for the compiled peer
@@ -204,13 +208,6 @@ class PublicConvGRUCell(nn.Module):
                 for t in (torch.cat([g["weight_ih"][part], g["weight_hh"][part]], dim=1), g["bias_ih"][part])]
 
 
-def _public(wl: Workload, params: Params) -> _Layer:
-    """The public-style model of ``wl`` (one cell, or RAFT's two for ``sep``) holding ``params``."""
-    kw = {"device": params[0]["weight_hh"].device, "dtype": params[0]["weight_hh"].dtype}
-    return _Layer([PublicConvGRUCell(wl.Cin, wl.C, k, wl.dilation, **kw).load(p) for k, p in zip(wl.cells, params)],
-                  wl.api)
-
-
 class PublicPeer(Implementation):
     """``eager`` (``compile_mode=None``): :class:`PublicConvGRUCell`, the per-step ConvGRU most public code uses,
     autograd doing the backward, sequences looping over T in Python (``reset="before"`` only: no ``gru-1x1`` row).
@@ -220,7 +217,7 @@ class PublicPeer(Implementation):
     compiling the unrolled sequence multiplies compile time by T.  Compile time is reported apart from the timings.
     """
 
-    kind = "peer"
+    kind, resets = "peer", ("before",)  # public ConvGRU code computes the reset before the convolution
 
     def __init__(self, compile_mode: Optional[str] = None):
         self.compile_mode = compile_mode
@@ -229,11 +226,8 @@ class PublicPeer(Implementation):
     def label(self, device):
         return self.name if self.compile_mode is None else f"compiled ({self.compile_mode})"
 
-    def applies_to(self, wl):
-        return wl.reset == "before"  # public ConvGRU code computes the reset before the convolution
-
     def build(self, wl, params, train):
-        layer = _public(wl, params).requires_grad_(train)
+        layer = _Layer.public(wl, params).requires_grad_(train)
         if self.compile_mode is not None:
             torch._dynamo.reset()  # a fresh cache per build: no recompile limit, no stale graphs
             layer.compiled = torch.compile(layer.step, mode=self.compile_mode, fullgraph=True, dynamic=False)
@@ -296,22 +290,17 @@ class OnnxRuntimePeer(Implementation):
     sequence unrolled over its T steps) and run in an ``onnxruntime.InferenceSession`` with PyTorch's number of CPU
     threads, on the CPU provider, or on a GPU the CUDA provider.  The export is reported apart from the timings."""
 
-    kind = "peer"
+    kind, passes = "peer", PASSES[:1]
     no_graph = "onnxruntime launches its own CUDA work, outside PyTorch's graph capture"
 
     def __init__(self, model: str):
         if model not in ("naive", "ours"):
             raise ValueError(f"`model` must be 'naive' or 'ours'; got {model!r}")
         self.model, self.name = model, f"ort-{model}"
+        self.resets = PublicPeer.resets if model == "naive" else Implementation.resets
 
     def label(self, device):
         return f"onnxruntime({self.model})" + (" CUDA" if device.type == "cuda" else "")
-
-    def applies_to(self, wl):
-        return self.model == "ours" or wl.reset == "before"  # the naive model computes the reset before only
-
-    def applies_to_pass(self, pass_):
-        return pass_ == "fwd"
 
     @staticmethod
     def missing() -> Optional[str]:
@@ -341,7 +330,7 @@ class OnnxRuntimePeer(Implementation):
         import onnxruntime
 
         device, dtype = params[0]["weight_hh"].device, params[0]["weight_hh"].dtype
-        module = (_public(wl, params) if self.model == "naive" else _ours(wl, params, backend="auto"))
+        module = _Layer.public(wl, params) if self.model == "naive" else _Layer.ours(wl, params, backend="auto")
         example = tuple(torch.zeros(s, dtype=dtype, device=device) for s in (wl.x_shape, wl.h_shape))
         started = time.perf_counter()
         with _quiet():
@@ -360,7 +349,6 @@ class OnnxRuntimePeer(Implementation):
         names, output = [i.name for i in session.get_inputs()], session.get_outputs()[0].name
         if len(names) != 2:
             raise RuntimeError(f"the exported graph takes {names}, not (x, h0)")
-
         binding = session.io_binding() if index is not None else None
 
         def run(x, h):
@@ -382,7 +370,7 @@ class OnnxRuntimePeer(Implementation):
 def all_implementations(compile_mode: Optional[str] = COMPILE_MODE) -> list[Implementation]:
     """Every implementation, in the order their rows are run: peers, then every registered backend and every
     fused one's recompute mode, then the onnxruntime peers (an export each), then the compiled peer (the slowest
-    to prepare) unless ``compile_mode`` is None."""
+    to prepare) and every fused backend under ``torch.compile``, unless ``compile_mode`` is None."""
     names = backends.names()
     fused = [n for n in names if backends.get(n).fused]
     compiled = [PublicPeer(compile_mode), *(Ours(n, compile_mode=compile_mode) for n in fused)] \

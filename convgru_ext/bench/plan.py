@@ -1,6 +1,6 @@
 """The static cost model of the Triton backend's launches for the benchmark's workloads: the model itself
 (CTAs, waves, FLOPs, L2 bytes and estimated GPU µs per launch) is ``backends/triton/model.py``; this adds,
-per workload and pass, the **HBM bytes** (minimal: the step's share of ``cost.min_bytes``, inputs read and
+per workload and pass, the **HBM bytes** (minimal: the step's share of ``Workload.min_bytes``, inputs read and
 outputs written once) and the host figures below.
 
 ``launches/step`` counts the step kernels; ``host µs/launch`` is measured here, on this machine: the
@@ -19,7 +19,6 @@ from typing import Optional
 
 import torch
 
-from . import cost
 from .catalog import Workload
 
 
@@ -29,15 +28,6 @@ def _ops():
     except Exception:  # noqa: BLE001 -- no Triton: no model
         return None
     return ops
-
-
-def _launch_rows(ops, wl: Workload, math: str, e: int, kh: int, kw: int, pass_: str) -> list[dict]:
-    from ..backends.triton import model as triton_model
-
-    cell = wl.api in ("cell", "sep", "stream")  # T = 1 per call: x convolved in the step kernels
-    shape = (math, e, wl.B * wl.H * wl.W, wl.C, wl.Cin, kh * kw, cell, wl.reset == "after")
-    rows = triton_model.launches(*shape)
-    return rows + (triton_model.launches(*shape, backward=True) if pass_ == "fwd+bwd" else [])
 
 
 @functools.cache
@@ -81,13 +71,12 @@ def replay_host_us_per_step(dtype: torch.dtype, T: int = 16, calls: int = 20) ->
     if not torch.cuda.is_available() or get("triton").unavailable_reason() is not None:
         return None
     from .. import convgru_sequence
+    from ..backends.triton import graphs
 
     g = torch.Generator(device="cuda").manual_seed(0)
     C = 32
     x = torch.randn(T, 1, C, 16, 16, device="cuda", generator=g).to(dtype)
     w_ih, w_hh = [(0.1 * torch.randn(3 * C, C, 3, 3, device="cuda", generator=g)).to(dtype) for _ in range(2)]
-    from ..backends.triton import graphs
-
     with torch.no_grad():
         for _ in range(graphs.EAGER_CALLS + 1):
             convgru_sequence(x, None, w_ih, w_hh, backend="triton")
@@ -105,24 +94,26 @@ def model(workloads: list[Workload], dtype: torch.dtype) -> list[dict]:
     ops = _ops()
     if ops is None:
         return []
+    from ..backends.triton.model import launches as model_launches
+
     e = torch.empty(0, dtype=dtype).element_size()
     with torch.device("cpu"):
         math = ops.math_mode(dtype)
     host = {r: host_us_per_launch(r) for r in ("before", "after")}
     replay = replay_host_us_per_step(dtype)
     out = []
-    for wl in workloads:
-        for pass_ in wl.passes:
-            steps = wl.steps * len(wl.cells)
-            launches = [r for kh, kw in wl.cells for r in _launch_rows(ops, wl, math, e, kh, kw, pass_)]
-            per_step = len(launches) // len(wl.cells)
-            out.append({"workload": wl.name, "pass": pass_, "dtype": str(dtype).replace("torch.", ""),
-                        "launches_per_step": per_step, "host_us_per_launch": host[wl.reset],
-                        "replay_host_us_per_step": replay,
-                        "flops_per_step": sum(r["flops"] for r in launches) / len(wl.cells),
-                        "min_hbm_bytes_per_step": cost.min_bytes(wl, pass_, e) / steps,
-                        "l2_bytes_per_step": sum(r["l2_bytes"] for r in launches) / len(wl.cells),
-                        "gpu_us_per_step": sum(r["gpu_us"] for r in launches) / len(wl.cells),
-                        "ctas": max(r["ctas"] for r in launches), "waves": max(r["waves"] for r in launches),
-                        "kernels": launches})
+    for wl, pass_ in ((w, p) for w in workloads for p in w.passes):
+        cell = wl.api in ("cell", "sep", "stream")  # T = 1 per call: x convolved in the step kernels
+        rows = [r for kh, kw in wl.cells for backward in (False, True)[:1 + (pass_ == "fwd+bwd")]
+                for r in model_launches(math, e, wl.B * wl.H * wl.W, wl.C, wl.Cin, kh * kw, cell, wl.reset == "after",
+                                        backward=backward)]
+        per_step = len(wl.cells)
+        out.append({"workload": wl.name, "pass": pass_, "dtype": str(dtype).replace("torch.", ""),
+                    "launches_per_step": len(rows) // per_step, "host_us_per_launch": host[wl.reset],
+                    "replay_host_us_per_step": replay,
+                    "flops_per_step": sum(r["flops"] for r in rows) / per_step,
+                    "min_hbm_bytes_per_step": wl.min_bytes(pass_, e) / (wl.T * per_step),
+                    "l2_bytes_per_step": sum(r["l2_bytes"] for r in rows) / per_step,
+                    "gpu_us_per_step": sum(r["gpu_us"] for r in rows) / per_step,
+                    "ctas": max(r["ctas"] for r in rows), "waves": max(r["waves"] for r in rows), "kernels": rows})
     return out

@@ -14,16 +14,14 @@ import re
 import sys
 from typing import Optional
 
-from .catalog import CATALOG
-from .harness import STATUSES, derive
+from .catalog import CATALOG, PASSES
+from .harness import DTYPES, STATUSES, derive
 
-PASS_ORDER = {"fwd": 0, "fwd+bwd": 1}
-DTYPE_ORDER = {"bfloat16": 0, "float16": 1, "float32": 2, "float64": 3}
+#: where passes, dtypes and workloads go in tables, plots and comparisons (unknown ones last)
+RANK = {name: i for i, name in enumerate((*PASSES, *DTYPES, *CATALOG))}
 _MARKUP = re.compile(r"\[/?(?:bold|red|green|yellow| )*\]")
 VERSUS_NOTE = ("ours / fastest peer: the fastest peer's median time (eager, compiled, nn.GRU, onnxruntime) over "
                "that of our fastest non-experimental backend; above 1, ours is faster")
-PLAN_COLUMNS = ("workload", "pass", "dtype", "launches/step", "host µs/launch", "replay host µs/step",
-                "FLOPs/step", "min HBM/step", "L2/step", "CTAs", "waves", "tiles")
 
 
 class Console:
@@ -49,22 +47,31 @@ class Console:
 
     def table(self, cols, rows: list[list[str]], title: str = "", caption: str = "", sections=()) -> None:
         """``rows`` under ``cols``; a line between sections (the row indices in ``sections`` start one)."""
-        if self.rich:
-            from rich.table import Table
+        if not self.rich:
+            return self.print("\n".join([title, *text_table(cols, rows, sections)] + ([caption] if caption else [])))
+        from rich.table import Table
 
-            table = Table(*cols, title=title or None, title_justify="left", caption=caption or None,
-                          caption_justify="left")
-            for i, row in enumerate(rows):
-                if i in sections:
-                    table.add_section()
-                table.add_row(*row)
-            return self.rich.print(table)
-        rows = [[_MARKUP.sub("", c) for c in row] for row in rows]
-        widths = [max(len(c) for c in column) for column in zip(cols, *rows)]
-        line = "  ".join("-" * w for w in widths)
-        self.print("\n".join([title, "  ".join(c.ljust(w) for c, w in zip(cols, widths)), line] + [
-            ("" if i not in sections else line + "\n") + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
-            for i, row in enumerate(rows)] + ([caption] if caption else [])))
+        table = Table(*cols, title=title or None, title_justify="left", caption=caption or None,
+                      caption_justify="left")
+        for i, row in enumerate(rows):
+            if i in sections:
+                table.add_section()
+            table.add_row(*row)
+        self.rich.print(table)
+
+
+def text_table(cols, rows: list[list[str]], sections=(), markdown: bool = False) -> list[str]:
+    """The lines of ``rows`` under ``cols``: aligned plain text with a rule before each row index in ``sections``,
+    or a markdown table."""
+    if markdown:
+        cells = [list(cols), ["---"] * len(cols), *([c.replace("|", "\\|") for c in row] for row in rows)]
+        return ["| " + " | ".join(row) + " |" for row in cells]
+    rows = [[_MARKUP.sub("", c) for c in row] for row in rows]
+    widths = [max(len(c) for c in column) for column in zip(cols, *rows)]
+    line = "  ".join("-" * w for w in widths)
+    return ["  ".join(c.ljust(w) for c, w in zip(cols, widths)), line] + [
+        ("" if i not in sections else line + "\n") + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+        for i, row in enumerate(rows)]
 
 
 def fmt_time(seconds: Optional[float]) -> str:
@@ -74,8 +81,8 @@ def fmt_time(seconds: Optional[float]) -> str:
     return f"{seconds * k:.3g} {unit}"
 
 
-def fmt_num(value: Optional[float], fmt: str = ".3g") -> str:
-    return "" if value is None or not math.isfinite(value) else f"{value:{fmt}}"
+def fmt_num(value: Optional[float], fmt: str = ".3g", scale: float = 1) -> str:
+    return "" if value is None or not math.isfinite(value) else f"{value * scale:{fmt}}"
 
 
 def fmt_pct(value: Optional[float]) -> str:
@@ -88,18 +95,16 @@ def fmt_flops(flops: float) -> str:
 
 
 def sort_rows(rows: list[dict]) -> list[dict]:
-    workloads = {name: i for i, name in enumerate(CATALOG)}
     return sorted(rows, key=lambda r: (
-        workloads.get(r["workload"], len(workloads)), r["workload"], DTYPE_ORDER.get(r["dtype"], 9), r["dtype"],
-        PASS_ORDER.get(r["pass"], 9), r["time"] is None, STATUSES.index(r["status"]) if r["status"] in STATUSES
-        else 9, r["time"]["median"] if r["time"] else 0.0, r["impl"]))
+        RANK.get(r["workload"], 99), r["workload"], RANK.get(r["dtype"], 99), r["dtype"], RANK.get(r["pass"], 99),
+        r["time"] is None, STATUSES.index(r["status"]) if r["status"] in STATUSES else 9,
+        r["time"]["median"] if r["time"] else 0.0, r["impl"]))
 
 
 def notes(row: dict, markup: bool = True) -> str:
     """The last column: why a row has no figures, or what else to know about it."""
-    red = "[red]{}[/]" if markup else "**{}**"
     if row["status"] in ("failed check", "error"):
-        return red.format(row["status"].upper()) + f": {row['reason']}"
+        return ("[red]{}[/]" if markup else "**{}**").format(row["status"].upper()) + f": {row['reason']}"
     if row["status"] == "skipped":
         return f"skipped: {row['reason']}"
     parts = [f"compile {row['compile_s']:.1f} s (excluded)" if row.get("compile_s") is not None else "",
@@ -110,37 +115,37 @@ def notes(row: dict, markup: bool = True) -> str:
     return "; ".join(p for p in parts if p)
 
 
-def columns(rows: list[dict]) -> list[str]:
-    cols = ["implementation", "dtype", "pass", "median", "IQR", "speedup", "TFLOP/s", "% roofline"]
-    if any(r.get("graph_time") for r in rows):
-        cols.insert(5, "graph median")
-    cols += [name for name, key in (("peak MiB", "peak_mem_extra_bytes"), ("saved MiB", "saved_bytes"))
-             if any(r.get(key) is not None for r in rows)]
-    return cols + ["max rel err", "notes"]
+def _speedup(row: dict, markup: bool) -> str:
+    vs = row.get("speedup_vs")
+    return "" if row.get("speedup") is None else f"{row['speedup']:.2f}x" + ("" if vs == "eager" else f" vs {vs}")
 
 
-def cells(row: dict, cols: list[str], markup: bool = True) -> list[str]:
-    t, speedup, vs = row.get("time") or {}, row.get("speedup"), row.get("speedup_vs")
-    mib = {c: None if row.get(k) is None else row[k] / 2**20 for c, k in (("peak MiB", "peak_mem_extra_bytes"),
-                                                                         ("saved MiB", "saved_bytes"))}
-    values = {
-        "implementation": row["label"], "dtype": row["dtype"], "pass": row["pass"],
-        "median": fmt_time(t.get("median")), "IQR": fmt_pct(100 * t["spread"]) if t else "",
-        "graph median": fmt_time((row.get("graph_time") or {}).get("median")),
-        "speedup": "" if speedup is None else f"{speedup:.2f}x" + ("" if vs == "eager" else f" vs {vs}"),
-        "TFLOP/s": fmt_num(row.get("tflops")), "% roofline": fmt_pct(row.get("roofline_pct")),
-        "peak MiB": fmt_num(mib["peak MiB"], ".4g"), "saved MiB": fmt_num(mib["saved MiB"], ".4g"),
-        "max rel err": fmt_num((row.get("check") or {}).get("max_rel_err"), ".1e"), "notes": notes(row, markup)}
-    return [values[c] for c in cols]
+#: the workload tables' columns: the name, a row's cell (``markup``: rich's, else markdown's), and the row key
+#: that some row must have set for the column to be shown (None: always)
+COLUMNS = (
+    ("implementation", lambda r, markup: r["label"], None), ("dtype", lambda r, markup: r["dtype"], None),
+    ("pass", lambda r, markup: r["pass"], None),
+    ("median", lambda r, markup: fmt_time((r.get("time") or {}).get("median")), None),
+    ("IQR", lambda r, markup: fmt_pct(100 * r["time"]["spread"]) if r.get("time") else "", None),
+    ("graph median", lambda r, markup: fmt_time((r.get("graph_time") or {}).get("median")), "graph_time"),
+    ("speedup", _speedup, None), ("TFLOP/s", lambda r, markup: fmt_num(r.get("tflops")), None),
+    ("% roofline", lambda r, markup: fmt_pct(r.get("roofline_pct")), None),
+    ("peak MiB", lambda r, markup: fmt_num(r.get("peak_mem_extra_bytes"), ".4g", 2**-20), "peak_mem_extra_bytes"),
+    ("saved MiB", lambda r, markup: fmt_num(r.get("saved_bytes"), ".4g", 2**-20), "saved_bytes"),
+    ("max rel err", lambda r, markup: fmt_num((r.get("check") or {}).get("max_rel_err"), ".1e"), None),
+    ("notes", notes, None))
+PLAN_COLUMNS = ("workload", "pass", "dtype", "launches/step", "host µs/launch", "replay host µs/step",
+                "FLOPs/step", "min HBM/step", "L2/step", "CTAs", "waves", "tiles")
 
 
-def versus_lines(results: dict, workload: str) -> list[str]:
-    """One line per dtype and pass of ``workload``: our fastest non-experimental row against the fastest peer."""
-    entries = sorted((e for e in results.get("ours_vs_peers") or [] if e["workload"] == workload),
-                     key=lambda e: (DTYPE_ORDER.get(e["dtype"], 9), e["dtype"], PASS_ORDER.get(e["pass"], 9)))
-    return [f"ours / fastest peer, {e['dtype']} {e['pass']}: {e['ratio']:.2f}x ({e['ours_label']} "
-            f"{fmt_time(e['ours_median'])}; fastest peer {e['peer_label']} {fmt_time(e['peer_median'])})"
-            for e in entries]
+def plan_cells(p: dict) -> list[str]:
+    """One row of the static cost model (``plan.py``)."""
+    host, replay = p["host_us_per_launch"], p.get("replay_host_us_per_step")
+    return [p["workload"], p["pass"], p["dtype"], str(p["launches_per_step"]),
+            "-" if host is None else f"{host:.0f}", "-" if replay is None else f"{replay:.1f}",
+            fmt_flops(p["flops_per_step"]), f"{p['min_hbm_bytes_per_step'] / 2**20:.1f} MiB",
+            f"{p['l2_bytes_per_step'] / 2**20:.1f} MiB", str(p["ctas"]), f"{p['waves']:.1f}",
+            " ".join(f"{k['kernel']}:{k['tile']}" for k in p["kernels"])]
 
 
 def header_lines(results: dict) -> list[str]:
@@ -150,17 +155,16 @@ def header_lines(results: dict) -> list[str]:
     if m.get("device_type") == "cuda":
         lines.append(f"driver {m.get('driver')}, sm_{str(m.get('sm', '')).replace('.', '')}, "
                      f"{m.get('sm_count')} SMs, cuDNN {m.get('cudnn')}, TF32 in convolutions: {m.get('tf32_conv')}")
-    lines.append(f"torch {m.get('torch')} (CUDA {m.get('cuda_build')}), triton {m.get('triton')}, "
-                 f"Python {m.get('python')}, convgru_ext {m.get('convgru_ext')}, {m.get('cpu_threads')} CPU threads")
-    lines.append(f"git commit: {m.get('git_commit') or 'unknown'}"
-                 f"{' (with uncommitted changes)' if m.get('git_dirty') else ''}")
-    lines.append(f"scale: {m.get('scale')}" + (f" ({m['scale_note']})" if m.get("scale_note") else ""))
-    lines.append(f"command: {m.get('command')}")
-    lines.append(f"ceilings measured in this run: {ceilings_text(c, detail=True)}")
     sets = s.get("input_sets") or "3 (CPU) or enough to fill the GPU's L2 twice (at least 3)"
-    lines.append(f"timing: median of {s['repeats']} samples after warm-up, inputs rotated among {sets} random "
-                 f"sets; {m.get('inputs', '')}; fwd runs under torch.no_grad, fwd+bwd computes the gradients of "
-                 "x, h0 and every parameter")
+    lines += [f"torch {m.get('torch')} (CUDA {m.get('cuda_build')}), triton {m.get('triton')}, Python "
+              f"{m.get('python')}, convgru_ext {m.get('convgru_ext')}, {m.get('cpu_threads')} CPU threads",
+              f"git commit: {m.get('git_commit') or 'unknown'}"
+              f"{' (with uncommitted changes)' if m.get('git_dirty') else ''}",
+              f"scale: {m.get('scale')}" + (f" ({m['scale_note']})" if m.get("scale_note") else ""),
+              f"command: {m.get('command')}", f"ceilings measured in this run: {ceilings_text(c, detail=True)}",
+              f"timing: median of {s['repeats']} samples after warm-up, inputs rotated among {sets} random sets; "
+              f"{m.get('inputs', '')}; fwd runs under torch.no_grad, fwd+bwd computes the gradients of x, h0 and "
+              "every parameter"]
     lines += [f"backend {name} not run here: {reason}" for name, reason in (m.get("backends") or {}).items() if reason]
     lines += [f"sweep cut short: {results['aborted']}"] if results.get("aborted") else []
     return lines + (["PARTIAL: the sweep did not finish"] if results.get("partial") else [])
@@ -177,29 +181,25 @@ def ceilings_text(c: dict, detail: bool = False) -> str:
     return text + ((f" ({c['error']})" if detail else f" [red]{c['error']}[/]") if c.get("error") else "")
 
 
-def plan_cells(p: dict) -> list[str]:
-    """One row of the static cost model (``plan.py``)."""
-    host, replay = p["host_us_per_launch"], p.get("replay_host_us_per_step")
-    return [p["workload"], p["pass"], p["dtype"], str(p["launches_per_step"]),
-            "-" if host is None else f"{host:.0f}", "-" if replay is None else f"{replay:.1f}",
-            fmt_flops(p["flops_per_step"]), f"{p['min_hbm_bytes_per_step'] / 2**20:.1f} MiB",
-            f"{p['l2_bytes_per_step'] / 2**20:.1f} MiB", str(p["ctas"]), f"{p['waves']:.1f}",
-            " ".join(f"{k['kernel']}:{k['tile']}" for k in p["kernels"])]
-
-
 def _workload_tables(results: dict, markup: bool):
     """Per workload with rows: its name, description, sizes, columns, cells, section starts and "versus" lines."""
     rows = sort_rows(results["rows"])
-    cols = columns(rows)
+    cols = [(c, cell) for c, cell, key in COLUMNS if key is None or any(r.get(key) is not None for r in rows)]
     for name, wl in results["workloads"].items():
         mine = [r for r in rows if r["workload"] == name]
-        if mine:
-            fwd = next((r["flops"] for r in mine if r["pass"] == "fwd"), None)
-            sizes = wl["sizes"] + (f", {fmt_flops(fwd)} per forward call" if fwd else "")
-            sections = {i for i in range(1, len(mine)) if (mine[i]["dtype"], mine[i]["pass"]) != (
-                mine[i - 1]["dtype"], mine[i - 1]["pass"])}
-            yield (name, wl["description"], sizes, cols, [cells(r, cols, markup) for r in mine], sections,
-                   versus_lines(results, name))
+        if not mine:
+            continue
+        fwd = next((r["flops"] for r in mine if r["pass"] == "fwd"), None)
+        sizes = wl["sizes"] + (f", {fmt_flops(fwd)} per forward call" if fwd else "")
+        sections = {i for i in range(1, len(mine)) if (mine[i]["dtype"], mine[i]["pass"]) != (
+            mine[i - 1]["dtype"], mine[i - 1]["pass"])}
+        versus = sorted((e for e in results.get("ours_vs_peers") or [] if e["workload"] == name),
+                        key=lambda e: (RANK.get(e["dtype"], 99), e["dtype"], RANK.get(e["pass"], 99)))
+        versus = [f"ours / fastest peer, {e['dtype']} {e['pass']}: {e['ratio']:.2f}x ({e['ours_label']} "
+                  f"{fmt_time(e['ours_median'])}; fastest peer {e['peer_label']} {fmt_time(e['peer_median'])})"
+                  for e in versus]
+        cells = [[cell(r, markup) for _, cell in cols] for r in mine]
+        yield name, wl["description"], sizes, [c for c, _ in cols], cells, sections, versus
 
 
 def print_tables(results: dict, console: Console) -> None:
@@ -210,14 +210,9 @@ def print_tables(results: dict, console: Console) -> None:
                       "Triton kernels[/], one step (convgru_ext/bench/plan.py; host µs measured on this machine, "
                       "our loop only)")
     console.print("speedup: median time of the eager peer (or nn.GRU on gru-1x1) / this median; % roofline: "
-                  "see convgru_ext/bench/cost.py; peak MiB: GPU memory one call allocates above its inputs; "
+                  "see convgru_ext/bench/catalog.py; peak MiB: GPU memory one call allocates above its inputs; "
                   "saved MiB: what autograd saves for the backward (saved_tensors_hooks, every device); "
                   f"{VERSUS_NOTE}")
-
-
-def _md_table(cols, rows) -> list[str]:
-    return ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"] + [
-        "| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
 
 
 def markdown(results: dict, plots: list[str]) -> str:
@@ -225,17 +220,17 @@ def markdown(results: dict, plots: list[str]) -> str:
     out += ["", "Speedup: the eager peer's median time (nn.GRU's on gru-1x1) over this row's. TFLOP/s counts "
             "2·B·H·W·kh·kw·3C·(Cin+C) FLOPs per forward step and 3x that for forward+backward; % roofline is "
             "the time the measured ceilings allow (compute or bandwidth, minimal bytes) over the measured time "
-            "(convgru_ext/bench/cost.py). max rel err: the worst norm-wise relative error of the output and "
+            "(convgru_ext/bench/catalog.py). max rel err: the worst norm-wise relative error of the output and "
             "(fwd+bwd) every gradient against the reference (run in float64, or in the row's dtype for float64 "
             "and exact float32); every row passed its dtype's tolerance unless it says FAILED CHECK. "
             f"{VERSUS_NOTE[0].upper()}{VERSUS_NOTE[1:]}.", ""]
     for name, description, sizes, cols, rows, _, versus in _workload_tables(results, markup=False):
-        out += [f"## {name}", "", f"{description}: {sizes}.", "", *_md_table(cols, rows), ""]
+        out += [f"## {name}", "", f"{description}: {sizes}.", "", *text_table(cols, rows, markdown=True), ""]
         out += [f"- {line}" for line in versus] + [""] if versus else []
     if results.get("plan"):
         out += ["## Static cost model of the Triton kernels, one step", "", "convgru_ext/bench/plan.py; host µs "
                 "per launch measured on the benchmarking machine, our loop only.", "",
-                *_md_table(PLAN_COLUMNS, [plan_cells(p) for p in results["plan"]]), ""]
+                *text_table(PLAN_COLUMNS, [plan_cells(p) for p in results["plan"]], markdown=True), ""]
     if plots:
         out += ["## Plots", ""] + [f"![{os.path.splitext(p)[0]}]({p})" for p in plots] + [""]
     return "\n".join(out)
@@ -284,7 +279,7 @@ def plot_bars(results: dict, metric: str, path: str) -> bool:
             and (metric != "speedup" or r["impl"] != r.get("speedup_vs"))]
     if not rows:
         return False
-    passes = sorted({r["pass"] for r in rows}, key=lambda p: PASS_ORDER.get(p, 9))
+    passes = sorted({r["pass"] for r in rows}, key=lambda p: RANK.get(p, 99))
     every = [v["label"] for v in results.get("implementations", {}).values()]
     every += [r["label"] for r in results["rows"] if r["label"] not in every]
     color_of = {label: k for k, label in enumerate(every)}  # the same colour for an implementation in every plot
@@ -319,60 +314,44 @@ def plot_bars(results: dict, metric: str, path: str) -> bool:
     return True
 
 
-def compare_results(a: dict, b: dict, threshold: float) -> tuple[list[dict], list[str]]:
-    """Rows matched by (workload, implementation, dtype, pass): B's median over A's, flagged.  A row is a
-    *regression* when B is slower than A by more than ``threshold`` (0.1 = 10%), or when it had figures in A and
-    none in B; *faster* when it is faster by more than ``threshold``.  Returns the rows and warnings (different
-    devices or scales)."""
-    def key(r):
-        return (r["workload"], r["impl"], r["dtype"], r["pass"])
-
-    ra, rb = {key(r): r for r in a["rows"]}, {key(r): r for r in b["rows"]}
-    warnings = [f"the two files differ in {f}: {a['meta'].get(f)!r} vs {b['meta'].get(f)!r}; ratios compare "
-                "unlike things" for f in ("device", "scale") if a["meta"].get(f) != b["meta"].get(f)]
-    out = []
-    for k in sorted(set(ra) | set(rb), key=lambda k: (list(CATALOG).index(k[0]) if k[0] in CATALOG else 99,) + k):
-        x, y = ra.get(k), rb.get(k)
-        entry = dict(zip(("workload", "impl", "dtype", "pass"), k), a=None, b=None, ratio=None, graph_ratio=None,
-                     flag="")
-        if x is None or y is None:
-            entry["flag"] = "only in A" if y is None else "only in B"
-            out.append(entry)
-            continue
-        (ta, ga), (tb, gb) = [[(r.get(f) or {}).get("median") for f in ("time", "graph_time")] for r in (x, y)]
-        entry.update(a=ta, b=tb)
-        if ta and tb:
-            entry["ratio"] = tb / ta
-            entry["flag"] = ("regression" if entry["ratio"] > 1 + threshold else
-                             "faster" if entry["ratio"] < 1 / (1 + threshold) else "")
-            entry["graph_ratio"] = gb / ga if ga and gb else None
-        elif ta:
-            entry["flag"] = f"regression: now {y['status']}" + (f" ({y['reason']})" if y.get("reason") else "")
-        elif tb:
-            entry["flag"] = f"fixed: was {x['status']}"
-        out.append(entry)
-    return out, warnings
-
-
-def print_compare(entries: list[dict], warnings: list[str], a_path: str, b_path: str, a: dict, b: dict,
-                  threshold: float, console: Console) -> int:
-    """Print the ratio table; return the number of regressions."""
-    for label, path, r in (("A", a_path, a), ("B", b_path, b)):
-        m = r["meta"]
+def compare(a_path: str, b_path: str, threshold: float, console: Console) -> int:
+    """Print B's rows against A's, matched by (workload, implementation, dtype, pass): B's median over A's, flagged
+    *regression* when B is slower by more than ``threshold`` (0.1 = 10%) or has no figures where A had, *faster*
+    when faster by more than ``threshold``; warn where the files differ in device or scale.  Returns the number of
+    regressions."""
+    runs = []
+    for path in (a_path, b_path):
+        with open(path) as f:
+            runs.append(json.load(f))
+    for label, path, run in zip("AB", (a_path, b_path), runs):
+        m = run["meta"]
         console.print(f"[bold]{label}[/]: {path}: {m.get('device')}, {m.get('date_utc')}, commit "
                       f"{(m.get('git_commit') or 'unknown')[:12]}, scale {m.get('scale')}")
-    for w in warnings:
-        console.print(f"[yellow]warning[/]: {w}")
-    regressions = sum(e["flag"].startswith("regression") for e in entries)
-
-    def flag(text: str) -> str:
-        if not text.startswith(("regression", "faster", "fixed")):
-            return text
-        return f"[{'red' if text.startswith('regression') else 'green'}]{text}[/]"
-
+    for f in ("device", "scale"):
+        if runs[0]["meta"].get(f) != runs[1]["meta"].get(f):
+            console.print(f"[yellow]warning[/]: the two files differ in {f}: {runs[0]['meta'].get(f)!r} vs "
+                          f"{runs[1]['meta'].get(f)!r}; ratios compare unlike things")
+    ra, rb = ({(r["workload"], r["impl"], r["dtype"], r["pass"]): r for r in run["rows"]} for run in runs)
+    rows, regressions = [], 0
+    for k in sorted(set(ra) | set(rb), key=lambda k: (RANK[k[0]] if k[0] in CATALOG else 99,) + k):
+        x, y = ra.get(k), rb.get(k)
+        ta = tb = ga = gb = None
+        if x is None or y is None:
+            flag = "only in A" if y is None else "only in B"
+        else:
+            (ta, ga), (tb, gb) = [[(r.get(f) or {}).get("median") for f in ("time", "graph_time")] for r in (x, y)]
+            if ta and tb:
+                flag = "regression" if tb / ta > 1 + threshold else "faster" if tb / ta < 1 / (1 + threshold) else ""
+            elif ta:
+                flag = f"regression: now {y['status']}" + (f" ({y['reason']})" if y.get("reason") else "")
+            else:
+                flag = f"fixed: was {x['status']}" if tb else ""
+        regressions += flag.startswith("regression")
+        color = "red" if flag.startswith("regression") else "green" if flag.startswith(("faster", "fixed")) else ""
+        rows.append([*k, fmt_time(ta), fmt_time(tb), fmt_num(tb / ta if ta and tb else None, ".3f"),
+                     fmt_num(gb / ga if ta and tb and ga and gb else None, ".3f"),
+                     f"[{color}]{flag}[/]" if color else flag])
     console.table(("workload", "implementation", "dtype", "pass", "A median", "B median", "B / A", "graph B / A",
-                   "flag"), [[e["workload"], e["impl"], e["dtype"], e["pass"], fmt_time(e["a"]), fmt_time(e["b"]),
-                              fmt_num(e["ratio"], ".3f"), fmt_num(e["graph_ratio"], ".3f"), flag(e["flag"])]
-                             for e in entries], f"B relative to A (regression: more than {threshold:.0%} slower)")
+                   "flag"), rows, f"B relative to A (regression: more than {threshold:.0%} slower)")
     console.print(f"{regressions} regression(s)" if regressions else "no regressions")
     return regressions

@@ -34,12 +34,11 @@ class Timing:
         return statistics.median(self.samples)
 
     def to_dict(self) -> dict:
-        q1, _, q3 = statistics.quantiles(self.samples, n=4, method="inclusive") if len(self.samples) > 1 else (
-            self.samples * 3)
+        s = self.samples
+        q1, _, q3 = statistics.quantiles(s, n=4, method="inclusive") if len(s) > 1 else s * 3
         spread = (q3 - q1) / self.median if self.median > 0 else math.nan  # the IQR relative to the median
-        return {"median": self.median, "q1": q1, "q3": q3, "min": min(self.samples), "max": max(self.samples),
-                "spread": spread, "samples": self.samples, "calls_per_sample": self.calls_per_sample,
-                "warmup_calls": self.warmup_calls}
+        return {"median": self.median, "q1": q1, "q3": q3, "min": min(s), "max": max(s), "spread": spread,
+                "samples": s, "calls_per_sample": self.calls_per_sample, "warmup_calls": self.warmup_calls}
 
 
 def saved_bytes(fn: Callable[[], object]) -> int:
@@ -63,19 +62,19 @@ def synchronize(device: torch.device) -> None:
 
 def _sample(fn: Callable[[int], object], start: int, n: int, device: torch.device) -> float:
     """Seconds for ``n`` calls ``fn(start), fn(start + 1), ...``, the device synchronized around them."""
-    if device.type == "cuda":
+    gpu = device.type == "cuda"
+    if gpu:
         begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         synchronize(device)
         begin.record()
-        for i in range(start, start + n):
-            fn(i)
-        end.record()
-        end.synchronize()
-        return begin.elapsed_time(end) / 1e3
     t0 = time.perf_counter()
     for i in range(start, start + n):
         fn(i)
-    return time.perf_counter() - t0
+    if not gpu:
+        return time.perf_counter() - t0
+    end.record()
+    end.synchronize()
+    return begin.elapsed_time(end) / 1e3
 
 
 def time_calls(fn: Callable[[int], object], device: torch.device, *, repeats: int, warmup: int,
@@ -90,13 +89,9 @@ def time_calls(fn: Callable[[int], object], device: torch.device, *, repeats: in
             synchronize(device)  # keep the clock check honest on a GPU
     synchronize(device)
     warmup_calls, one = i, _sample(fn, i, 1, device)
-    i += 1
     n = max(1, min(max_calls_per_sample, math.ceil(min_sample_s / max(one, 1e-9))))
-    samples = []
-    for _ in range(repeats):
-        samples.append(_sample(fn, i, n, device) / n)
-        i += n
-    return Timing(samples=samples, calls_per_sample=n, warmup_calls=warmup_calls)
+    starts = range(i + 1, i + 1 + repeats * n, n)
+    return Timing([_sample(fn, j, n, device) / n for j in starts], calls_per_sample=n, warmup_calls=warmup_calls)
 
 
 def time_graph(fn: Callable[[int], object], n_sets: int, device: torch.device, *, repeats: int,
