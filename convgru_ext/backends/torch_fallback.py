@@ -142,6 +142,14 @@ def _concatenates(x: torch.Tensor) -> bool:
     return steps * B * H * W >= CAT_MIN_PIXELS
 
 
+def _side_by_side(w_x: torch.Tensor, w_h: torch.Tensor) -> torch.Tensor:
+    """``cat([w_x, w_h], 1)``, written channels-last (the layout the convolutions take it in) in one pass."""
+    out = w_x.new_empty(w_x.shape[0], *w_x.shape[2:], w_x.shape[1] + w_h.shape[1]).permute(0, 3, 1, 2)
+    out[:, : w_x.shape[1]].copy_(w_x)
+    out[:, w_x.shape[1]:].copy_(w_h)
+    return out
+
+
 class _Preactivations:
     """The gate pre-activations of each step ``t``, as the forward loop asks for them: ``rz(t, h)`` = ``W_rz*x_t +
     U_rz*h + b_rz`` and ``n(t, rh)`` = ``W_n*x_t + U_n*rh + b_n`` (``reset="before"``), each a fresh tensor.
@@ -162,8 +170,8 @@ class _Preactivations:
         else:
             frame = x.new_empty(x.shape[1], x.shape[2] + C, *x.shape[3:])  # the shape cat([x_t, h]) has
             b_rz, b_n = (None, None) if bias_x is None else bias_x.split_with_sizes((2 * C, C))
-            self.conv_rz = _Conv(torch.cat([weight_ih[: 2 * C], weight_hh[: 2 * C]], 1), b_rz, dilation, frame, T)
-            self.conv_n = _Conv(torch.cat([weight_ih[2 * C:], weight_hh[2 * C:]], 1), b_n, dilation, frame, T)
+            self.conv_rz = _Conv(_side_by_side(weight_ih[: 2 * C], weight_hh[: 2 * C]), b_rz, dilation, frame, T)
+            self.conv_n = _Conv(_side_by_side(weight_ih[2 * C:], weight_hh[2 * C:]), b_n, dilation, frame, T)
 
     def rz(self, t, h):
         if self.hoisted:
