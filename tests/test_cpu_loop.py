@@ -37,10 +37,11 @@ def isa(request):
 
 
 # (T, B, Cin, C, H, W, kernel, dilation): calls of 1024+ pixels over their steps (T*B*H*W) convolve cat([x_t, h]),
-# smaller ones read a hoisted projection; C = 13, 11 and 9 leave a tail past an 8-float register; 1x1 frames; dilated
+# smaller ones read a hoisted projection; C = 13, 11 and 9 leave a tail past an 8-float register; 1x1 frames and
+# 1x1 kernels (GEMMs in the C++ loops) of either form; dilated
 SHAPES = [(3, 2, 5, 13, 7, 6, 3, 1), (1, 1, 8, 16, 40, 30, 3, 1), (1, 2, 3, 8, 5, 4, 3, 1), (4, 1, 3, 9, 9, 11, 3, 2),
           (2, 3, 4, 8, 1, 1, 1, 1), (5, 1, 6, 24, 6, 5, (1, 5), 1), (3, 2, 4, 11, 14, 13, 3, 1),
-          (2, 1, 5, 8, 24, 24, 3, 2)]
+          (2, 1, 5, 8, 24, 24, 3, 2), (1, 2, 3, 8, 24, 24, 1, 1)]
 
 
 @needs_native

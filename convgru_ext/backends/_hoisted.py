@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._contract import same_padding
-from ._layout import channels_last, empty_channels_last, frames, like
+from ._layout import channels_last, empty_channels_last, frames, like, logical, physical
 
 
 def padding(weight: Tensor, dilation: list[int]) -> tuple[int, int]:
@@ -52,8 +52,13 @@ def input_bias(bias_ih: Optional[Tensor], bias_hh: Optional[Tensor], reset_after
 
 def input_projection(x: Tensor, weight_ih: Tensor, bias_x: Optional[Tensor], dilation: list[int]) -> Tensor:
     """``W*x_t + bias_x`` for every step (``bias_x`` from :func:`input_bias`): (T, B, 3C, H, W), channels-last,
-    one convolution."""
+    one convolution (on the CPU, a 1x1 kernel's as the GEMM it is: oneDNN's convolution of frames of a few pixels
+    costs many times the GEMM, benchmarks/results/cpu/decisions.md)."""
     T, B, Cin, H, W = x.shape
+    if weight_ih.shape[2:] == (1, 1) and x.device.type == "cpu":
+        rows, w = physical(x).reshape(-1, Cin), weight_ih.reshape(weight_ih.shape[0], Cin).t()
+        gx = rows @ w if bias_x is None else torch.addmm(bias_x, rows, w)
+        return logical(gx.view(T, B, H, W, -1))
     gx = F.conv2d(frames(x), weight_ih, bias_x, 1, padding(weight_ih, dilation), dilation)
     return channels_last(gx).view(T, B, weight_ih.shape[0], H, W)
 

@@ -59,6 +59,8 @@ def _mkldnn_usable(t: torch.Tensor, weight: torch.Tensor, uses: int) -> bool:
     loop's steps; a single use would reorder the weight just as ``F.conv2d`` does), float32 on the CPU, not while
     tracing, at least :data:`PACK_MIN_MACS`; bf16 would need AVX-512 there, so it stays with ``F.conv2d``, which
     behaves alike on every machine."""
+    if weight.shape[2:] == (1, 1) and NATIVE.usable(t):  # the C++ loops run a 1x1 kernel as a GEMM
+        return False
     return (uses >= 2 and t.shape[0] * t.shape[2] * t.shape[3] * weight.numel() >= PACK_MIN_MACS
             and t.dtype == torch.float32 and t.device.type == "cpu" and _MKLDNN_BUILT
             and torch.backends.mkldnn.enabled and not torch.compiler.is_compiling())

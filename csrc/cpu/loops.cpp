@@ -175,8 +175,17 @@ float* rows(const at::Tensor& t, int64_t channels) {
   return t.data_ptr<float>();
 }
 
-// A 'same' stride-1 convolution with its bias: on the weight prepacked for oneDNN when there is one
-// (torch_fallback.packed_weight), else at::conv2d.  Its output is channels-last and dense.
+// A 1x1 kernel's convolution of a dense channels-last frame is a GEMM over its pixels: the frame as (P, I) rows,
+// the weight as (O, I).
+bool pointwise_kernel(const at::Tensor& weight) { return weight.size(2) == 1 && weight.size(3) == 1; }
+at::Tensor as_rows(const at::Tensor& t) { return t.permute({0, 2, 3, 1}).reshape({-1, t.size(1)}); }
+at::Tensor from_rows(const at::Tensor& rows, const at::Tensor& like) {
+  return rows.view({like.size(0), like.size(2), like.size(3), rows.size(1)}).permute({0, 3, 1, 2});
+}
+at::Tensor as_matrix(const at::Tensor& weight) { return weight.reshape({weight.size(0), weight.size(1)}); }
+
+// A 'same' stride-1 convolution with its bias: a GEMM for a 1x1 kernel; on the weight prepacked for oneDNN
+// when there is one (torch_fallback.packed_weight); else at::conv2d.  Its output is channels-last and dense.
 struct Conv {
   const at::Tensor& weight;
   const std::optional<at::Tensor>& bias;
@@ -184,6 +193,10 @@ struct Conv {
   c10::IntArrayRef padding, dilation;
 
   at::Tensor operator()(const at::Tensor& input) const {
+    if (pointwise_kernel(weight)) {
+      const at::Tensor w = as_matrix(weight).t();
+      return from_rows(bias.has_value() ? at::addmm(*bias, as_rows(input), w) : at::mm(as_rows(input), w), input);
+    }
     at::Tensor y;
     if (packed.has_value()) {
       static const auto op = c10::Dispatcher::singleton()
@@ -204,6 +217,11 @@ struct Conv {
 
   // other += conv(input), with no new tensor where the weight is packed (oneDNN's "add" post-op, in place)
   void into(const at::Tensor& other, const at::Tensor& input) const {
+    if (pointwise_kernel(weight)) {  // rows of `other` are a view: the GEMM accumulates in place
+      TORCH_CHECK(!bias.has_value(), "_cpu loops: internal error (a bias with an accumulating convolution)");
+      as_rows(other).addmm_(as_rows(input), as_matrix(weight).t());
+      return;
+    }
     if (!packed.has_value()) {
       other.add_((*this)(input));
       return;
@@ -232,6 +250,7 @@ struct DataGrad {
   c10::IntArrayRef padding, dilation;
 
   at::Tensor operator()(const at::Tensor& g, const at::Tensor& h) const {
+    if (pointwise_kernel(weight)) return from_rows(at::mm(as_rows(g), as_matrix(weight)), g);
     if (packed.has_value()) {
       const std::optional<at::Tensor> no_bias;
       return Conv{weight, no_bias, packed, padding, dilation}(g);
