@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from convgru_ext import ConvGRU, ConvGRUCell
-from convgru_ext.backends import torch_fallback
+from convgru_ext.backends import _hoisted, torch_fallback
 from convgru_ext.backends.torch_fallback import NATIVE
 from helpers import REL_TOL, rel_err
 
@@ -146,3 +146,20 @@ def test_used_only_where_it_applies():
 def test_gate_isa_rejects_unknown_names():
     with pytest.raises(RuntimeError, match="force must be 'auto', 'generic' or 'avx2'"):
         torch.ops.convgru_ext._cpu_gate_isa("sse9")
+
+
+@pytest.mark.parametrize("reset", ["before", "after"])
+def test_projection_through_nchw(reset, monkeypatch):
+    """A projection whose weight outweighs its frames runs on NCHW frames (``_hoisted._through_nchw``): outputs and
+    gradients unchanged."""
+    monkeypatch.setattr(_hoisted, "NCHW_MIN_WEIGHT", 0)
+    shape = (2, 1, 16, 16, 2, 2, 3, 1)
+    T, B, Cin, C, H, W, *_ = shape
+    assert _hoisted._through_nchw(torch.empty(T * B, Cin, H, W), torch.empty(3 * C, Cin, 3, 3))
+    layer, reference, x, h0 = _layer_and_inputs(shape, reset, True)
+    upstream = torch.randn(T, B, C, H, W)
+    got = _outputs_and_grads(layer, x, h0, upstream)
+    want = _outputs_and_grads(reference, x.detach().double().requires_grad_(), h0.detach().double().requires_grad_(),
+                              upstream.double())
+    for g, w in zip(got, want):
+        assert rel_err(g, w) <= REL_TOL[torch.float32]

@@ -59,8 +59,25 @@ def input_projection(x: Tensor, weight_ih: Tensor, bias_x: Optional[Tensor], dil
         rows, w = physical(x).reshape(-1, Cin), weight_ih.reshape(weight_ih.shape[0], Cin).t()
         gx = rows @ w if bias_x is None else torch.addmm(bias_x, rows, w)
         return logical(gx.view(T, B, H, W, -1))
-    gx = F.conv2d(frames(x), weight_ih, bias_x, 1, padding(weight_ih, dilation), dilation)
+    frame = frames(x)
+    if _through_nchw(frame, weight_ih):
+        frame = frame.contiguous()
+    gx = F.conv2d(frame, weight_ih, bias_x, 1, padding(weight_ih, dilation), dilation)
     return channels_last(gx).view(T, B, weight_ih.shape[0], H, W)
+
+
+#: a projection on the CPU whose weight has at least this many elements, and four times as many as its frames'
+#: input and output together, converts the frames to NCHW instead of the weight to channels-last
+#: (benchmarks/results/cpu/decisions.md)
+NCHW_MIN_WEIGHT = 400_000
+
+
+def _through_nchw(frame: Tensor, weight: Tensor) -> bool:
+    """Whether the convolution of the channels-last ``frame`` runs on an NCHW copy of it: oneDNN takes the weight in
+    the input's layout, so a channels-last input costs a copy of the weight per call, which for a large weight over
+    a few small frames costs more than converting the frames."""
+    activations = frame.shape[0] * frame.shape[2] * frame.shape[3] * (frame.shape[1] + weight.shape[0])
+    return frame.device.type == "cpu" and weight.numel() >= max(NCHW_MIN_WEIGHT, 4 * activations)
 
 
 def weight_and_input_grads(
