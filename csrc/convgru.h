@@ -33,6 +33,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include <cuda_runtime_api.h>
 
@@ -57,8 +58,17 @@ constexpr int block_k(Math m) { return m == Math::F16 || m == Math::BF16 ? 32 : 
 constexpr int block_m(Math m) { return m == Math::F64 ? 64 : 128; }
 // Gates a CTA computes together (the N dimension holds NG blocks of BN channels).
 constexpr int gates_in_n(Kernel k) { return k == Kernel::FwdRZ ? 2 : k == Kernel::FwdAfter ? 3 : 1; }
-// Output channels per gate per CTA (BN); packed weights are padded to a multiple.
-constexpr int block_n(Kernel k) { return k == Kernel::FwdRZ || k == Kernel::FwdAfter ? 32 : 64; }
+// Output channels per gate per CTA (BN) of the narrow or the wide tile (csrc/cuda/gemm.cuh's Tile);
+// packed weights are padded to a multiple of the one the launch takes.
+constexpr int block_n(Kernel k, bool wide) {
+  return (k == Kernel::FwdRZ || k == Kernel::FwdAfter ? 32 : 64) * (wide ? 2 : 1);
+}
+// Whether math m has a wide tile: the tensor-core maths.
+constexpr bool has_wide_tile(Math m) { return m == Math::F16 || m == Math::BF16 || m == Math::TF32; }
+// The tile a launch takes for C output channels: the wide one where math m has it and the narrow
+// one would take more than one CTA per pixel tile (so C <= 32, or 64 for a one-gate kernel, keeps
+// the narrow tile and its padding).
+constexpr bool wide_tile(Math m, Kernel k, int64_t C) { return has_wide_tile(m) && C > block_n(k, false); }
 
 // Everything a kernel reads, for one time step.  The host fills the sizes once and the
 // per-step pointers before each launch (see ops.cpp).  "T" is the input dtype (half,
@@ -85,7 +95,7 @@ struct Params {
                       //   w[tap, k, g, c] = weight_hh[(g0 + g)*C + c, k, tap],
                       //   the backward w[tap, k, 0, c] = weight_hh[k0 + k, c, taps-1-tap]
   int k_pad;          // a_channels rounded up to a multiple of block_k
-  int n_pad;          // C rounded up to a multiple of block_n
+  int n_pad;          // C rounded up to a multiple of block_n(kernel, wide_tile(math, kernel, C))
 
   // ---- step t's tensors (every (M, .) one is channels-last, one step's slice) ----
   const void* gx;      // T (M, 3C): input projection W*x_t + biases (b_hn kept out for reset "after")
@@ -143,9 +153,15 @@ void emulate_ldmatrix_x4(const uint16_t* smem, const int64_t* row_offsets, bool 
 // a (32 x 4), b (32 x 2), c and d (32 x 4) each lane's fragment registers.
 void emulate_mma_sync(Math math, const uint32_t* a, const uint32_t* b, const float* c, float* d);
 // One K-step of a CTA's products as the GEMM kernel `kernel` (forward) computes them in math
-// `math`: a (BM, BK) and b (BK, NG*BN) row-major in the math's storage type are written to the
-// kernel's swizzled shared layout, every warp's accumulator computes, and the registers are
-// read back through the epilogue's mapping into out (BM, NG*BN) row-major double.
-void emulate_cta_product(Math math, Kernel kernel, const void* a, const void* b, double* out);
+// `math` with the narrow or the wide tile: a (BM, BK) and b (BK, NG*BN) row-major in the math's
+// storage type are written to the kernel's swizzled shared layout, every warp's accumulator
+// computes, and the registers are read back through the epilogue's mapping into out (BM, NG*BN)
+// row-major double.
+void emulate_cta_product(Math math, Kernel kernel, bool wide, const void* a, const void* b, double* out);
+// The shared-memory loads of every warp's tensor-core fragments for one K-step of GEMM kernel `kernel`
+// in math F16, BF16 or TF32 with the narrow or the wide tile, as the emulated kernel issues them: rows
+// of (warp, instruction, lane, byte offset, bytes), flattened; instruction n of a warp is each lane's
+// nth ldmatrix or lds.
+std::vector<int64_t> emulate_fragment_loads(Math math, Kernel kernel, bool wide);
 
 }  // namespace convgru

@@ -9,8 +9,8 @@
 //     CPU emulation (tests).  Activations come and go as dense (..., H, W, C) tensors; the forward's
 //     `x` gives only sizes, dtype and device.  The weights packed for the GEMMs are cached per
 //     weight version (PackCache below).
-//   convgru_ext::_cuda_emulate_ldmatrix / _mma / _cta_product / _schedule, _cuda_tile_shape,
-//   _cuda_pack_cache_info: test-only entry points to the device primitives' CPU implementations, the
+//   convgru_ext::_cuda_emulate_ldmatrix / _mma / _cta_product / _fragment_loads / _schedule, _cuda_tile_shape,
+//   _cuda_wide_tile, _cuda_pack_cache_info: test-only entry points to the device primitives' CPU implementations, the
 //   emulator's schedule, and the cache's counters.
 #include <Python.h>
 
@@ -139,8 +139,8 @@ Tensor pack_forward(const Tensor& weight_hh, int64_t g0, Kernel kernel, Math mat
   const int64_t C = weight_hh.size(1), taps = weight_hh.size(2) * weight_hh.size(3);
   const int64_t ng = gates_in_n(kernel);
   Tensor u = weight_hh.reshape({3, C, C, taps}).narrow(0, g0, ng).permute({3, 2, 0, 1});
-  Tensor packed = at::zeros({taps, round_up(C, block_k(math)), ng, round_up(C, block_n(kernel))},
-                            weight_hh.options());
+  const int64_t bn = block_n(kernel, wide_tile(math, kernel, C));
+  Tensor packed = at::zeros({taps, round_up(C, block_k(math)), ng, round_up(C, bn)}, weight_hh.options());
   packed.narrow(1, 0, C).narrow(3, 0, C).copy_(u);
   return packed;
 }
@@ -151,8 +151,8 @@ Tensor pack_forward(const Tensor& weight_hh, int64_t g0, Kernel kernel, Math mat
 Tensor pack_backward(const Tensor& weight_hh, int64_t k0, int64_t kc, Kernel kernel, Math math) {
   const int64_t C = weight_hh.size(1), taps = weight_hh.size(2) * weight_hh.size(3);
   Tensor u = weight_hh.reshape({3 * C, C, taps}).narrow(0, k0, kc).flip({2}).permute({2, 0, 1}).unsqueeze(2);
-  Tensor packed = at::zeros({taps, round_up(kc, block_k(math)), 1, round_up(C, block_n(kernel))},
-                            weight_hh.options());
+  const int64_t bn = block_n(kernel, wide_tile(math, kernel, C));
+  Tensor packed = at::zeros({taps, round_up(kc, block_k(math)), 1, round_up(C, bn)}, weight_hh.options());
   packed.narrow(1, 0, kc).narrow(3, 0, C).copy_(u);
   return packed;
 }
@@ -422,6 +422,18 @@ Kernel parse_forward_kernel(const std::string& name) {
   return Kernel::FwdRZ;
 }
 
+Kernel parse_gemm_kernel(const std::string& name) {
+  const std::vector<std::pair<std::string, Kernel>> kernels = {
+      {"FwdRZ", Kernel::FwdRZ}, {"FwdN", Kernel::FwdN}, {"FwdAfter", Kernel::FwdAfter},
+      {"BwdN", Kernel::BwdN},   {"BwdRZ", Kernel::BwdRZ}, {"BwdAfter", Kernel::BwdAfter}};
+  for (const auto& [n, k] : kernels) {
+    if (n == name) return k;
+  }
+  TORCH_CHECK(false, "convgru_ext: kernel must be one of FwdRZ, FwdN, FwdAfter, BwdN, BwdRZ, BwdAfter; got \"", name,
+              "\"");
+  return Kernel::FwdRZ;
+}
+
 Math parse_math_name(const std::string& name) {
   const std::vector<std::pair<std::string, at::ScalarType>> dtypes = {
       {"f16", at::kHalf}, {"bf16", at::kBFloat16}, {"tf32", at::kFloat}, {"f32", at::kFloat}, {"f64", at::kDouble}};
@@ -437,11 +449,17 @@ void check_cpu(const char* op, const char* name, const Tensor& t, at::ScalarType
               " on ", t.device(), " with shape ", t.sizes(), " and strides ", t.strides());
 }
 
-// (BM, BK, NG, BN) of kernel `kernel` in math `math`.
-std::vector<int64_t> tile_shape(std::string math, std::string kernel) {
+// Whether math `m` has the wide tile asked for (the test-only ops' check).
+void check_wide(const char* op, Math m, bool wide) {
+  TORCH_CHECK(!wide || has_wide_tile(m), op, ": only f16, bf16 and tf32 have a wide tile");
+}
+
+// (BM, BK, NG, BN) of kernel `kernel` in math `math`, narrow or wide tile.
+std::vector<int64_t> tile_shape(std::string math, std::string kernel, bool wide) {
   const Math m = parse_math_name(math);
   const Kernel k = parse_forward_kernel(kernel);
-  return {block_m(m), block_k(m), gates_in_n(k), block_n(k)};
+  check_wide("convgru_ext::_cuda_tile_shape", m, wide);
+  return {block_m(m), block_k(m), gates_in_n(k), block_n(k, wide)};
 }
 
 // smem: int16 (n,); row_offsets: int64 (32,), lane l's row address in elements.  Returns int32 (32, 4).
@@ -478,18 +496,36 @@ Tensor mma_op(const Tensor& a, const Tensor& b, const Tensor& c, std::string mat
 }
 
 // a (BM, BK), b (BK, NG*BN) in the math's dtype.  Returns (BM, NG*BN) float64.
-Tensor cta_product_op(const Tensor& a, const Tensor& b, std::string math, std::string kernel) {
+Tensor cta_product_op(const Tensor& a, const Tensor& b, std::string math, std::string kernel, bool wide) {
   const char* op = "convgru_ext::_cuda_emulate_cta_product";
   const Math m = parse_math_name(math);
   const Kernel k = parse_forward_kernel(kernel);
+  check_wide(op, m, wide);
   const at::ScalarType dt = m == Math::F16 ? at::kHalf : m == Math::BF16 ? at::kBFloat16
                             : m == Math::F64 ? at::kDouble : at::kFloat;
-  const int64_t bm = block_m(m), bk = block_k(m), bnt = gates_in_n(k) * block_n(k);
+  const int64_t bm = block_m(m), bk = block_k(m), bnt = gates_in_n(k) * block_n(k, wide);
   check_cpu(op, "a", a, dt, {bm, bk});
   check_cpu(op, "b", b, dt, {bk, bnt});
   Tensor out = at::empty({bm, bnt}, a.options().dtype(at::kDouble));
-  emulate_cta_product(m, k, a.data_ptr(), b.data_ptr(), out.data_ptr<double>());
+  emulate_cta_product(m, k, wide, a.data_ptr(), b.data_ptr(), out.data_ptr<double>());
   return out;
+}
+
+// Whether a launch of GEMM kernel `kernel` in math `math` for `channels` output channels takes the wide tile.
+bool launch_tile_is_wide(std::string math, std::string kernel, int64_t channels) {
+  return wide_tile(parse_math_name(math), parse_gemm_kernel(kernel), channels);
+}
+
+// Every warp's fragment loads of one K-step of GEMM kernel `kernel` in math f16, bf16 or tf32, narrow or
+// wide tile: int64 (n, 5) rows (warp, instruction, lane, byte offset in shared memory, bytes).
+Tensor fragment_loads_op(std::string math, std::string kernel, bool wide) {
+  const char* op = "convgru_ext::_cuda_emulate_fragment_loads";
+  const Math m = parse_math_name(math);
+  TORCH_CHECK(m == Math::F16 || m == Math::BF16 || m == Math::TF32, op, ": math must be f16, bf16 or tf32; got \"",
+              math, "\"");
+  std::vector<int64_t> rows = emulate_fragment_loads(m, parse_gemm_kernel(kernel), wide);
+  const int64_t n = static_cast<int64_t>(rows.size()) / 5;
+  return at::tensor(rows, at::kLong).reshape({n, 5});
 }
 
 // [hits, misses, entries] of the packed-weight cache; clear=True first empties it and zeroes the counts.
@@ -520,8 +556,10 @@ TORCH_LIBRARY_FRAGMENT(convgru_ext, m) {
   // test-only (tests/test_cuda_primitives.py, tests/test_cuda.py)
   m.def("_cuda_emulate_ldmatrix(Tensor smem, Tensor row_offsets, bool trans) -> Tensor");
   m.def("_cuda_emulate_mma(Tensor a, Tensor b, Tensor c, str math) -> Tensor");
-  m.def("_cuda_emulate_cta_product(Tensor a, Tensor b, str math, str kernel) -> Tensor");
-  m.def("_cuda_tile_shape(str math, str kernel) -> int[]", &convgru::tile_shape);
+  m.def("_cuda_emulate_cta_product(Tensor a, Tensor b, str math, str kernel, bool wide=False) -> Tensor");
+  m.def("_cuda_tile_shape(str math, str kernel, bool wide=False) -> int[]", &convgru::tile_shape);
+  m.def("_cuda_emulate_fragment_loads(str math, str kernel, bool wide=False) -> Tensor", &convgru::fragment_loads_op);
+  m.def("_cuda_wide_tile(str math, str kernel, int channels) -> bool", &convgru::launch_tile_is_wide);
   m.def("_cuda_pack_cache_info(bool clear=False) -> int[]", &convgru::pack_cache_info);
   m.def("_cuda_emulate_schedule(str schedule) -> str", &convgru::emulate_schedule);
 }

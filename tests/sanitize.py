@@ -9,7 +9,9 @@ It reruns itself as a child under ``compute-sanitizer``:
 * ``backend="cuda"``: ``--tool memcheck`` and ``--tool racecheck``, only the convgru kernels
   instrumented, on one small shape with partial tiles and dilation (``testing.CHECK_SHAPES``'s
   "partial"), as a sequence and as a cell, both reset modes, in every math mode (bf16, fp16, TF32,
-  exact fp32, fp64): every kernel of ``csrc/`` in every instantiation;
+  exact fp32, fp64), and the same shape with WIDE_C channels as a sequence in bf16 and TF32 (the
+  tensor-core kernels' wide tile, csrc/cuda/gemm.cuh's Tile; fp16 shares bf16's code): every kernel of
+  ``csrc/`` in every instantiation;
 * ``backend="triton"``: ``--tool memcheck`` on one bfloat16 forward+backward per reset mode.
 
 PyTorch's caching allocator is off in the child, so that every tensor is its own allocation and an
@@ -20,6 +22,7 @@ script prints a table and exits non-zero unless every run reports 0 errors and i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -28,6 +31,8 @@ import sys
 import time
 
 CHILD_FLAG = "--child"
+#: channels that put every tensor-core kernel on its wide tile (convgru.h's wide_tile), unaligned
+WIDE_C = 67
 #: (backend, compute-sanitizer tool, kernel-name filter or None)
 RUNS = (("cuda", "memcheck", "kns=convgru"), ("cuda", "racecheck", "kns=convgru"), ("triton", "memcheck", None))
 
@@ -56,6 +61,9 @@ def child_checks(backend: str) -> list:
     rows = [c for c in check_plan([backend], ["cuda"]) if c.shape == "partial"]
     if backend == "triton":
         rows = [c for c in rows if c.dtype == torch.bfloat16 and c.case.T > 1]
+    else:
+        rows += [dataclasses.replace(c, shape=f"partial C={WIDE_C}", case=dataclasses.replace(c.case, C=WIDE_C))
+                 for c in rows if c.case.T > 1 and (c.dtype == torch.bfloat16 or c.tf32)]
     return rows
 
 

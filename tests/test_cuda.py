@@ -7,7 +7,8 @@ of every warp, with CPU implementations of the PTX primitives; csrc/cuda/gemm.cu
 runs only on a GPU) must match the ``torch`` backend's op pair on every output, ``gates``
 included, for every math mode (so every pipeline depth: 2 for f32 / f64, 3 for tf32, 4 for
 bf16 / f16), both reset modes, both A-operand instantiations (16-byte copies; element by
-element for unaligned channels), partial pixel, channel and K tiles, and both of the
+element for unaligned channels), both tiles of the tensor-core maths (narrow for few channels,
+wide for more: convgru.h's wide_tile), partial pixel, channel and K tiles, and both of the
 emulator's schedules (copies landing at their wait, warps in order; copies landing when
 issued, warps in the opposite order: a stage rewritten too early or a missing barrier fails
 one of them).  The packed weights are cached per weight version.  The primitives themselves:
@@ -114,12 +115,32 @@ EMULATED = [("f64", torch.float64), ("f32", torch.float32), ("tf32", torch.float
 EMULATED_CASES = {
     # odd sizes: the element-wise A instantiation (channels not a multiple of 16 bytes), partial tiles
     "odd": Case(T=3, B=2, Cin=5, C=7, H=9, W=11),
-    # 16-byte loads; several pixel and channel tiles and K-chunks; a 1x5 kernel, dilation 2
+    # 16-byte loads; several pixel and channel tiles (the wide tile for bf16 / f16 / tf32) and K-chunks; a 1x5
+    # kernel, dilation 2
     "aligned": Case(T=2, B=2, Cin=8, C=72, H=7, W=10, kernel=(1, 5), dilation=(2, 2)),
     "5x1-no-bias": Case(T=2, B=1, Cin=8, C=16, H=11, W=6, kernel=(5, 1), bias=False),
     # 1x1: fewer K-steps (1 or 2) than the pipeline's prologue issues; one partial pixel tile
     "1x1": Case(T=2, B=2, Cin=3, C=16, H=5, W=7, kernel=(1, 1)),
+    # over 64 channels: every tensor-core kernel's wide tile on the element-wise A instantiation
+    "wide-odd": Case(T=2, B=1, Cin=3, C=67, H=5, W=6),
 }
+
+
+def test_emulated_cases_cover_both_tiles():
+    """The cases above run the tensor-core kernels on both tiles (convgru.h's wide_tile: more channels than
+    the narrow tile's 32, or 64 for the one-gate kernels); the exact maths keep the narrow one."""
+    _need_extension()
+    ops = torch.ops.convgru_ext
+    kernels = ["FwdRZ", "FwdN", "FwdAfter", "BwdN", "BwdRZ", "BwdAfter"]
+    for math in ("bf16", "f16", "tf32"):
+        for kernel in kernels:
+            narrow_bn = 32 if kernel in ("FwdRZ", "FwdAfter") else 64
+            assert not ops._cuda_wide_tile(math, kernel, narrow_bn) and ops._cuda_wide_tile(math, kernel, narrow_bn + 1)
+        for name in ("odd", "5x1-no-bias", "1x1"):
+            assert not any(ops._cuda_wide_tile(math, k, EMULATED_CASES[name].C) for k in kernels), name
+        for name in ("aligned", "wide-odd"):
+            assert all(ops._cuda_wide_tile(math, k, EMULATED_CASES[name].C) for k in kernels), name
+    assert not any(ops._cuda_wide_tile(m, k, 1024) for m in ("f32", "f64") for k in kernels)
 
 
 @pytest.fixture(params=["late", "early"])
@@ -237,7 +258,8 @@ def test_weights_that_require_grad_are_repacked_every_call(rng):
 # ---- on a GPU ----
 
 @GPU
-@pytest.mark.parametrize("C", [40, 37], ids=["aligned", "unaligned"])  # 37: the element-wise A instantiation
+@pytest.mark.parametrize("C", [40, 37, 72], ids=["aligned", "unaligned", "wide"])  # 37: element-wise A; 72: every
+# tensor-core kernel on its wide tile (40, 37: FwdRZ / FwdAfter only)
 @pytest.mark.parametrize("reset", ["before", "after"])
 @pytest.mark.parametrize("math,dtype,tol", [("f64", torch.float64, 1e-13), ("f32", torch.float32, 1e-6),
                                             ("tf32", torch.float32, 1e-3), ("bf16", torch.bfloat16, 3e-2),

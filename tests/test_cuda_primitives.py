@@ -5,7 +5,12 @@ runs in place of the inline PTX, against the PTX ISA's fragment tables written o
 (b) mma.sync (m16n8k16 bf16/f16, m16n8k8 tf32) of fragments built by the table is A @ B + C;
 (c) the kernel's own composition (swizzled shared tiles, ldmatrix / 32-bit fragment loads, mma.sync,
     and the epilogue's reading of the accumulator registers) is the CTA tile's matrix product,
-    for every math mode and every forward kernel's tile.
+    for every math mode and every forward kernel's tile, narrow and (bf16, f16, tf32) wide;
+(d) the shared-memory addresses of every fragment load the emulated kernels issue (every GEMM kernel,
+    bf16 / f16 / tf32, both tiles) meet no bank conflict, under the banking model written out here.
+
+``python tests/test_cuda_primitives.py`` prints (d)'s count per kernel
+(benchmarks/results/compile/cuda-bank-conflicts.txt keeps it).
 
 No GPU needed: the ops are the extension's test-only CPU entry points.
 """
@@ -142,15 +147,19 @@ MATHS = {"bf16": torch.bfloat16, "f16": torch.float16, "tf32": torch.float32, "f
 TOL = {"bf16": 1e-5, "f16": 1e-5, "tf32": 1e-5, "f32": 1e-5, "f64": 1e-12}  # fp32 (fp64) sums of exact products
 
 
+TILES = [(m, w) for m in MATHS for w in ([False, True] if m in ("bf16", "f16", "tf32") else [False])]
+
+
 @pytest.mark.parametrize("kernel", ["FwdRZ", "FwdN", "FwdAfter"])
-@pytest.mark.parametrize("math", list(MATHS))
-def test_cta_tile_product_is_the_matrix_product(math, kernel, rng):
+@pytest.mark.parametrize("math,wide", TILES, ids=[f"{m}-{'wide' if w else 'narrow'}" for m, w in TILES])
+def test_cta_tile_product_is_the_matrix_product(math, wide, kernel, rng):
     """The kernel's shared layout, fragment loads, products and accumulator mapping compose to A @ B."""
-    bm, bk, ng, bn = torch.ops.convgru_ext._cuda_tile_shape(math, kernel)
+    bm, bk, ng, bn = torch.ops.convgru_ext._cuda_tile_shape(math, kernel, wide)
+    assert bn == (2 if wide else 1) * torch.ops.convgru_ext._cuda_tile_shape(math, kernel)[3]
     dtype = MATHS[math]
     a = torch.randn(bm, bk, generator=rng, dtype=torch.float64).to(dtype)
     b = torch.randn(bk, ng * bn, generator=rng, dtype=torch.float64).to(dtype)
-    got = torch.ops.convgru_ext._cuda_emulate_cta_product(a, b, math, kernel)
+    got = torch.ops.convgru_ext._cuda_emulate_cta_product(a, b, math, kernel, wide)
     a64, b64 = (_tf32(a).double(), _tf32(b).double()) if math == "tf32" else (a.double(), b.double())
     want = a64 @ b64
     assert got.shape == want.shape
@@ -165,3 +174,102 @@ def test_cta_product_checks_shapes():
     b = torch.ones(bk, ng * bn, dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match=r"`a` must be a contiguous CPU BFloat16 tensor of shape"):
         torch.ops.convgru_ext._cuda_emulate_cta_product(a, b, "bf16", "FwdN")
+    with pytest.raises(RuntimeError, match=r"`b` must be a contiguous CPU BFloat16 tensor of shape"):
+        torch.ops.convgru_ext._cuda_emulate_cta_product(a[:, :bk].contiguous(), b, "bf16", "FwdN", True)
+    with pytest.raises(RuntimeError, match="only f16, bf16 and tf32 have a wide tile"):
+        torch.ops.convgru_ext._cuda_tile_shape("f32", "FwdRZ", True)
+
+
+# ---- (d) bank conflicts of the fragment loads ----
+#
+# The model: shared memory is 32 banks of 4 bytes; a warp's load instruction is served in passes
+# ("wavefronts") over groups of 128 bytes' worth of lanes (all 32 lanes for 4-byte loads; for ldmatrix,
+# whose lanes each give one 16-byte row, the 8 lanes of each 8 x 8 matrix); within a group, lanes reading
+# the same 4-byte word share it, and each bank serves one word per wavefront, so a group takes as many
+# wavefronts as the most distinct words any one bank holds among its reads.  "n-way": wavefronts over the
+# conflict-free count.
+
+TENSOR_MATHS = ["bf16", "f16", "tf32"]
+GEMM_KERNELS = ["FwdRZ", "FwdN", "FwdAfter", "BwdN", "BwdRZ", "BwdAfter"]
+TILE_OF = {"BwdN": "FwdN", "BwdRZ": "FwdN", "BwdAfter": "FwdN"}  # one gate of BN channels, as FwdN
+
+
+def wavefronts(loads) -> int:
+    """Wavefronts of one warp-wide load: loads[lane] = (byte offset, bytes), every lane the same width."""
+    width = loads[0][1]
+    assert all(b == width for _, b in loads) and width in (4, 8, 16), loads
+    group = 128 // width
+    total = 0
+    for first in range(0, len(loads), group):
+        banks: dict = {}
+        for offset, _ in loads[first:first + group]:
+            assert offset % width == 0, f"misaligned {width}-byte load at {offset}"
+            for word in range(offset // 4, (offset + width) // 4):
+                banks.setdefault(word % 32, set()).add(word)
+        total += max(len(words) for words in banks.values())
+    return total
+
+
+def test_wavefront_model_counts_conflicts():
+    assert wavefronts([(4 * lane, 4) for lane in LANES]) == 1
+    assert wavefronts([(0, 4)] * 32) == 1  # one word: a broadcast
+    assert wavefronts([(8 * lane, 4) for lane in LANES]) == 2  # stride 2 words: lanes l and l + 16 share a bank
+    assert wavefronts([(128 * lane, 4) for lane in LANES]) == 32
+    rows = [(128 * (lane % 8) + 16 * (lane // 8), 16) for lane in LANES]  # 8 rows of 128 bytes, one chunk each
+    assert wavefronts(rows) == 4 * 8  # each matrix's 8 rows on one bank group
+    swizzled = [(128 * (lane % 8) + 16 * ((lane // 8) ^ (lane % 8)), 16) for lane in LANES]
+    assert wavefronts(swizzled) == 4
+
+
+def fragment_loads(math: str, kernel: str, wide: bool) -> dict:
+    """{(warp, instruction): [(byte offset, bytes) per lane]} of the emulated kernel's fragment loads."""
+    rows = torch.ops.convgru_ext._cuda_emulate_fragment_loads(math, kernel, wide).tolist()
+    out: dict = {}
+    for warp, instruction, lane, offset, width in rows:
+        out.setdefault((warp, instruction), {})[lane] = (offset, width)
+    assert all(sorted(lanes) == list(LANES) for lanes in out.values())
+    return {key: [lanes[lane] for lane in LANES] for key, lanes in out.items()}
+
+
+def conflict_summary(math: str, kernel: str, wide: bool) -> tuple:
+    """(load instructions per warp, their wavefronts, conflict-free wavefronts, worst n-way) of one K-step."""
+    loads = fragment_loads(math, kernel, wide)
+    counts = [wavefronts(v) for v in loads.values()]
+    ideal = [32 * v[0][1] // 128 for v in loads.values()]
+    warps = len({w for w, _ in loads})
+    return len(loads) // warps, sum(counts) // warps, sum(ideal) // warps, max(c / i for c, i in zip(counts, ideal))
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["narrow", "wide"])
+@pytest.mark.parametrize("kernel", GEMM_KERNELS)
+@pytest.mark.parametrize("math", TENSOR_MATHS)
+def test_fragment_loads_meet_no_bank_conflict(math, kernel, wide):
+    loads = fragment_loads(math, kernel, wide)
+    assert {w for w, _ in loads} == set(range(8)), "every warp loads"
+    # as many loads as the warp tile has fragments: per K-fragment, one ldmatrix.x4 per 16 A rows and per
+    # 16 B columns; or for TF32, 4 lds per 16 A rows and 2 per 8 B columns
+    bm, bk, ng, bn = torch.ops.convgru_ext._cuda_tile_shape(math, TILE_OF.get(kernel, kernel), wide)
+    wm, wc = bm // 4, bn // 2
+    want = bk // 16 * (wm // 16 + ng * wc // 16) if math != "tf32" else bk // 8 * (4 * wm // 16 + 2 * ng * wc // 8)
+    assert len(loads) == 8 * want
+    over = {key: wavefronts(v) for key, v in loads.items() if wavefronts(v) > 32 * v[0][1] // 128}
+    assert not over, f"{math} {kernel}: {len(over)} of {len(loads)} loads conflict, e.g. {list(over.items())[:3]}"
+
+
+def bank_report() -> str:
+    """Per tensor-core kernel tile: its fragment loads per warp and K-step, their wavefronts against the
+    conflict-free count, and the worst n-way conflict (benchmarks/results/compile/cuda-bank-conflicts.txt)."""
+    lines = [f"{'math':5} {'kernel':9} {'tile':6} {'loads':>5} {'wavefronts':>10} {'conflict-free':>13} {'worst':>6}"]
+    for math in TENSOR_MATHS:
+        for kernel in GEMM_KERNELS:
+            for wide in (False, True):
+                n, got, ideal, worst = conflict_summary(math, kernel, wide)
+                tile = "wide" if wide else "narrow"
+                lines.append(f"{math:5} {kernel:9} {tile:6} {n:>5} {got:>10} {ideal:>13} {worst:>5.1f}x")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if reason := load_extension():
+        raise SystemExit(reason)
+    print(bank_report())

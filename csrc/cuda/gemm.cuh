@@ -1,7 +1,8 @@
 // The implicit-GEMM convolution with a fused epilogue: one template for every GEMM kernel
 // of convgru.h's table, its launcher, and its CPU emulation.
 //
-// A CTA of 8 warps owns BM pixels x BN channels of NG gates (Tile below).  Its K loop walks
+// A CTA of 8 warps owns BM pixels x BN channels of NG gates (Tile below; a narrow and, for the
+// tensor-core maths, a wide BN).  Its K loop walks
 // taps x channel-chunks: K-step kk covers one tap and channels [c0, c0 + BK) of it (KStep
 // advances tap and chunk incrementally).  Each K-step's A tile (BM x BK: the shifted
 // pixels' channels, zero outside the image and past a_channels) and B tile (BK x NG*BN of
@@ -57,7 +58,8 @@ namespace convgru {
 // A row of kChunks 16-byte chunks: logical chunk `chunk` of row `row` is stored at chunk
 // swizzle(row, chunk).  Rows of a multiple of 8 chunks XOR with row % 8; rows of 4 (mod 8)
 // chunks, whose row pairs already alternate the two bank halves, XOR with (row / 2) % 4.
-// Either way 8 consecutive rows of one logical chunk land in 8 different bank groups.
+// Either way 8 consecutive rows of one logical chunk land in 8 different bank groups (a bank
+// group: 4 banks, 16 bytes), which is what an ldmatrix phase and a TF32 A fragment read.
 template <int kChunks> CG_HD int swizzle(int row, int chunk) {
   static_assert(kChunks % 4 == 0, "swizzled rows hold a multiple of 4 chunks");
   if constexpr (kChunks % 8 == 0) {
@@ -67,14 +69,43 @@ template <int kChunks> CG_HD int swizzle(int row, int chunk) {
   }
 }
 
-template <Math kMath, Kernel kKernel> struct Tile {
+// The TF32 B tile's swizzle (rows of a multiple of 8 chunks): XOR with 2 * (row % 4).  A TF32 B
+// fragment load reads rows t = 0..3 (or 4..7) at 8 consecutive columns, logical chunks c, c + 1
+// (c even) of each row; XOR with row % 8 would put rows 0 and 1 both on chunks {c, c + 1}, a
+// 2-way bank conflict, while 2 * (row % 4) puts the four rows' pairs on 8 different bank groups.
+// Rows t and t + 4 share their swizzle.  The copies' 16-byte writes (8 consecutive chunks of a
+// row per 128 bytes) stay on 8 bank groups under any XOR below 8.  (A's TF32 fragments and every
+// 16-bit fragment are ldmatrix-like reads of 8 rows of one chunk: swizzle() above.)
+template <int kChunks> CG_HD int swizzle_pairs(int row, int chunk) {
+  static_assert(kChunks % 8 == 0, "pair-swizzled rows hold a multiple of 8 chunks");
+  return chunk ^ ((row & 3) << 1);
+}
+
+// The CTA tile.  Narrow (kWide false): BN = 32 channels of each gate for FwdRZ / FwdAfter, 64
+// for the one-gate kernels; a tensor-core warp's tile is 32 pixels x BN/2 channels of every gate
+// (MmaAcc): 32 x 32 (FwdRZ, one-gate) or 32 x 48 (FwdAfter).  __launch_bounds__(256, 2): at most
+// 128 registers, 2 CTAs (16 warps) per SM.
+// Wide (tensor-core maths only): BN doubled, so a CTA covers every gate of 64 channels (FwdRZ,
+// FwdAfter) or 128 channels of one gate, and a warp's tile is 32 x 64 (FwdRZ, one-gate) or
+// 32 x 96 (FwdAfter).  Per K-fragment a 16-bit warp then loads 6 ldmatrix.x4 for 16 mma.sync
+// (FwdAfter: 8 for 24) instead of 4 for 8 (5 for 12), a TF32 warp 24 32-bit loads for 16 (32 for
+// 24) instead of 16 for 8 (20 for 12), and one CTA reads its A tile (h, for FwdRZ) for twice the
+// channels.  Its accumulators (64 or 96 floats a thread) take more than 128 registers:
+// __launch_bounds__(256, 1), at most 255, one CTA (8 warps) per SM, each warp with 16 (24)
+// independent mma.sync per K-fragment and the cp.async pipeline STAGES deep to cover latency;
+// shared memory: stages of 16 KB (FwdAfter: 20 KB) and the epilogue's tile of 66 KB (98 KB).
+// Which tile a launch takes: wide_tile (convgru.h), from C alone, so that ops.cpp pads the packed
+// weight to the same BN.  Unverified on a GPU: neither tile's speed is measured.
+template <Math kMath, Kernel kKernel, bool kWide = false> struct Tile {
+  static_assert(!kWide || has_wide_tile(kMath), "only the tensor-core maths have a wide tile");
   using Cfg = MathCfg<kMath>;
   using T = typename Cfg::T;
   using A = typename Cfg::Acc;
   static constexpr bool kTensorCores = Cfg::KF > 0;
   static constexpr int kWarps = 8, kThreads = 32 * kWarps;
+  static constexpr int kMinBlocks = kWide ? 1 : 2;  // CTAs per SM: __launch_bounds__' register budget
   static constexpr int BM = block_m(kMath), BK = block_k(kMath), STAGES = Cfg::STAGES;
-  static constexpr int NG = gates_in_n(kKernel), BN = block_n(kKernel), BNT = NG * BN;
+  static constexpr int NG = gates_in_n(kKernel), BN = block_n(kKernel, kWide), BNT = NG * BN;
   static constexpr int VEC = 16 / sizeof(T);  // elements per 16-byte chunk
   static constexpr size_t kStageA = size_t(BM) * BK * sizeof(T);
   static constexpr size_t kStageB = size_t(BK) * BNT * sizeof(T);
@@ -99,7 +130,11 @@ template <Math kMath, Kernel kKernel> struct Tile {
     return row * BK + swizzle<BK / VEC>(row, col / VEC) * VEC + col % VEC;
   }
   static CG_HD int b_index(int k, int n) {
-    return k * BNT + swizzle<BNT / VEC>(k, n / VEC) * VEC + n % VEC;
+    if constexpr (kMath == Math::TF32) {
+      return k * BNT + swizzle_pairs<BNT / VEC>(k, n / VEC) * VEC + n % VEC;
+    } else {
+      return k * BNT + swizzle<BNT / VEC>(k, n / VEC) * VEC + n % VEC;
+    }
   }
   static CG_HD T* smem_a(unsigned char* smem, int stage) {
     return reinterpret_cast<T*>(smem + stage * kStageA);
@@ -294,7 +329,7 @@ template <class K, class X> struct FmaLanes {
   }
 };
 
-// Tensor-core accumulation: 8 warps as 4 (M) x 2 (N).  Warp (wm, wn) owns rows
+// Tensor-core accumulation: 8 warps as 4 (M) x 2 (N) (the warp tiles: Tile).  Warp (wm, wn) owns rows
 // [WM*wm, WM*wm + WM) and, of every gate, channels [WC*wn, WC*wn + WC): FM x FN tiles of
 // m16n8 (fragment layouts: mma.cuh), tile (i, g*JN + j) holding gate g's channels
 // WC*wn + 8j .. +8.  Per K-step of KF: A fragments by ldmatrix.x4 (16-bit) or 32-bit loads
@@ -322,10 +357,11 @@ template <class K, class X> struct MmaAcc {
   static constexpr int KS = K::BK / 16, JP = JN / 2 > 0 ? JN / 2 : 1;
   int a_row[KF == 16 ? KS : 1][L], b_row[KF == 16 ? K::NG : 1][JP][L];
   // TF32's element offsets of each lane, found once: A's at row wm*WM + gid, column t of each
-  // 4-column chunk c (fragment i adds 16*i rows, its second half 8 more); B's at row t + 4*h,
-  // column wn*WC + 8*j + gid (gate g adds g*BN columns, a whole number of 8-chunk swizzle
-  // periods, and K-fragment ks 8*ks rows).
-  int a_tf[KF == 8 ? K::BK / 4 : 1][L], b_tf[KF == 8 ? 2 : 1][KF == 8 ? JN : 1][L];
+  // 4-column chunk c (fragment i adds 16*i rows, its second half 8 more); B's at row t, column
+  // wn*WC + 8*j + gid (b[1]'s row t + 4 adds 4*BNT, as rows 4 apart share swizzle_pairs'
+  // swizzle; gate g adds g*BN columns, a whole number of 8-chunk swizzle periods, and
+  // K-fragment ks 8*ks rows).
+  int a_tf[KF == 8 ? K::BK / 4 : 1][L], b_tf[KF == 8 ? JN : 1][L];
 
   CG_HD void start(int warp, const X& x) {
     zero();
@@ -338,9 +374,7 @@ template <class K, class X> struct MmaAcc {
 #pragma unroll
         for (int c = 0; c < K::BK / 4; ++c) a_tf[c][l] = K::a_index(wm * WM + gid, 4 * c + t);
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
-#pragma unroll
-          for (int j = 0; j < JN; ++j) b_tf[h][j][l] = K::b_index(t + 4 * h, wn * WC + 8 * j + gid);
+        for (int j = 0; j < JN; ++j) b_tf[j][l] = K::b_index(t, wn * WC + 8 * j + gid);
       }
     }
     if constexpr (KF == 16) {
@@ -391,17 +425,18 @@ template <class K, class X> struct MmaAcc {
           for (int i = 0; i < FM; ++i) {
             const T* lo = As + a_tf[2 * ks][l] + 16 * i * K::BK;      // columns ks*8 + t
             const T* hi = As + a_tf[2 * ks + 1][l] + 16 * i * K::BK;  // columns ks*8 + 4 + t
-            a[i][l][0] = to_tf32(lo[0]);
-            a[i][l][1] = to_tf32(lo[8 * K::BK]);
-            a[i][l][2] = to_tf32(hi[0]);
-            a[i][l][3] = to_tf32(hi[8 * K::BK]);
+            a[i][l][0] = to_tf32(x.lds(l, lo));
+            a[i][l][1] = to_tf32(x.lds(l, lo + 8 * K::BK));
+            a[i][l][2] = to_tf32(x.lds(l, hi));
+            a[i][l][3] = to_tf32(x.lds(l, hi + 8 * K::BK));
           }
 #pragma unroll
           for (int g = 0; g < K::NG; ++g)
 #pragma unroll
             for (int j = 0; j < JN; ++j) {
-              b[g * JN + j][l][0] = to_tf32(Bs[b_tf[0][j][l] + g * K::BN + 8 * ks * K::BNT]);
-              b[g * JN + j][l][1] = to_tf32(Bs[b_tf[1][j][l] + g * K::BN + 8 * ks * K::BNT]);
+              const T* lo = Bs + b_tf[j][l] + g * K::BN + 8 * ks * K::BNT;  // rows 8*ks + t
+              b[g * JN + j][l][0] = to_tf32(x.lds(l, lo));
+              b[g * JN + j][l][1] = to_tf32(x.lds(l, lo + 4 * K::BNT));  // rows 8*ks + 4 + t
             }
         }
       }
@@ -437,8 +472,8 @@ template <class K, class X> struct MmaAcc {
 // lanes' copies and accumulators, and the K-step it loads next.  kVec: the A operand allows
 // 16-byte copies (Params::a_vec_ok); the other case is its own instantiation, so that the
 // aligned main loop holds no per-element path.
-template <Math kMath, Kernel kKernel, bool kVec, class X> struct WarpBody {
-  using K = Tile<kMath, kKernel>;
+template <Math kMath, Kernel kKernel, bool kWide, bool kVec, class X> struct WarpBody {
+  using K = Tile<kMath, kKernel, kWide>;
   using Acc = typename std::conditional<K::kTensorCores, MmaAcc<K, X>, FmaLanes<K, X>>::type;
   X x;
   int warp;
@@ -544,12 +579,13 @@ template <class B> struct DeviceCta {
   CG_HD void end() {}
 };
 
-// 256 threads, 2 CTAs per SM: at most 128 registers per thread (ptxas: 0 spills,
-// benchmarks/results/compile/cuda-ptxas-sm90.txt; tests/test_cuda_sass.py checks).
-template <Math kMath, Kernel kKernel, bool kVec>
-__global__ void __launch_bounds__(256, 2) gemm_kernel(const Params p) {
-  using K = Tile<kMath, kKernel>;
-  using Body = WarpBody<kMath, kKernel, kVec, DeviceLanes>;
+// 256 threads, Tile::kMinBlocks CTAs per SM: at most 128 (narrow) or 255 (wide) registers per
+// thread (ptxas: 0 spills, benchmarks/results/compile/cuda-ptxas-sm90.txt; tests/test_cuda_sass.py
+// checks).
+template <Math kMath, Kernel kKernel, bool kWide, bool kVec>
+__global__ void __launch_bounds__(256, (Tile<kMath, kKernel, kWide>::kMinBlocks)) gemm_kernel(const Params p) {
+  using K = Tile<kMath, kKernel, kWide>;
+  using Body = WarpBody<kMath, kKernel, kWide, kVec, DeviceLanes>;
   extern __shared__ __align__(128) unsigned char smem[];
   Body w;
   w.warp = threadIdx.x / 32;
@@ -557,10 +593,10 @@ __global__ void __launch_bounds__(256, 2) gemm_kernel(const Params p) {
   cta_program<K>(p, make_cta<K>(p, blockIdx.x), smem, ex);
 }
 
-template <Math kMath, Kernel kKernel, bool kVec>
+template <Math kMath, Kernel kKernel, bool kWide, bool kVec>
 void launch_gemm_as(const Params& p, int64_t tiles, cudaStream_t stream) {
-  using K = Tile<kMath, kKernel>;
-  auto* kernel = &gemm_kernel<kMath, kKernel, kVec>;
+  using K = Tile<kMath, kKernel, kWide>;
+  auto* kernel = &gemm_kernel<kMath, kKernel, kWide, kVec>;
   if (K::kSmemBytes > 48 * 1024) {
     // Above 48 KB a kernel must opt in to dynamic shared memory, once per device.
     static std::atomic<uint64_t> done{0};
@@ -577,18 +613,25 @@ void launch_gemm_as(const Params& p, int64_t tiles, cudaStream_t stream) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-template <Math kMath, Kernel kKernel> void launch_gemm(const Params& p, cudaStream_t stream) {
-  using K = Tile<kMath, kKernel>;
+template <Math kMath, Kernel kKernel, bool kWide> void launch_gemm_tile(const Params& p, cudaStream_t stream) {
+  using K = Tile<kMath, kKernel, kWide>;
   TORCH_CHECK(p.k_pad % K::BK == 0 && p.n_pad % K::BN == 0 && p.n_pad >= p.C && p.k_pad >= p.a_channels,
               "convgru_ext internal error: packed weight padding does not match the kernel's tile");
   const int64_t tiles = ceil_div<int64_t>(p.M, K::BM) * (p.n_pad / K::BN);
   if (tiles == 0) return;
   TORCH_CHECK(tiles <= INT32_MAX, "convgru_ext: too many pixels for one launch (", p.M, ")");
   if (p.a_vec_ok) {
-    launch_gemm_as<kMath, kKernel, true>(p, tiles, stream);
+    launch_gemm_as<kMath, kKernel, kWide, true>(p, tiles, stream);
   } else {
-    launch_gemm_as<kMath, kKernel, false>(p, tiles, stream);
+    launch_gemm_as<kMath, kKernel, kWide, false>(p, tiles, stream);
   }
+}
+
+template <Math kMath, Kernel kKernel> void launch_gemm(const Params& p, cudaStream_t stream) {
+  if constexpr (has_wide_tile(kMath)) {
+    if (wide_tile(kMath, kKernel, p.C)) return launch_gemm_tile<kMath, kKernel, true>(p, stream);
+  }
+  launch_gemm_tile<kMath, kKernel, false>(p, stream);
 }
 
 template <typename T, bool kAfter> __global__ void __launch_bounds__(256) backward_init_kernel(const Params p) {
@@ -658,13 +701,13 @@ template <class B> struct HostCta {
   CG_HD void end() { barrier(); }
 };
 
-template <Math kMath, Kernel kKernel, bool kVec = true>
-using EmulatedWarp = WarpBody<kMath, kKernel, kVec, HostLanes>;
+template <Math kMath, Kernel kKernel, bool kWide = false, bool kVec = true>
+using EmulatedWarp = WarpBody<kMath, kKernel, kWide, kVec, HostLanes>;
 
-// One launch of gemm_kernel<kMath, kKernel, kVec>, run on the CPU: every CTA, every warp, every lane.
-template <Math kMath, Kernel kKernel, bool kVec> void emulate_gemm_as(const Params& p) {
-  using K = Tile<kMath, kKernel>;
-  using Body = EmulatedWarp<kMath, kKernel, kVec>;
+// One launch of gemm_kernel<kMath, kKernel, kWide, kVec>, run on the CPU: every CTA, warp and lane.
+template <Math kMath, Kernel kKernel, bool kWide, bool kVec> void emulate_gemm_as(const Params& p) {
+  using K = Tile<kMath, kKernel, kWide>;
+  using Body = EmulatedWarp<kMath, kKernel, kWide, kVec>;
   const int64_t tiles = ceil_div<int64_t>(p.M, K::BM) * (p.n_pad / K::BN);
   std::vector<double> buffer(K::kSmemBytes / sizeof(double) + 1);
   unsigned char* smem = reinterpret_cast<unsigned char*>(buffer.data());
@@ -678,12 +721,23 @@ template <Math kMath, Kernel kKernel, bool kVec> void emulate_gemm_as(const Para
   }
 }
 
-template <Math kMath, Kernel kKernel> void emulate_gemm(const Params& p) {
+template <Math kMath, Kernel kKernel, bool kWide> void emulate_gemm_tile(const Params& p) {
+  using K = Tile<kMath, kKernel, kWide>;
+  TORCH_CHECK(p.n_pad % K::BN == 0,
+              "convgru_ext internal error: packed weight padding does not match the kernel's tile");
   if (p.a_vec_ok) {
-    emulate_gemm_as<kMath, kKernel, true>(p);
+    emulate_gemm_as<kMath, kKernel, kWide, true>(p);
   } else {
-    emulate_gemm_as<kMath, kKernel, false>(p);
+    emulate_gemm_as<kMath, kKernel, kWide, false>(p);
   }
+}
+
+// The tile choice of launch_gemm.
+template <Math kMath, Kernel kKernel> void emulate_gemm(const Params& p) {
+  if constexpr (has_wide_tile(kMath)) {
+    if (wide_tile(kMath, kKernel, p.C)) return emulate_gemm_tile<kMath, kKernel, true>(p);
+  }
+  emulate_gemm_tile<kMath, kKernel, false>(p);
 }
 
 template <typename T> void emulate_backward_init(const Params& p) {

@@ -169,6 +169,8 @@ struct DeviceLanes {
     }
 #endif
   }
+  // A shared-memory load of one element (TF32's fragments): an ordinary load (LDS).
+  template <class T> CG_HD T lds(int, const T* p) const { return *p; }
   // 16 bytes src -> smem_dst, or 16 zero bytes when !valid (src is then not read).
   template <bool kL1> CG_HD void copy16(int, void* smem_dst, const void* src, bool valid) {
 #if defined(__CUDA_ARCH__)
@@ -205,12 +207,32 @@ struct HostLanes {
   std::vector<Copy> open[32];               // lane l's copies since its last commit
   std::deque<std::vector<Copy>> groups[32];  // lane l's committed groups, oldest first
 
+  // Recording the fragment loads (tests only: tests/test_cuda_primitives.py counts their bank
+  // conflicts): while trace_base is set, each ldmatrix and lds appends to loads[l] lane l's
+  // address (bytes from trace_base) and width, so that entry n of every lane is the warp's nth
+  // load instruction (an executor's lanes run the same loads in the same order).
+  struct Load {
+    int64_t offset;
+    int bytes;
+  };
+  const unsigned char* trace_base = nullptr;
+  std::vector<Load> loads[32];
+  CG_HD void record(int l, const void* p, int bytes) {
+#if !defined(__CUDA_ARCH__)
+    if (trace_base) loads[l].push_back({static_cast<const unsigned char*>(p) - trace_base, bytes});
+#endif
+  }
+
   template <bool kTrans> CG_HD void ldmatrix_x4(uint32_t (&r)[32][4], const void* const (&addr)[32]) {
 #if !defined(__CUDA_ARCH__)
     const uint16_t* rows[32];
-    for (int l = 0; l < 32; ++l) rows[l] = static_cast<const uint16_t*>(addr[l]);
+    for (int l = 0; l < 32; ++l) rows[l] = static_cast<const uint16_t*>(addr[l]), record(l, addr[l], 16);
     ldmatrix_x4_host(rows, kTrans, r);
 #endif
+  }
+  template <class T> CG_HD T lds(int l, const T* p) {
+    record(l, p, sizeof(T));
+    return *p;
   }
   template <Math kMath> CG_HD void mma(float (&d)[32][4], const uint32_t (&a)[32][4], const uint32_t (&b)[32][2]) {
 #if !defined(__CUDA_ARCH__)
