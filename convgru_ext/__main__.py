@@ -61,6 +61,10 @@ def info(_args) -> int:
         auto = "no" if b.experimental or name not in backends.AUTO_ORDER or reason else "where fastest"
         table.add_row(name, status, auto, reason or ("not yet verified on a GPU" if b.experimental else ""))
     console.print(table)
+    from convgru_ext.backends.torch_fallback import NATIVE
+    loops = (f"C++ (convgru_ext._cpu, gate math {torch.ops.convgru_ext._cpu_gate_isa()})" if NATIVE.error is None
+             else f"Python: {NATIVE.error}")
+    console.print(f"[bold]torch backend's CPU loops (float32)[/]: {loops}")
     return 0
 
 

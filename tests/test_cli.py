@@ -59,5 +59,5 @@ def test_info_command_runs_as_a_module():
     result = subprocess.run([sys.executable, "-m", "convgru_ext", "info"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    for word in ("torch", "reference", "backends"):
+    for word in ("torch", "reference", "backends", "CPU loops"):
         assert word in result.stdout
