@@ -66,7 +66,7 @@ class Variant:
             fn = K.forward_step_kernel
             pointers = {p: f"*{t}" for p in ("h_ptr", "rh_ptr", "w_h_ptr", "x_ptr", "w_x_ptr", "gx_ptr",
                                              "bias_x_ptr", "bias_hn_ptr", "gates_ptr", "out_ptr")}
-            ints = ("M", "H", "W", "C", "Cin", "NP", "KP_H", "KP_X", "DIL_H", "DIL_W")
+            ints = ("M", "H", "W", "C", "Cin", "NP", "DIL_H", "DIL_W")
             kind = FORWARD_KINDS[self.kind]
             flags = dict(KIND=kind, HAS_X=self.cell, HAS_BIAS_X=self.cell, HAS_BIAS_HN=kind == K.FWD_AFTER.value)
         else:
@@ -86,7 +86,7 @@ class Variant:
         # What Triton's launcher specializes on for the usual call: 16-byte aligned tensors and
         # channel counts that are multiples of 16 (all the benchmark's workloads); without these
         # hints no load is vectorized and register use doubles.
-        padded = ("NP", "KP", "KP_H", "KP_X")  # the packed weights' sizes: multiples of 16 (ops.py pads them)
+        padded = ("NP", "KP")  # the packed weights' sizes: multiples of 16 (ops.py pads them)
         aligned = [n for n in fn.arg_names if n in pointers or n in padded or (self.aligned and n in ("C", "Cin"))]
         return ASTSource(fn=fn, signature=signature,
                          constexprs={(fn.arg_names.index(c),): v for c, v in constexprs.items()},
