@@ -364,6 +364,16 @@ def test_gpu_every_tile_we_keep(math, tile, reset, rng):
 
 
 @GPU
+@pytest.mark.parametrize("reset", ["before", "after"])
+def test_gpu_kernels_of_more_than_32_taps(reset, rng):
+    """The K loop's other A mask (each tap's pixels tested in the loop, no precomputed bits) on the GPU."""
+    _ops()
+    for T in (3, 1):
+        case = Case(T=T, B=2, Cin=24, C=32, H=13, W=12, reset=reset, kernel=(7, 5), dilation=(1, 2))
+        lowp_parity("triton", case, torch.bfloat16, "cuda", rng)
+
+
+@GPU
 def test_gpu_graph_replay_matches_the_eager_loop(triton_config, rng):
     """Real CUDA graphs: replay equals the eager loop bit for bit, and many calls do not grow memory."""
     _ops()

@@ -220,8 +220,9 @@ def default_variants(maths=MATHS) -> list[Variant]:
 
 def quick_variants() -> list[Variant]:
     """One compile of every kernel and code path (CI's check): each kind and path at its widest 4-warp
-    bfloat16 tile, a 1x5 kernel, channel counts that are not multiples of 16, the other math modes at
-    their widest reset "after" tiles, the widest 8-warp tiles, and the backward's init kernel."""
+    bfloat16 tile, a 1x5 kernel and a 7x5 one (more than 32 taps), channel counts that are not multiples
+    of 16, the other math modes at their widest reset "after" tiles, the widest 8-warp tiles, and the
+    backward's init kernel."""
     from .ops import kept_tiles
 
     def widest(math, kind, aligned=True):
@@ -230,6 +231,7 @@ def quick_variants() -> list[Variant]:
     kinds = list(FORWARD_KINDS) + list(BACKWARD_KINDS)
     return ([Variant(kind, "bf16", widest("bf16", kind), cell=cell) for kind in kinds for cell in (False, True)]
             + [Variant("FWD_N", "bf16", widest("bf16", "FWD_N"), cell=True, kernel=(1, 5)),
+               Variant("FWD_RZ", "bf16", widest("bf16", "FWD_RZ"), kernel=(7, 5)),  # > 32 taps: no tap bits
                Variant("FWD_AFTER", "bf16", widest("bf16", "FWD_AFTER", False), aligned=False),
                Variant("BWD_RZ", "bf16", widest("bf16", "BWD_RZ", False), aligned=False)]
             + [Variant(kind, math, widest(math, kind), cell=cell) for math in ("f16", "tf32", "f32", "f64")

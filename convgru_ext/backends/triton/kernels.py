@@ -39,14 +39,20 @@ instructions and loaded bytes per HGMMA.64x64x16-equivalent.
 
 Decisions taken from the static cost model (``model.py``), not measured:
 
-* **pixel tiles stay 1-D** (BLOCK_M consecutive pixels; each tap a masked, shifted row gather that
-  the L2 serves).  At the video shape the model puts a bf16 FWD_RZ step at 212 MB of L2 traffic, of
-  which the taps' A tiles are 58 MB and the weights' B tiles 116 MB: a 2-D tile with its halo in
-  shared memory would save part of the 58, and Triton cannot index a shared-memory window per tap,
-  so it would need a TMA descriptor per tap anyway.  Neighbouring taps get no reuse through L1
-  either: Triton 3.6 and 3.8 turn these loads into async copies that bypass L1
-  (``LDGSTS.E.BYPASS.128``, with ``cache_modifier=".ca"`` too).  The larger lever is BLOCK_M (B is
-  re-read by every pixel block), which 4 warps cannot raise without spilling.
+* **pixel tiles stay 1-D, A's copies bypass L1, and B is read once per pixel block and tap**.  At the
+  video shape the model puts a bf16 FWD_RZ step (64x64x64 tiles) at 212 MB of L2 traffic: the taps'
+  A tiles 58 MB, the weights' B tiles 116 MB, the epilogue 39 MB.  The levers, by the same model:
+  8-warp 128-pixel tiles 154 MB (B halves; off until a GPU has run them); A's taps served by L1 (a
+  pixel block's 9 shifted rows span 178 pixels, not 576: A 58 -> 18 MB) 172 MB, 108 MB with the
+  128-pixel tiles; the weights resident in shared memory in a persistent program per SM (132 x 147 KB:
+  B 116 -> 19 MB) 116 MB, 76 MB with L1 serving the taps.  Half of today's needs both A and B cut,
+  and neither is cheap in Triton 3.6 or 3.8: A's async copies stay in L1 only as 8-byte copies
+  (``cp.async.ca``, ``LDGSTS.E.64``, through ``tl.max_contiguous(..., 4)``; 16-byte ones are
+  ``LDGSTS.E.BYPASS.128`` whatever the cache modifier), which grows FWD_RZ's loop from 14-15 to 19-20
+  SASS instructions per HGMMA; a 2-D halo tile would need a TMA descriptor per tap (Triton cannot
+  index a shared-memory window per tap), which reads the L2 per tap all the same; and Triton offers
+  no way to keep a dot's B operand in shared memory across a persistent program's pixel blocks (held
+  in registers, 9 taps' weights at C = 64 are 288 per thread at 4 warps).
 * **reset "before" keeps two kernels per step.**  One pass would need r on the halo of each pixel
   tile to convolve r*h: with 64-pixel rows at W = 56 that is 3 rows x 66 pixels, ~3x the r
   convolution, +70% of the step's MMA work, to save one launch (at these shapes the launches hide
