@@ -11,6 +11,7 @@ With a GPU: every configuration autotuning may pick, run on its own against the 
 
 import contextlib
 import dataclasses
+import itertools
 import os
 import subprocess
 import sys
@@ -62,6 +63,8 @@ TILED = Case(T=2, B=2, Cin=18, C=20, H=7, W=9)
 TILED_VARIANTS = [  # (T, reset, kernel, dilation)
     (2, "before", (3, 3), (1, 1)), (2, "after", (3, 3), (1, 1)), (1, "before", (3, 3), (1, 1)),
     (1, "after", (3, 3), (1, 1)), (2, "before", (1, 5), (2, 2)), (1, "after", (5, 1), (1, 2)),
+    # more than 32 taps: the K loop tests each tap's pixels itself (no precomputed bit per tap)
+    (2, "before", (7, 5), (1, 1)), (1, "after", (5, 7), (1, 2)),
 ]
 
 
@@ -176,13 +179,17 @@ def test_math_mode_follows_the_dtype_and_the_convolution_tf32_flag():
 
 
 def test_weight_packing():
-    """K-contiguous and zero-padded, so that no B load needs a mask."""
+    """K-contiguous, in the K loop's order (tap, chunk, channel block, gate), and zero-padded, so that no B
+    load needs a mask."""
     ops = _ops()
     w = torch.randn(9, 4, 3, 5, dtype=torch.float64)  # C = 3, K = 4, taps = 15
-    fwd = ops.pack_forward(w, 16, 8)
-    assert fwd.shape == (15, 3, 16, 8)
-    assert torch.equal(fwd[7, 1, 2, 3], w[1 * 3 + 2, 3, 1, 2])  # tap 7 = (1, 2), gate z, channel 2, k 3
-    assert fwd[:, :, 3:].abs().sum() == 0 and fwd[:, :, :, 4:].abs().sum() == 0
+    fwd = ops.pack_forward(w, 2, 3)  # channels in blocks of 2 (padded to 4), K in chunks of 3 (padded to 6)
+    assert fwd.shape == (15, 2, 2, 3, 2, 3)
+    assert torch.equal(fwd[7, 1, 1, 1, 0, 0], w[1 * 3 + 2, 3, 1, 2])  # tap 7 = (1, 2), k 3, gate z, channel 2
+    for tap, kc, nb, g, c, k in itertools.product(*map(range, fwd.shape)):
+        channel, k_in = nb * 2 + c, kc * 3 + k
+        want = w[g * 3 + channel, k_in, tap // 5, tap % 5] if channel < 3 and k_in < 4 else 0.0
+        assert fwd[tap, kc, nb, g, c, k] == want, (tap, kc, nb, g, c, k)
     wh = torch.randn(9, 3, 3, 5, dtype=torch.float64)
     bwd = ops.pack_backward(wh, 16, 32)
     assert bwd.shape == (15, 16, 32)
@@ -354,6 +361,16 @@ def test_gpu_every_tile_we_keep(math, tile, reset, rng):
                     _tf32_parity(case, rng)
                 else:
                     lowp_parity("triton", case, torch.bfloat16, "cuda", rng)
+
+
+@GPU
+@pytest.mark.parametrize("reset", ["before", "after"])
+def test_gpu_kernels_of_more_than_32_taps(reset, rng):
+    """The K loop's other A mask (each tap's pixels tested in the loop, no precomputed bits) on the GPU."""
+    _ops()
+    for T in (3, 1):
+        case = Case(T=T, B=2, Cin=24, C=32, H=13, W=12, reset=reset, kernel=(7, 5), dilation=(1, 2))
+        lowp_parity("triton", case, torch.bfloat16, "cuda", rng)
 
 
 @GPU

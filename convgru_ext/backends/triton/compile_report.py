@@ -66,7 +66,7 @@ class Variant:
             fn = K.forward_step_kernel
             pointers = {p: f"*{t}" for p in ("h_ptr", "rh_ptr", "w_h_ptr", "x_ptr", "w_x_ptr", "gx_ptr",
                                              "bias_x_ptr", "bias_hn_ptr", "gates_ptr", "out_ptr")}
-            ints = ("M", "H", "W", "C", "Cin", "NP", "KP_H", "KP_X", "DIL_H", "DIL_W")
+            ints = ("M", "H", "W", "C", "Cin", "NP", "DIL_H", "DIL_W")
             kind = FORWARD_KINDS[self.kind]
             flags = dict(KIND=kind, HAS_X=self.cell, HAS_BIAS_X=self.cell, HAS_BIAS_HN=kind == K.FWD_AFTER.value)
         else:
@@ -86,7 +86,7 @@ class Variant:
         # What Triton's launcher specializes on for the usual call: 16-byte aligned tensors and
         # channel counts that are multiples of 16 (all the benchmark's workloads); without these
         # hints no load is vectorized and register use doubles.
-        padded = ("NP", "KP", "KP_H", "KP_X")  # the packed weights' sizes: multiples of 16 (ops.py pads them)
+        padded = ("NP", "KP")  # the packed weights' sizes: multiples of 16 (ops.py pads them)
         aligned = [n for n in fn.arg_names if n in pointers or n in padded or (self.aligned and n in ("C", "Cin"))]
         return ASTSource(fn=fn, signature=signature,
                          constexprs={(fn.arg_names.index(c),): v for c, v in constexprs.items()},
@@ -220,8 +220,9 @@ def default_variants(maths=MATHS) -> list[Variant]:
 
 def quick_variants() -> list[Variant]:
     """One compile of every kernel and code path (CI's check): each kind and path at its widest 4-warp
-    bfloat16 tile, a 1x5 kernel, channel counts that are not multiples of 16, the other math modes at
-    their widest reset "after" tiles, the widest 8-warp tiles, and the backward's init kernel."""
+    bfloat16 tile, a 1x5 kernel and a 7x5 one (more than 32 taps), channel counts that are not multiples
+    of 16, the other math modes at their widest reset "after" tiles, the widest 8-warp tiles, and the
+    backward's init kernel."""
     from .ops import kept_tiles
 
     def widest(math, kind, aligned=True):
@@ -230,6 +231,7 @@ def quick_variants() -> list[Variant]:
     kinds = list(FORWARD_KINDS) + list(BACKWARD_KINDS)
     return ([Variant(kind, "bf16", widest("bf16", kind), cell=cell) for kind in kinds for cell in (False, True)]
             + [Variant("FWD_N", "bf16", widest("bf16", "FWD_N"), cell=True, kernel=(1, 5)),
+               Variant("FWD_RZ", "bf16", widest("bf16", "FWD_RZ"), kernel=(7, 5)),  # > 32 taps: no tap bits
                Variant("FWD_AFTER", "bf16", widest("bf16", "FWD_AFTER", False), aligned=False),
                Variant("BWD_RZ", "bf16", widest("bf16", "BWD_RZ", False), aligned=False)]
             + [Variant(kind, math, widest(math, kind), cell=cell) for math in ("f16", "tf32", "f32", "f64")

@@ -20,9 +20,12 @@ round trip through global memory.
 The main loop (``_conv_tile``) is **one loop over taps x channel chunks**: the software pipeline
 keeps the next tap's copies in flight while this one multiplies, and drains once, after the loop
 (a cell call has two loops, x's and h's); its tap and channel chunk are counters carried across
-iterations (no division) and A's addresses 32-bit offsets from a 64-bit base.  Every dot reads the
-same A tile, and BLOCK_N spans every channel of a gate up to 64 (``ops.tile_for``), so A is read once
-per tap for all gates up to C = 64 (twice at C = 128).  FWD_RZ multiplies r's and z's columns in one
+iterations (no division), A's and B's addresses loop-invariant 32-bit offsets from a 64-bit scalar that
+moves with (tap, chunk) (the forward's weights are packed in the loop's order, so that B's offsets
+are constants), and A's mask one bit test per pixel (each pixel's in-image taps are bits of an int32,
+found before the loop, for kernels of at most 32 taps).  Every dot reads the same A tile, and BLOCK_N
+spans every channel of a gate up to 64 (``ops.tile_for``), so A is read once per tap for all gates up
+to C = 64 (twice at C = 128).  FWD_RZ multiplies r's and z's columns in one
 dot (N = 2 x BLOCK_N), and its epilogue works on that tile as it is (every column knows its gate and
 channel: no split of the accumulator).  FWD_AFTER keeps one dot per gate: its epilogue needs r, z and
 U_n*h of one channel together, and Triton's blocks are powers of two, so one dot over three gates would
@@ -36,14 +39,20 @@ instructions and loaded bytes per HGMMA.64x64x16-equivalent.
 
 Decisions taken from the static cost model (``model.py``), not measured:
 
-* **pixel tiles stay 1-D** (BLOCK_M consecutive pixels; each tap a masked, shifted row gather that
-  the L2 serves).  At the video shape the model puts a bf16 FWD_RZ step at 212 MB of L2 traffic, of
-  which the taps' A tiles are 58 MB and the weights' B tiles 116 MB: a 2-D tile with its halo in
-  shared memory would save part of the 58, and Triton cannot index a shared-memory window per tap,
-  so it would need a TMA descriptor per tap anyway.  Neighbouring taps get no reuse through L1
-  either: Triton 3.6 and 3.8 turn these loads into async copies that bypass L1
-  (``LDGSTS.E.BYPASS.128``, with ``cache_modifier=".ca"`` too).  The larger lever is BLOCK_M (B is
-  re-read by every pixel block), which 4 warps cannot raise without spilling.
+* **pixel tiles stay 1-D, A's copies bypass L1, and B is read once per pixel block and tap**.  At the
+  video shape the model puts a bf16 FWD_RZ step (64x64x64 tiles) at 212 MB of L2 traffic: the taps'
+  A tiles 58 MB, the weights' B tiles 116 MB, the epilogue 39 MB.  The levers, by the same model:
+  8-warp 128-pixel tiles 154 MB (B halves; off until a GPU has run them); A's taps served by L1 (a
+  pixel block's 9 shifted rows span 178 pixels, not 576: A 58 -> 18 MB) 172 MB, 108 MB with the
+  128-pixel tiles; the weights resident in shared memory in a persistent program per SM (132 x 147 KB:
+  B 116 -> 19 MB) 116 MB, 76 MB with L1 serving the taps.  Half of today's needs both A and B cut,
+  and neither is cheap in Triton 3.6 or 3.8: A's async copies stay in L1 only as 8-byte copies
+  (``cp.async.ca``, ``LDGSTS.E.64``, through ``tl.max_contiguous(..., 4)``; 16-byte ones are
+  ``LDGSTS.E.BYPASS.128`` whatever the cache modifier), which grows FWD_RZ's loop from 14-15 to 19-20
+  SASS instructions per HGMMA; a 2-D halo tile would need a TMA descriptor per tap (Triton cannot
+  index a shared-memory window per tap), which reads the L2 per tap all the same; and Triton offers
+  no way to keep a dot's B operand in shared memory across a persistent program's pixel blocks (held
+  in registers, 9 taps' weights at C = 64 are 288 per thread at 4 warps).
 * **reset "before" keeps two kernels per step.**  One pass would need r on the halo of each pixel
   tile to convolve r*h: with 64-pixel rows at W = 56 that is 3 rows x 66 pixels, ~3x the r
   convolution, +70% of the step's MMA work, to save one launch (at these shapes the launches hide
@@ -120,15 +129,29 @@ def _mma(acc, b_a, b_w, IS_F64: tl.constexpr, PRECISION: tl.constexpr):
 
 
 @triton.jit
+def _tap_bits(py, px, m_mask, H, W, pad_h, pad_w, DIL_H, DIL_W, KH: tl.constexpr, KW: tl.constexpr):
+    """(BLOCK_M,) int32 whose bit ``row * KW + col`` says that the pixel (py, px) moved by that tap is in
+    range and inside the image (KH * KW <= 32): the K loop's A mask is then one test per pixel."""
+    bits = tl.zeros_like(py)
+    for t in tl.static_range(KH * KW):
+        y = py + (DIL_H * (t // KW) - pad_h)
+        x = px + (DIL_W * (t % KW) - pad_w)
+        inside = m_mask & (y >= 0) & (y < H) & (x >= 0) & (x < W)
+        bits |= inside.to(tl.int32) << t
+    return bits
+
+
+@triton.jit
 def _conv_tile(
     acc0, acc1, acc2,   # (BLOCK_M, N) accumulators of dots 0, 1, 2 (NG of them are used)
     src_ptr,            # A: the activation, A[p, k] = src_ptr[p * src_stride + k] for k < K
     src_stride,         # elements between consecutive pixels of A
     K,                  # channels of one tap in the reduction
-    w_ptr,              # B of dot g, K-contiguous: B[tap, g][k, n] = w_ptr[tap * w_tap_stride + g * w_gate_stride
-    w_tap_stride,       #   + w_cols[n] + k], zero-padded past K and past the channels (no mask needed)
+    w_ptr,              # B of dot g at iteration (tap, chunk), K-contiguous and zero-padded past K and past the
+    w_k_step,           #   channels (no mask needed): B[k, n] = w_ptr[w_off + g * w_gate_stride + w_cols[n] + k],
+    w_tap_step,         #   w_off growing by w_k_step every iteration and by w_tap_step more at a tap's end
     w_gate_stride,
-    w_cols,             # (N,) int32: where each output column's weights start within a tap
+    w_cols,             # (N,) int32: where each output column's weights start within an iteration's B tiles
     row0,               # int64: the tile's first pixel
     loc,                # (BLOCK_M,) int32: the tile's pixels, from row0
     py, px,             # (BLOCK_M,) row and column of the tile's pixels in their frame
@@ -143,30 +166,47 @@ def _conv_tile(
 
     One loop over taps x channel chunks, so that the software pipeline keeps the next tap's loads in
     flight while this one multiplies, and drains once, after the loop.  The tap and the chunk are
-    counters carried from one iteration to the next (no division), and A is addressed with 32-bit
-    offsets from the tile's 64-bit base.  Every dot reads the same A tile: A is loaded once per
-    (tap, chunk) for all NG dots.
+    counters carried from one iteration to the next (no division); A and B are addressed with
+    loop-invariant 32-bit offsets from 64-bit scalars that move by a scalar step per iteration; A's
+    mask is one bit test per pixel (:func:`_tap_bits`) where the kernel has at most 32 taps.  Every dot
+    reads the same A tile: A is loaded once per (tap, chunk) for all NG dots.
     """
+    BITS: tl.constexpr = KH * KW <= 32  # each pixel's in-image taps as the bits of an int32
+    ROW_ENDS: tl.constexpr = ((1 << (KH * KW)) - 1) // ((1 << KW) - 1) << (KW - 1)  # the bits of each row's last tap
     offs_k = tl.arange(0, BLOCK_K)
+    # loop invariants: A's and B's element offsets from a scalar that moves with (tap, chunk)
+    a_inv = (loc * src_stride)[:, None] + offs_k[None, :]
+    w_inv = w_cols[None, :] + offs_k[:, None]
     a_base = src_ptr + row0 * src_stride
-    a_rows = loc * src_stride
+    pad_h = DIL_H * ((KH - 1) // 2)
     pad_w = DIL_W * ((KW - 1) // 2)
-    dy = -DIL_H * ((KH - 1) // 2)
+    KC = tl.cdiv(K, BLOCK_K) * BLOCK_K  # the channels one tap's chunks span
+    # the scalar steps at the end of a tap: to the next tap of the row, and to the next row's first tap
+    a_col_step = DIL_W * src_stride - KC
+    a_row_step = (DIL_H * W - (KW - 1) * DIL_W) * src_stride - KC
+    if BITS:
+        bits = _tap_bits(py, px, m_mask, H, W, pad_h, pad_w, DIL_H, DIL_W, KH, KW)
+    tap_bit = 1
+    dy = -pad_h
     dx = -pad_w
     col = 0
     k0 = 0
-    w_tap = w_ptr
+    a_off = (dy * W + dx) * src_stride
+    w_off = 0
     for _ in range(0, KH * KW * tl.cdiv(K, BLOCK_K)):
-        y = py + dy
-        x = px + dx
-        inside = m_mask & (y >= 0) & (y < H) & (x >= 0) & (x < W)
+        if BITS:
+            inside = (bits & tap_bit) != 0
+        else:
+            y = py + dy
+            x = px + dx
+            inside = m_mask & (y >= 0) & (y < H) & (x >= 0) & (x < W)
         # the shifted pixel is in the same frame whenever it is inside the image
-        p_a = a_base + (a_rows + (dy * W + dx) * src_stride)[:, None] + (k0 + offs_k)[None, :]
+        p_a = (a_base + a_off) + a_inv
         if EVEN_K:
             b_a = tl.load(p_a, mask=inside[:, None], other=0.0)
         else:
             b_a = tl.load(p_a, mask=inside[:, None] & (offs_k < K - k0)[None, :], other=0.0)
-        p_w = w_tap + (w_cols[None, :] + (k0 + offs_k)[:, None])
+        p_w = (w_ptr + w_off) + w_inv
         acc0 = _mma(acc0, b_a, tl.load(p_w), IS_F64, PRECISION)
         if NG >= 2:
             acc1 = _mma(acc1, b_a, tl.load(p_w + w_gate_stride), IS_F64, PRECISION)
@@ -176,13 +216,17 @@ def _conv_tile(
         k0 += BLOCK_K
         next_tap = k0 >= K
         k0 = tl.where(next_tap, 0, k0)
-        w_tap += tl.where(next_tap, w_tap_stride, 0)
-        col += tl.where(next_tap, 1, 0)
-        dx += tl.where(next_tap, DIL_W, 0)
-        next_row = col == KW
-        col = tl.where(next_row, 0, col)
-        dx = tl.where(next_row, -pad_w, dx)
-        dy += tl.where(next_row, DIL_H, 0)
+        if BITS:
+            next_row = next_tap & ((ROW_ENDS & tap_bit) != 0)
+            tap_bit = tl.where(next_tap, tap_bit << 1, tap_bit)
+        else:
+            col += tl.where(next_tap, 1, 0)
+            next_row = col == KW
+            col = tl.where(next_row, 0, col)
+            dx = tl.where(next_row, -pad_w, dx + tl.where(next_tap, DIL_W, 0))
+            dy += tl.where(next_row, DIL_H, 0)
+        a_off += BLOCK_K + tl.where(next_tap, tl.where(next_row, a_row_step, a_col_step), 0)
+        w_off += w_k_step + tl.where(next_tap, w_tap_step, 0)
     return acc0, acc1, acc2
 
 
@@ -256,17 +300,17 @@ def _gate_grads_prev(dh, row0, loc, offs_n, mask, C,
 def forward_step_kernel(
     h_ptr,          # (M, C)          h_{t-1}, the state entering step t
     rh_ptr,         # (M, C)          r*h_{t-1}: FWD_RZ writes it, FWD_N convolves it (reset "before")
-    w_h_ptr,        # (taps, 3, NP, KP_H)  weight_hh packed (ops.pack_forward):
-                    #                 [tap, g, c, k] = weight_hh[g*C + c, k, tap]
+    w_h_ptr,        # (taps, K chunks, NP / BLOCK_N, 3, BLOCK_N, BLOCK_K)  weight_hh packed (ops.pack_forward):
+                    #                 [tap, kc, nb, g, c, k] = weight_hh[g*C + nb*BLOCK_N + c, kc*BLOCK_K + k, tap]
     x_ptr,          # (M, Cin)        x_t (cell mode, HAS_X)
-    w_x_ptr,        # (taps, 3, NP, KP_X)  weight_ih packed likewise (HAS_X)
+    w_x_ptr,        # (taps, Cin chunks, NP / BLOCK_N, 3, BLOCK_N, BLOCK_K)  weight_ih packed likewise (HAS_X)
     gx_ptr,         # (M, 3C)         W*x_t + input bias, hoisted before the loop (not HAS_X)
     bias_x_ptr,     # (3C,)           input bias (HAS_X and HAS_BIAS_X)
     bias_hn_ptr,    # (C,)            b_hn (reset "after" and HAS_BIAS_HN)
     gates_ptr,      # (M, G*C)        step t's saved gates r, z, n [, ghn]
     out_ptr,        # (M, C)          h_t
     M, H, W, C, Cin,
-    NP, KP_H, KP_X,              # the packed weights' padded channel and reduction sizes
+    NP,                          # the packed weights' padded channels: C rounded up to BLOCK_N
     KIND: tl.constexpr,          # FWD_RZ, FWD_N or FWD_AFTER
     HAS_X: tl.constexpr,         # cell mode: convolve x_t here (K spans x and h) instead of reading gx
     HAS_BIAS_X: tl.constexpr,
@@ -297,6 +341,12 @@ def forward_step_kernel(
         gate = tl.zeros((N,), tl.int32)
         chan = offs_n
     FIRST: tl.constexpr = 2 if KIND == FWD_N else 0
+    # B: an iteration's tiles are contiguous (ops.pack_forward), so a column's offset in them is a constant
+    # (FWD_RZ's column j, of gate j // BLOCK_N, starts j * BLOCK_K after r's first)
+    GATE_TILE: tl.constexpr = BLOCK_N * BLOCK_K
+    w_cols = FIRST * GATE_TILE + tl.arange(0, N) * BLOCK_K
+    w_block = tl.program_id(1) * (3 * GATE_TILE)  # this program's channel block within them
+    w_step = 3 * NP * BLOCK_K
     acc0 = tl.zeros((BLOCK_M, N), dtype=acc_ty)
     acc1 = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_ty)
     acc2 = tl.zeros_like(acc1)
@@ -305,19 +355,18 @@ def forward_step_kernel(
         a_ptr = rh_ptr
     else:
         a_ptr = h_ptr
-    acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, a_ptr, C, C, w_h_ptr + FIRST * NP * KP_H, 3 * NP * KP_H,
-                                  NP * KP_H, gate * (NP * KP_H) + chan * KP_H, row0, loc, py, px, m_mask, H, W,
-                                  DIL_H, DIL_W, NG, KH, KW, BLOCK_K, EVEN_K, IS_F64, PRECISION)
+    acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, a_ptr, C, C, w_h_ptr + w_block, w_step, 0, GATE_TILE, w_cols,
+                                  row0, loc, py, px, m_mask, H, W, DIL_H, DIL_W, NG, KH, KW, BLOCK_K, EVEN_K,
+                                  IS_F64, PRECISION)
     if HAS_X:  # cell mode: a second loop over x_t; W_n*x stays apart from U_n*h under reset "after"
         if KIND == FWD_AFTER:
-            acc0, acc1, acc_xn = _conv_tile(acc0, acc1, acc_xn, x_ptr, Cin, Cin, w_x_ptr, 3 * NP * KP_X,
-                                            NP * KP_X, chan * KP_X, row0, loc, py, px, m_mask, H, W,
-                                            DIL_H, DIL_W, NG, KH, KW, BLOCK_K, EVEN_K, IS_F64, PRECISION)
+            acc0, acc1, acc_xn = _conv_tile(acc0, acc1, acc_xn, x_ptr, Cin, Cin, w_x_ptr + w_block, w_step, 0,
+                                            GATE_TILE, w_cols, row0, loc, py, px, m_mask, H, W, DIL_H, DIL_W, NG,
+                                            KH, KW, BLOCK_K, EVEN_K, IS_F64, PRECISION)
         else:
-            acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, x_ptr, Cin, Cin, w_x_ptr + FIRST * NP * KP_X,
-                                          3 * NP * KP_X, NP * KP_X, gate * (NP * KP_X) + chan * KP_X, row0, loc,
-                                          py, px, m_mask, H, W, DIL_H, DIL_W, NG, KH, KW, BLOCK_K, EVEN_K, IS_F64,
-                                          PRECISION)
+            acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, x_ptr, Cin, Cin, w_x_ptr + w_block, w_step, 0,
+                                          GATE_TILE, w_cols, row0, loc, py, px, m_mask, H, W, DIL_H, DIL_W, NG,
+                                          KH, KW, BLOCK_K, EVEN_K, IS_F64, PRECISION)
 
     # ---- epilogue: the gate math of (pixel, channel), in the accumulation type
     mc0 = row0 * C
@@ -428,7 +477,9 @@ def backward_step_kernel(
     # BWD_N: U_n^T dn_pre = d(r*h);  BWD_RZ: U_rz^T [dr_pre, dz_pre];  BWD_AFTER: U^T [dr_pre, dz_pre, dghn]
     FIRST: tl.constexpr = 2 if KIND == BWD_N else 0
     BLOCKS: tl.constexpr = 1 if KIND == BWD_N else (2 if KIND == BWD_RZ else 3)
-    acc, _, _ = _conv_tile(acc, acc, acc, dgh_ptr + FIRST * C, C3, BLOCKS * C, w_t_ptr + FIRST * C, NP * KP, 0,
+    KC = tl.cdiv(BLOCKS * C, BLOCK_K) * BLOCK_K
+    acc, _, _ = _conv_tile(acc, acc, acc, dgh_ptr + FIRST * C, C3, BLOCKS * C, w_t_ptr + FIRST * C, BLOCK_K,
+                           NP * KP - KC, 0,
                            offs_n * KP, row0, loc, py, px, m_mask, H, W,
                            DIL_H, DIL_W, 1, KH, KW, BLOCK_K, EVEN_K, IS_F64, PRECISION)
 

@@ -232,16 +232,21 @@ def _tile(math: str, ng: int, M: int, C: int, aligned: bool, device: torch.devic
 # ------------------------------------------------------------------------------------- packing
 
 
-def pack_forward(weight: Tensor, n_pad: int, k_pad: int) -> Tensor:
-    """(3C, K, kh, kw) -> (taps, 3, n_pad, k_pad), zero-padded: ``w[tap, g, c, k] = weight[g*C + c, k, tap]``.
+def pack_forward(weight: Tensor, block_n: int, block_k: int) -> Tensor:
+    """(3C, K, kh, kw) -> (taps, K chunks, channel blocks, 3, block_n, block_k), zero-padded:
+    ``w[tap, kc, nb, g, c, k] = weight[g*C + nb*block_n + c, kc*block_k + k, tap]``.
 
-    K-contiguous (each gate's B tile is read along its reduction dimension, as TF32 wgmma needs), and
-    padded so that no B load needs a mask."""
+    K-contiguous (each gate's B tile is read along its reduction dimension, as TF32 wgmma needs), padded
+    so that no B load needs a mask, and in the order of the K loop's iterations (tap, then chunk), so that
+    one iteration's B tiles are contiguous at a fixed distance from the previous iteration's: a kernel
+    addresses them with constant offsets from one moving scalar."""
     n_out, n_in, kh, kw = weight.shape
     C = n_out // 3
+    n_pad, k_pad = _round_up(C, block_n), _round_up(n_in, block_k)
     packed = weight.new_zeros(kh * kw, 3, n_pad, k_pad)
     packed[:, :, :C, :n_in] = weight.reshape(3, C, n_in, kh * kw).permute(3, 0, 1, 2)
-    return packed
+    return (packed.view(kh * kw, 3, n_pad // block_n, block_n, k_pad // block_k, block_k)
+            .permute(0, 4, 2, 1, 3, 5).contiguous())
 
 
 def pack_backward(weight_hh: Tensor, n_pad: int, k_pad: int) -> Tensor:
@@ -341,17 +346,18 @@ def forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, res
     reductions = (C, Cin) if cell else (C,)
     aligned = all(k % 16 == 0 for k in reductions)
     tiles = [_tile(math, GATES[kind], M, C, aligned, x.device) for kind in kinds]
-    n_pad = max(_round_up(C, t[1]) for t in tiles)
-    block_k = max(t[2] for t in tiles)
-    kp_h, kp_x = _round_up(C, block_k), _round_up(Cin, block_k) if cell else 0
     unused = weight_hh  # for pointers a launch never touches (its flags say so): read-only, aliases nothing
+    # the weights packed for each kind's (BLOCK_N, BLOCK_K) (one packing where the kinds' tiles agree)
+    packed = {}
+    for t in tiles:
+        if t[1:3] not in packed:
+            packed[t[1:3]] = dict(w_h_ptr=pack_forward(weight_hh, t[1], t[2]), NP=_round_up(C, t[1]),
+                                  w_x_ptr=pack_forward(weight_ih, t[1], t[2]) if cell else unused)
     has_bias_x = cell and bias_x is not None  # a sequence's bias_x is in gx
     common = dict(
-        w_h_ptr=pack_forward(weight_hh, n_pad, kp_h),
-        w_x_ptr=pack_forward(weight_ih, n_pad, kp_x) if cell else unused,
         bias_x_ptr=bias_x if has_bias_x else unused,
         bias_hn_ptr=bias_hn if bias_hn is not None else unused,
-        Cin=Cin, NP=n_pad, KP_H=kp_h, KP_X=kp_x, HAS_X=cell, HAS_BIAS_X=has_bias_x, HAS_BIAS_HN=bias_hn is not None,
+        Cin=Cin, HAS_X=cell, HAS_BIAS_X=has_bias_x, HAS_BIAS_HN=bias_hn is not None,
         **_step_args(weight_hh, dilation, M, H, W, math),
     )
     with _device_guard(x):
@@ -360,7 +366,8 @@ def forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, res
                         gx_ptr=unused if cell else gx[t], gates_ptr=gates[t], out_ptr=out[t],
                         rh_ptr=unused if rh is None else rh)
             for kind, tile in zip(kinds, tiles):
-                _run(K.forward_step_kernel, math, GATES[kind], aligned, tile, reductions, KIND=kind, **step)
+                _run(K.forward_step_kernel, math, GATES[kind], aligned, tile, reductions, KIND=kind, **step,
+                     **packed[tile[1:3]])
     return out, gates
 
 
