@@ -215,7 +215,17 @@ struct Conv {
     return y.contiguous(at::MemoryFormat::ChannelsLast);  // no copy when oneDNN returned it so
   }
 
-  // other += conv(input), with no new tensor where the weight is packed (oneDNN's "add" post-op, in place)
+  // conv(input) + other: where the weight is packed (oneDNN's "add" post-op) or the kernel 1x1 (a GEMM), added in
+  // place into `buffer` (of the call: no tensor per step, whose pages malloc would hand back and fault in again),
+  // after copying `other` there; else a new tensor, `other` added to it.
+  at::Tensor plus(const at::Tensor& other, const at::Tensor& input, const at::Tensor& buffer) const {
+    if (!packed.has_value() && !pointwise_kernel(weight)) return (*this)(input).add_(other);
+    buffer.copy_(other);
+    into(buffer, input);
+    return buffer;
+  }
+
+  // other += conv(input), in place where the weight is packed or the kernel 1x1
   void into(const at::Tensor& other, const at::Tensor& input) const {
     if (pointwise_kernel(weight)) {  // rows of `other` are a view: the GEMM accumulates in place
       TORCH_CHECK(!bias.has_value(), "_cpu loops: internal error (a bias with an accumulating convolution)");
@@ -326,8 +336,7 @@ std::tuple<at::Tensor, at::Tensor> forward_loop(const at::Tensor& x, const std::
   // [x_t | h] before the gate pass overwrites h with r*h
   const int64_t width = hoisted ? C : Cin + C;
   at::Tensor buffer = at::empty({B, H, W, width}, x.options()).permute({0, 3, 1, 2});
-  // hoisted: each step's pre-activations, gx's block plus the convolution added in place (Conv::into), in
-  // buffers of this call: no tensor per step, whose pages malloc would hand back and fault in again
+  // hoisted: each step's pre-activations, gx's block plus the convolution (Conv::plus)
   at::Tensor pre_rz, pre_n;
   if (hoisted) {
     pre_rz = at::empty({B, H, W, 2 * C}, x.options()).permute({0, 3, 1, 2});
@@ -336,8 +345,7 @@ std::tuple<at::Tensor, at::Tensor> forward_loop(const at::Tensor& x, const std::
   for (int64_t t = 0; t < T; ++t) {
     at::Tensor a;
     if (hoisted) {
-      a = pre_rz.copy_((*gx)[t].narrow(1, 0, 2 * C));
-      conv_a.into(a, h);
+      a = conv_a.plus((*gx)[t].narrow(1, 0, 2 * C), h, pre_rz);
     } else {
       buffer.narrow(1, 0, Cin).copy_(x[t]);
       buffer.narrow(1, Cin, C).copy_(h);
@@ -351,8 +359,7 @@ std::tuple<at::Tensor, at::Tensor> forward_loop(const at::Tensor& x, const std::
     });
     at::Tensor b;
     if (hoisted) {
-      b = pre_n.copy_((*gx)[t].narrow(1, 2 * C, C));
-      conv_b.into(b, buffer);
+      b = conv_b.plus((*gx)[t].narrow(1, 2 * C, C), buffer, pre_n);
     } else {
       b = conv_b(buffer);
     }
