@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -92,7 +93,7 @@ class _Conv:
         self.weight = weight if usable else weight.contiguous(memory_format=torch.channels_last)
 
     def native_args(self) -> tuple:
-        """What ``_cpu_infer_loop`` takes of this convolution: weight, bias, packed weight."""
+        """What ``_cpu_forward_loop`` takes of this convolution: weight, bias, packed weight."""
         return self.weight, self.bias, self.packed
 
     def __call__(self, h, other=None):
@@ -227,9 +228,18 @@ def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, re
     the gate math runs in place on each step's temporaries."""
     T, B, _, H, W = x.shape
     C = weight_hh.shape[1]
-    out = empty_channels_last(x, T, B, C, H, W)
-    gates = empty_channels_last(x, T, B, gates_per_channel(reset_after) * C, H, W) if keep_gates else None
-    steps = gates.unbind(0) if keep_gates else [None] * T
+
+    def native(conv_a: _Conv, conv_b: Optional[_Conv]):
+        b_args = (None, None, None) if conv_b is None else conv_b.native_args()
+        out, gates = NATIVE.forward(x, gx, h0, *conv_a.native_args(), *b_args, conv_a.pad, conv_a.dilation,
+                                    reset_after, keep_gates)
+        return out, (gates if keep_gates else None)
+
+    def buffers():
+        out = empty_channels_last(x, T, B, C, H, W)
+        gates = empty_channels_last(x, T, B, gates_per_channel(reset_after) * C, H, W) if keep_gates else None
+        return out, gates, (gates.unbind(0) if keep_gates else [None] * T)
+
     h = h0
     if reset_after:
         if gx is None:  # reset "after" convolves h alone (r multiplies U_n*h + b_hn): the projection, here
@@ -237,8 +247,8 @@ def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, re
         bias_n = None if bias_hn is None else torch.cat([bias_hn.new_zeros(2 * C), bias_hn])
         conv = _Conv(weight_hh, bias_n, dilation, h0, T)
         if NATIVE.usable(x):
-            return NATIVE.forward(x, gx, h0, *conv.native_args(), None, None, None, conv.pad, conv.dilation, True,
-                                  keep_gates)
+            return native(conv, None)
+        out, gates, steps = buffers()
         for g, gate, o in zip(gx.unbind(0), steps, out.unbind(0)):
             g_rz, g_n = g.split_with_sizes((2 * C, C), 1)
             gh_rz, gh_n = conv(h).split_with_sizes((2 * C, C), 1)  # U*h + (0, 0, b_hn)
@@ -256,9 +266,8 @@ def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, re
             gx = input_projection(x, weight_ih, bias_x, dilation)
         pre = _Preactivations(x, gx, h0, weight_ih, weight_hh, bias_x, dilation, T)
         if NATIVE.usable(x):
-            rz, n = pre.conv_rz, pre.conv_n
-            return NATIVE.forward(x, gx, h0, *rz.native_args(), *n.native_args(), rz.pad, rz.dilation, False,
-                                  keep_gates)
+            return native(pre.conv_rz, pre.conv_n)
+        out, gates, steps = buffers()
         for t, (gate, o) in enumerate(zip(steps, out.unbind(0))):
             if gate is None:
                 r, z = pre.rz(t, h).sigmoid_().chunk(2, 1)
