@@ -52,22 +52,22 @@ def _note(message: str) -> None:
     print(f"convgru-ext setup: {message}", file=sys.stderr)
 
 
-def _cuda_extension() -> tuple[list, dict]:
-    """(ext_modules, cmdclass) for the CUDA extension, or ([], {}) after saying why not."""
+def _cuda_extension() -> list:
+    """[the CUDA extension], or [] after saying why not."""
     force = build.env_flag("CONVGRU_FORCE_CUDA")
 
-    def without(reason: str) -> tuple[list, dict]:
+    def without(reason: str) -> list:
         if force:
             raise RuntimeError(f"CONVGRU_FORCE_CUDA=1, but the CUDA extension cannot be built: {reason}")
         _note(f"installing without the CUDA extension: {reason}")
-        return [], {}
+        return []
 
     if build.env_flag("CONVGRU_SKIP_CUDA"):
         return without("CONVGRU_SKIP_CUDA is set")
     build.use_default_cuda_home()  # before torch.utils.cpp_extension reads CUDA_HOME
     try:
         import torch
-        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CUDAExtension
+        from torch.utils.cpp_extension import CUDA_HOME, CUDAExtension
     except ImportError as error:
         return without(f"torch is not importable at build time ({error}); build with --no-build-isolation")
     if torch.version.cuda is None:
@@ -80,7 +80,7 @@ def _cuda_extension() -> tuple[list, dict]:
           f"with {CUDA_HOME}/bin/nvcc")
     sources = [os.path.relpath(path, ROOT) for path in build.sources()]  # setuptools wants relative paths
     extension = CUDAExtension("convgru_ext._cuda", sources, **build.build_options())
-    return [extension], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+    return [extension]
 
 
 def _cpu_extension() -> list:
@@ -98,9 +98,10 @@ def _cpu_extension() -> list:
 
 
 if __name__ == "__main__":
-    ext_modules, cmdclass = _cuda_extension()
-    ext_modules = _cpu_extension() + ext_modules
-    if ext_modules and not cmdclass:
+    ext_modules = _cuda_extension()  # first: it sets CUDA_HOME before torch.utils.cpp_extension reads it
+    ext_modules += _cpu_extension()
+    cmdclass = {}
+    if ext_modules:  # torch is importable: each extension needed it
         from torch.utils.cpp_extension import BuildExtension
         cmdclass = {"build_ext": BuildExtension.with_options(use_ninja=True)}
     setup(

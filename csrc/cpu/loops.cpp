@@ -217,24 +217,14 @@ struct Conv {
 
   // conv(input) + other: where the weight is packed (oneDNN's "add" post-op) or the kernel 1x1 (a GEMM), added in
   // place into `buffer` (of the call: no tensor per step, whose pages malloc would hand back and fault in again),
-  // after copying `other` there; else a new tensor, `other` added to it.
+  // after copying `other` there; else a new tensor, `other` added to it.  No bias (the callers' is in `other`).
   at::Tensor plus(const at::Tensor& other, const at::Tensor& input, const at::Tensor& buffer) const {
+    TORCH_CHECK(!bias.has_value(), "_cpu loops: internal error (a bias with an accumulating convolution)");
     if (!packed.has_value() && !pointwise_kernel(weight)) return (*this)(input).add_(other);
     buffer.copy_(other);
-    into(buffer, input);
-    return buffer;
-  }
-
-  // other += conv(input), in place where the weight is packed or the kernel 1x1
-  void into(const at::Tensor& other, const at::Tensor& input) const {
-    if (pointwise_kernel(weight)) {  // rows of `other` are a view: the GEMM accumulates in place
-      TORCH_CHECK(!bias.has_value(), "_cpu loops: internal error (a bias with an accumulating convolution)");
-      as_rows(other).addmm_(as_rows(input), as_matrix(weight).t());
-      return;
-    }
-    if (!packed.has_value()) {
-      other.add_((*this)(input));
-      return;
+    if (pointwise_kernel(weight)) {  // the rows of `buffer` are a view: the GEMM accumulates in place
+      as_rows(buffer).addmm_(as_rows(input), as_matrix(weight).t());
+      return buffer;
     }
     static const auto op = c10::Dispatcher::singleton()
                                .findSchemaOrThrow("mkldnn::_convolution_pointwise_", "binary")
@@ -245,9 +235,10 @@ struct Conv {
                                                   c10::List<std::optional<c10::Scalar>>,
                                                   std::optional<c10::string_view>)>();
     const int64_t one[2] = {1, 1};
-    at::Tensor target = other;
+    at::Tensor target = buffer;
     op.call(target, input, *packed, bias, padding, one, dilation, 1, "add", std::nullopt, std::nullopt,
             c10::List<std::optional<c10::Scalar>>(), std::nullopt);
+    return buffer;
   }
 };
 
@@ -290,11 +281,12 @@ at::Tensor empty_cl(const at::Tensor& like, std::vector<int64_t> sizes) {
 // packed_*: the weight prepacked for oneDNN, or none.  Returns out (T, B, C, H, W) and, with keep_gates, gates
 // (T, B, G*C, H, W) as the op contract defines them (convgru_ext/backends/_op.py), else an empty tensor; both
 // channels-last.
-std::tuple<at::Tensor, at::Tensor> forward_loop(const at::Tensor& x, const std::optional<at::Tensor>& gx, const at::Tensor& h0,
-                      const at::Tensor& w_a, const std::optional<at::Tensor>& b_a,
-                      const std::optional<at::Tensor>& packed_a, const std::optional<at::Tensor>& w_b,
-                      const std::optional<at::Tensor>& b_b, const std::optional<at::Tensor>& packed_b,
-                      c10::IntArrayRef padding, c10::IntArrayRef dilation, bool reset_after, bool keep_gates) {
+std::tuple<at::Tensor, at::Tensor> forward_loop(
+    const at::Tensor& x, const std::optional<at::Tensor>& gx, const at::Tensor& h0, const at::Tensor& w_a,
+    const std::optional<at::Tensor>& b_a, const std::optional<at::Tensor>& packed_a,
+    const std::optional<at::Tensor>& w_b, const std::optional<at::Tensor>& b_b,
+    const std::optional<at::Tensor>& packed_b, c10::IntArrayRef padding, c10::IntArrayRef dilation, bool reset_after,
+    bool keep_gates) {
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && h0.scalar_type() == at::kFloat,
               "_cpu_forward_loop: float32 CPU tensors only");
   const int64_t T = x.size(0), B = x.size(1), Cin = x.size(2), H = x.size(3), W = x.size(4), C = h0.size(1);
@@ -335,12 +327,12 @@ std::tuple<at::Tensor, at::Tensor> forward_loop(const at::Tensor& x, const std::
   // conv_b's input: r*h alone (hoisted), or [x_t | r*h] (the concatenated form), which also serves conv_a as
   // [x_t | h] before the gate pass overwrites h with r*h
   const int64_t width = hoisted ? C : Cin + C;
-  at::Tensor buffer = at::empty({B, H, W, width}, x.options()).permute({0, 3, 1, 2});
+  const at::Tensor buffer = empty_cl(x, {B, width, H, W});
   // hoisted: each step's pre-activations, gx's block plus the convolution (Conv::plus)
   at::Tensor pre_rz, pre_n;
   if (hoisted) {
-    pre_rz = at::empty({B, H, W, 2 * C}, x.options()).permute({0, 3, 1, 2});
-    pre_n = at::empty({B, H, W, C}, x.options()).permute({0, 3, 1, 2});
+    pre_rz = empty_cl(x, {B, 2 * C, H, W});
+    pre_n = empty_cl(x, {B, C, H, W});
   }
   for (int64_t t = 0; t < T; ++t) {
     at::Tensor a;
