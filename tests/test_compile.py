@@ -1,9 +1,13 @@
 """torch.compile(fullgraph=True) traces through the custom ops and matches eager, forward and backward."""
 
+import contextlib
+
 import pytest
 import torch
+from torch._inductor.utils import run_and_get_code
 
 from convgru_ext import ConvGRU, ConvGRUCell
+from convgru_ext.backends import torch_fallback
 from helpers import DEVICES, FUSED_BACKENDS, REL_TOL, rel_err, skip_unusable
 
 
@@ -32,17 +36,29 @@ def test_compiled_convgru_matches_eager(backend, device):
         assert rel_err(got, want) < 10 * REL_TOL[torch.float32], f"result {i}"
 
 
+@pytest.mark.parametrize("loops", ["cpp", "python"])
 @pytest.mark.parametrize("reset", ["before", "after"])
-def test_compiled_inference_path_matches_eager(reset):
-    """Under no_grad the torch backend's inference path (its own opaque op under torch.compile) traces fullgraph."""
+def test_compiled_inference_path_matches_eager(reset, loops):
+    """Under no_grad the torch backend's inference path traces fullgraph: into the graph where the C++ loops run
+    it (their op one node, Inductor's fused code around it), else as its own opaque op."""
+    native = torch_fallback.NATIVE
+    if loops == "cpp" and not native.usable(torch.empty(0)):
+        pytest.skip(native.error or "the C++ loops are switched off")
     torch._dynamo.reset()
     gru = ConvGRU(3, 4, num_layers=2, reset=reset, backend="torch")
     x, h0 = torch.randn(3, 2, 3, 6, 7), torch.randn(2, 2, 4, 6, 7)
     compiled = torch.compile(gru, fullgraph=True)
-    with torch.no_grad():
-        want, got = gru(x, h0), compiled(x, h0)
+    with contextlib.nullcontext() if loops == "cpp" else native.disabled(), torch.no_grad():
+        want = gru(x, h0)
+        got, code = run_and_get_code(compiled, x, h0)
     for g, w in zip(got, want):
         assert rel_err(g, w) < 10 * REL_TOL[torch.float32]
+    code = "\n".join(code)
+    if loops == "cpp":
+        assert code.count("convgru_ext._cpu_forward_loop.default(") == 2 and "torch_inference" not in code
+        assert "cpp_fused" in code  # the layout and weight work around the loops, fused by Inductor
+    else:
+        assert code.count("convgru_ext.torch_inference.default(") == 2
 
 
 def test_inference_path_keeps_no_gates(monkeypatch):

@@ -133,13 +133,45 @@ def test_cell_with_context(isa):
 
 @needs_native
 def test_used_only_where_it_applies():
-    """float32 on the CPU, outside tracing; other dtypes run the Python loop."""
+    """float32 on the CPU, eager or traced; other dtypes run the Python loop."""
     x = torch.randn(2, 1, 3, 4, 4)
     assert NATIVE.usable(x) and NATIVE.forward is not None and NATIVE.backward is not None
     assert not NATIVE.usable(x.double())
     with NATIVE.disabled():
         assert not NATIVE.usable(x)
     assert NATIVE.usable(x)
+
+
+def _loop_calls(monkeypatch, reset, pack):
+    """The arguments the layer passes to the two loop ops in one training call (``pack``: every convolution that
+    may run on a packed weight does)."""
+    if pack:
+        monkeypatch.setattr(torch_fallback, "PACK_MIN_MACS", 0)
+    calls = {}
+
+    def record(name, op):
+        def run(*args):
+            calls[name] = args
+            return op(*args)
+        return run
+
+    monkeypatch.setattr(NATIVE, "forward", record("forward", NATIVE.forward))
+    monkeypatch.setattr(NATIVE, "backward", record("backward", NATIVE.backward))
+    layer, _, x, h0 = _layer_and_inputs((3, 2, 5, 13, 7, 6, 3, 1), reset, True)
+    layer(x, h0)[0].sum().backward()
+    return calls
+
+
+@needs_native
+@pytest.mark.parametrize("pack", [False, True], ids=["conv2d", "packed"])
+@pytest.mark.parametrize("reset", ["before", "after"])
+def test_opcheck_loop_ops(monkeypatch, reset, pack):
+    """The loop ops' schemas and fake kernels (what a traced inference call runs: torch_fallback) agree with them."""
+    calls = _loop_calls(monkeypatch, reset, pack)
+    assert calls["forward"][5] is pack and calls["backward"][5] is pack  # pack_a, as asked
+    for name in ("forward", "backward"):
+        args = [a.detach() if isinstance(a, torch.Tensor) else a for a in calls[name]]
+        torch.library.opcheck(getattr(torch.ops.convgru_ext, f"_cpu_{name}_loop").default, args)
 
 
 @needs_native

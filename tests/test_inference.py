@@ -1,6 +1,8 @@
 """The torch backend's packed weights (``torch_fallback.packed_weight``): packed once per call and reused by its steps,
 never across calls, so that no write to a weight between calls can be missed."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -65,45 +67,35 @@ def test_a_written_weight_is_never_served_stale(write):
     _assert_fresh(gru, x, h)
 
 
-def _count_packs(monkeypatch) -> list:
-    """The shapes of the weights packed from now on."""
-    packs = []
-    reorder = torch.ops.mkldnn._reorder_convolution_weight
-
-    class CountingOps:  # stands in for torch.ops.mkldnn inside packed_weight
-        def __getattr__(self, name):
-            return getattr(torch.ops.mkldnn, name)
-
-        def _reorder_convolution_weight(self, *args):
-            packs.append(tuple(args[0].shape))
-            return reorder(*args)
-
-    monkeypatch.setattr(torch_fallback, "_mkldnn_ops", CountingOps())
-    return packs
+def _packs(fn) -> list:
+    """The shapes of the weights that ``fn()`` packs for oneDNN (the profiler sees the C++ loops' packing too)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        fn()
+    return [tuple(e.input_shapes[0]) for e in prof.events() if e.name == "mkldnn::_reorder_convolution_weight"]
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["cpp-loops", "python-loops"])
 @pytest.mark.parametrize("reset", ["before", "after"])
-def test_weights_are_packed_once_per_call_and_reused_by_its_steps(monkeypatch, reset):
-    packs = _count_packs(monkeypatch)
+def test_weights_are_packed_once_per_call_and_reused_by_its_steps(reset, native):
+    if native and not torch_fallback.NATIVE.usable(torch.empty(0)):
+        pytest.skip(torch_fallback.NATIVE.error or "the C++ loops are switched off")
     gru, x = ConvGRU(3, 4, backend="torch", reset=reset), torch.randn(5, 2, 3, 6, 7)
     recurrent = [(8, 4, 3, 3), (4, 4, 3, 3)] if reset == "before" else [(12, 4, 3, 3)]  # U_rz, U_n; or all of U
-    with torch.no_grad():
-        gru(x)
-        assert packs == recurrent  # the projection runs once: F.conv2d, nothing to reuse
-        gru(x)
-    assert packs == recurrent * 2  # packed again by the next call: nothing outlives a call
-    out = gru(x)[0]
-    packs.clear()
-    out.sum().backward()  # the backward's data gradients: the transposed recurrent weights, once for every step
+    with contextlib.nullcontext() if native else torch_fallback.NATIVE.disabled(), torch.no_grad():
+        assert sorted(_packs(lambda: gru(x))) == sorted(recurrent)  # the projection runs once: nothing to reuse
+        assert sorted(_packs(lambda: gru(x))) == sorted(recurrent)  # packed again: nothing outlives a call
+    with contextlib.nullcontext() if native else torch_fallback.NATIVE.disabled():
+        out = gru(x)[0]
+        packs = _packs(lambda: out.sum().backward())
+    # the backward's data gradients: the transposed recurrent weights, once for every step
     assert sorted(packs) == sorted((w[1], w[0], *w[2:]) for w in recurrent)
 
 
-def test_a_single_step_packs_nothing(monkeypatch):
+def test_a_single_step_packs_nothing():
     """One step would use a packed weight once: F.conv2d's own reorder is the same work."""
-    packs = _count_packs(monkeypatch)
     with torch.no_grad():
-        ConvGRUCell(3, 4, backend="torch")(torch.randn(2, 3, 6, 7), torch.randn(2, 4, 6, 7))
-    assert packs == []
+        cell = ConvGRUCell(3, 4, backend="torch")
+        assert _packs(lambda: cell(torch.randn(2, 3, 6, 7), torch.randn(2, 4, 6, 7))) == []
 
 
 def test_weights_packed_under_inference_mode_serve_training_calls():

@@ -17,7 +17,10 @@ from ._layout import channels_last, empty_channels_last, frames, like, logical, 
 
 
 def padding(weight: Tensor, dilation: list[int]) -> tuple[int, int]:
-    """'Same' padding of ``weight`` (O, I, kh, kw) at ``dilation`` (cached: a process sees a few kernels)."""
+    """'Same' padding of ``weight`` (O, I, kh, kw) at ``dilation`` (cached in eager: a process sees a few kernels;
+    traced, once per trace)."""
+    if torch.compiler.is_compiling():
+        return same_padding(weight.shape[2:], dilation)  # type: ignore[return-value]
     return _padding(weight.shape[2], weight.shape[3], *dilation)
 
 

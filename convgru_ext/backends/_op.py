@@ -188,10 +188,11 @@ INFERENCE_SCHEMA = ("(Tensor x, Tensor h0, Tensor weight_ih, Tensor weight_hh, T
 
 def define_inference_op(name: str, forward):
     """``convgru_ext::{name}_inference`` around ``forward`` (:func:`compose_inference`): what a traced call that
-    needs no gradient runs.  Opaque to ``torch.compile``, as the op pair is: traced into, Inductor's CPU code
-    for the loop (its own convolutions, the gate math fused) measured slower than ``forward`` in eager
-    (benchmarks/results/cpu/decisions.md), so eager calls ``forward`` directly (no dispatch) and traced ones
-    call this op."""
+    needs no gradient runs where the backend's loops are Python (the torch backend off the C++ loops).  Opaque to
+    ``torch.compile``, as the op pair is: traced into, Inductor's CPU code for such a loop (its own convolutions,
+    the gate math fused) measured slower than ``forward`` in eager (benchmarks/results/cpu/decisions.md).  Eager
+    calls ``forward`` directly (no dispatch), and so do traced calls whose loops are an op with a fake kernel of
+    their own (the C++ loops): the graph then holds that op and Inductor's code around it."""
     op = torch.library.custom_op(f"convgru_ext::{name}_inference", forward, mutates_args=(), schema=INFERENCE_SCHEMA)
     op.register_fake(lambda *args: fake_forward(*args)[0])
     return op

@@ -13,8 +13,9 @@ operations than the reference:
 
 A call that needs no gradient (``torch.no_grad``, ``inference_mode``, or nothing requiring grad) takes
 the inference path instead (:meth:`TorchLoops.infer`, composed by ``_op.compose_inference``): no autograd, no ``gates``
-kept, in eager no custom-op dispatch either (under ``torch.compile`` an opaque op of its own:
-``_op.define_inference_op`` says why).  For float32 on the CPU, both loops and the inference path's run in C++
+kept, no custom-op dispatch either.  Under ``torch.compile`` it is traced where the C++ loops run it (their op is
+one node of the graph, and Inductor fuses the layout and weight work around it), else it is an opaque op of its own
+(``_op.define_inference_op`` says why).  For float32 on the CPU, both loops and the inference path's run in C++
 (:class:`_NativeLoops`).  On the CPU in float32 the recurrent convolutions of either loop, when
 large enough, run on a weight prepacked for oneDNN once per call (:func:`packed_weight`: no packed weight
 outlives its call), and the backward's data gradients run as forward convolutions of the transposed weight
@@ -58,13 +59,15 @@ def _mkldnn_usable(t: torch.Tensor, weight: torch.Tensor, uses: int) -> bool:
     """Whether a convolution of ``t`` (N, C, H, W) with ``weight``, run ``uses`` times in one call, runs on a weight
     prepacked for oneDNN (the ops Inductor's CPU freezing emits): only where the packing is reused (``uses`` >= 2: a
     loop's steps; a single use would reorder the weight just as ``F.conv2d`` does), float32 on the CPU, not while
-    tracing, at least :data:`PACK_MIN_MACS`; bf16 would need AVX-512 there, so it stays with ``F.conv2d``, which
-    behaves alike on every machine."""
-    if weight.shape[2:] == (1, 1) and NATIVE.usable(t):  # the C++ loops run a 1x1 kernel as a GEMM
+    tracing unless the C++ loops pack (they pack inside their op; the packing op has no fake kernel to trace), at
+    least :data:`PACK_MIN_MACS`; bf16 would need AVX-512 there, so it stays with ``F.conv2d``, which behaves alike
+    on every machine."""
+    native = NATIVE.usable(t)
+    if weight.shape[2:] == (1, 1) and native:  # the C++ loops run a 1x1 kernel as a GEMM
         return False
     return (uses >= 2 and t.shape[0] * t.shape[2] * t.shape[3] * weight.numel() >= PACK_MIN_MACS
             and t.dtype == torch.float32 and t.device.type == "cpu" and _MKLDNN_BUILT
-            and torch.backends.mkldnn.enabled and not torch.compiler.is_compiling())
+            and torch.backends.mkldnn.enabled and (native or not torch.compiler.is_compiling()))
 
 
 def packed_weight(weight: torch.Tensor, pad, dilation, frame: torch.Size, transposed: bool = False) -> torch.Tensor:
@@ -81,25 +84,26 @@ def packed_weight(weight: torch.Tensor, pad, dilation, frame: torch.Size, transp
 
 class _Conv:
     """``conv(h, weight) + bias`` (``+ other``, added in place) of the 'same' convolution, run ``uses`` times in one
-    call: on the weight prepacked for oneDNN where :func:`_mkldnn_usable` (:func:`packed_weight`), else
-    ``F.conv2d``.  (oneDNN's binary post-op fuses the add too, but measured no faster than the add in place:
-    benchmarks/results/cpu/decisions.md.)"""
+    call: on the weight prepacked for oneDNN where :func:`_mkldnn_usable` (``pack``: the C++ loop packs it itself,
+    the Python loop through :func:`packed_weight` on its first step), else ``F.conv2d``.  (oneDNN's binary post-op
+    fuses the add too, but measured no faster than the add in place: benchmarks/results/cpu/decisions.md.)"""
 
     def __init__(self, weight, bias, dilation, frame: torch.Tensor, uses: int):
-        self.pad, self.dilation, self.bias = padding(weight, dilation), list(dilation), bias
-        usable = _mkldnn_usable(frame, weight, uses)
-        self.packed = packed_weight(weight, self.pad, self.dilation, frame.shape) if usable else None
+        self.pad, self.dilation, self.bias, self.frame = padding(weight, dilation), list(dilation), bias, frame.shape
+        self.pack, self.packed = _mkldnn_usable(frame, weight, uses), None
         # channels-last like the activations, once per call: else every step's F.conv2d converts it again
-        self.weight = weight if usable else weight.contiguous(memory_format=torch.channels_last)
+        self.weight = weight if self.pack else weight.contiguous(memory_format=torch.channels_last)
 
     def native_args(self) -> tuple:
-        """What ``_cpu_forward_loop`` takes of this convolution: weight, bias, packed weight."""
-        return self.weight, self.bias, self.packed
+        """What ``_cpu_forward_loop`` takes of this convolution: weight, bias, whether to pack the weight."""
+        return self.weight, self.bias, self.pack
 
     def __call__(self, h, other=None):
-        if self.packed is None:
+        if not self.pack:
             y = F.conv2d(h, self.weight, self.bias, 1, self.pad, self.dilation)
         else:
+            if self.packed is None:
+                self.packed = packed_weight(self.weight, self.pad, self.dilation, self.frame)
             y = _mkldnn_ops._convolution_pointwise(h, self.packed, self.bias, self.pad, [1, 1], self.dilation, 1,
                                                    "none", [], "")
         return y if other is None else y.add_(other)
@@ -113,14 +117,14 @@ class _DataGrad:
 
     def __init__(self, weight, dilation, frame: torch.Tensor, uses: int):
         self.weight, self.dilation, self.pad = weight, list(dilation), padding(weight, dilation)
-        self.packed = None
-        if _mkldnn_usable(frame, weight, uses):
-            grads = torch.Size((frame.shape[0], weight.shape[0], *frame.shape[2:]))  # its input: the output gradient
-            self.packed = packed_weight(weight, self.pad, self.dilation, grads, transposed=True)
+        self.pack, self.packed = _mkldnn_usable(frame, weight, uses), None
+        self.grads = torch.Size((frame.shape[0], weight.shape[0], *frame.shape[2:]))  # its input: the output gradient
 
     def __call__(self, g, h):
-        if self.packed is None:
+        if not self.pack:
             return conv_backward(g, h, self.weight, self.dilation, True, False)[0]
+        if self.packed is None:  # the Python loop's first step (the C++ loop packs for itself)
+            self.packed = packed_weight(self.weight, self.pad, self.dilation, self.grads, transposed=True)
         g = g.contiguous(memory_format=torch.channels_last)  # oneDNN takes dense inputs; a gate block is a slice
         return _mkldnn_ops._convolution_pointwise(g, self.packed, None, self.pad, [1, 1], self.dilation, 1, "none",
                                                   [], "")
@@ -190,7 +194,7 @@ class _Preactivations:
 class _NativeLoops:
     """Both loops in C++ (``csrc/cpu/loops.cpp``: the same steps, with the gate math between two convolutions in
     one pass and no Python between steps), from the CPU extension ``convgru_ext._cpu`` that setup.py builds
-    wherever torch is importable at build time.  Used for float32 on the CPU outside tracing, when the extension
+    wherever torch is importable at build time.  Used for float32 on the CPU, eager or traced, when the extension
     loaded and :attr:`enabled`; else the Python loops below run (same results within float32 rounding).  Measured
     against the Python loops: benchmarks/results/cpu/decisions.md."""
 
@@ -203,12 +207,32 @@ class _NativeLoops:
             self.error = f"the CPU extension convgru_ext._cpu is not installed ({error})"
         else:
             self.error = None
+            self._register_fakes()
             self.forward = torch.ops.convgru_ext._cpu_forward_loop.default
             self.backward = torch.ops.convgru_ext._cpu_backward_loop.default
 
     def usable(self, x: torch.Tensor) -> bool:
-        return (self.enabled and self.error is None and x.dtype == torch.float32 and x.device.type == "cpu"
-                and not torch.compiler.is_compiling())
+        """Whether the C++ loops run a call with inputs like ``x``, in eager or traced (their ops have fake kernels:
+        :meth:`_register_fakes`)."""
+        return self.enabled and self.error is None and x.dtype == torch.float32 and x.device.type == "cpu"
+
+    @staticmethod
+    def _register_fakes() -> None:
+        """What the two loop ops return, for tracing (shapes and the channels-last layout of loops.cpp)."""
+
+        @torch.library.register_fake("convgru_ext::_cpu_forward_loop")
+        def _(x, gx, h0, w_a, b_a, pack_a, w_b, b_b, pack_b, padding, dilation, reset_after, keep_gates):
+            T, B, _, H, W = x.shape
+            C = h0.shape[1]
+            G = gates_per_channel(reset_after)
+            gates = empty_channels_last(x, T, B, G * C, H, W) if keep_gates else x.new_empty(0)
+            return empty_channels_last(x, T, B, C, H, W), gates
+
+        @torch.library.register_fake("convgru_ext::_cpu_backward_loop")
+        def _(grad_out, h0, out, gates, w_a, pack_a, w_b, pack_b, padding, dilation, reset_after):
+            T, B, C, H, W = out.shape
+            dxn = empty_channels_last(out, T, B, C, H, W) if reset_after else out.new_empty(0)
+            return empty_channels_last(out, T, B, 3 * C, H, W), dxn, empty_channels_last(out, B, C, H, W)
 
     @contextlib.contextmanager
     def disabled(self):
@@ -230,7 +254,7 @@ def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, re
     C = weight_hh.shape[1]
 
     def native(conv_a: _Conv, conv_b: Optional[_Conv]):
-        b_args = (None, None, None) if conv_b is None else conv_b.native_args()
+        b_args = (None, None, False) if conv_b is None else conv_b.native_args()
         out, gates = NATIVE.forward(x, gx, h0, *conv_a.native_args(), *b_args, conv_a.pad, conv_a.dilation,
                                     reset_after, keep_gates)
         return out, (gates if keep_gates else None)
@@ -304,8 +328,8 @@ class TorchLoops:
             grad_rz, grad_n = _DataGrad(w_rz, dilation, grad_out[0], T), _DataGrad(w_n, dilation, grad_out[0], T)
         if NATIVE.usable(out):
             a, b = (grad_hh, None) if reset_after else (grad_rz, grad_n)
-            dgh, dxn, dh0 = NATIVE.backward(grad_out, h0, out, gates, a.weight, a.packed, b and b.weight,
-                                            b and b.packed, a.pad, a.dilation, reset_after)
+            dgh, dxn, dh0 = NATIVE.backward(grad_out, h0, out, gates, a.weight, a.pack, b and b.weight,
+                                            b is not None and b.pack, a.pad, a.dilation, reset_after)
             return dgh, (dxn if reset_after else None), dh0
         # dgh[t]: the gradient of step t's gate pre-activations (r, z, n blocks) as
         # seen by the recurrent convolution(s); also the input convolution's,
@@ -355,7 +379,8 @@ class TorchBackend(FusedBackend):
         """A call that needs no gradient takes the inference path (no ``gates`` kept); others the op pair."""
         args = (x, h0, weight_ih, weight_hh, bias_ih, bias_hh, list(problem.dilation), problem.reset_after, context)
         if not needs_grad(args):
-            return (torch_inference_op if torch.compiler.is_compiling() else torch_inference)(*args)
+            traced_python_loop = torch.compiler.is_compiling() and not NATIVE.usable(x)
+            return (torch_inference_op if traced_python_loop else torch_inference)(*args)
         return super().sequence(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem)
 
 

@@ -2,7 +2,7 @@
 //
 // The same loops as `_forward_loop` and `TorchLoops.backward` in convgru_ext/backends/torch_fallback.py (that
 // file describes them and decides everything around them: the projection, which convolutions run on weights
-// prepacked for oneDNN, the concatenated weights of a single step).  What only C++ does here: the T steps run
+// prepacked for oneDNN (packed here, for the call), the concatenated weights).  What only C++ does here: the T steps run
 // without Python between them, and the gate math between two convolutions is one pass over the frame (gates.h)
 // instead of several separate elementwise ops.  float32 only; the convolutions are oneDNN's (through PyTorch),
 // none is written here.
@@ -184,12 +184,26 @@ at::Tensor from_rows(const at::Tensor& rows, const at::Tensor& like) {
 }
 at::Tensor as_matrix(const at::Tensor& weight) { return weight.reshape({weight.size(0), weight.size(1)}); }
 
+// `weight` prepacked for oneDNN's convolution of (B, weight.size(1), H, W) frames, for the steps of one call (the
+// packed weight dies with it, so none is ever stale: torch_fallback.packed_weight says why), or none unless `pack`.
+std::optional<at::Tensor> packed_for(bool pack, const at::Tensor& weight, c10::IntArrayRef padding,
+                                     c10::IntArrayRef dilation, int64_t B, int64_t H, int64_t W) {
+  if (!pack) return std::nullopt;
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("mkldnn::_reorder_convolution_weight", "")
+                             .typed<at::Tensor(const at::Tensor&, c10::IntArrayRef, c10::IntArrayRef,
+                                               c10::IntArrayRef, int64_t, at::OptionalIntArrayRef)>();
+  const int64_t one[2] = {1, 1};
+  const std::vector<int64_t> frame{B, weight.size(1), H, W};
+  return op.call(weight, padding, one, dilation, 1, frame);
+}
+
 // A 'same' stride-1 convolution with its bias: a GEMM for a 1x1 kernel; on the weight prepacked for oneDNN
-// when there is one (torch_fallback.packed_weight); else at::conv2d.  Its output is channels-last and dense.
+// when there is one (packed_for); else at::conv2d.  Its output is channels-last and dense.
 struct Conv {
   const at::Tensor& weight;
   const std::optional<at::Tensor>& bias;
-  const std::optional<at::Tensor>& packed;
+  std::optional<at::Tensor> packed;
   c10::IntArrayRef padding, dilation;
 
   at::Tensor operator()(const at::Tensor& input) const {
@@ -242,19 +256,27 @@ struct Conv {
   }
 };
 
-// d conv(h, weight) / d h for the output gradient g (dense channels-last): where the weight is packed
-// (torch_fallback._DataGrad: flipped, transposed, packed) a forward convolution with it, else
+// d conv(h, weight) / d h for the output gradient g (dense channels-last): with `pack`, a forward convolution with
+// the weight flipped in space, transposed in channels and packed (torch_fallback._DataGrad says why), else
 // convolution_backward.  Dense channels-last.
 struct DataGrad {
   const at::Tensor& weight;
-  const std::optional<at::Tensor>& packed;
+  std::optional<at::Tensor> packed;
   c10::IntArrayRef padding, dilation;
+
+  DataGrad(const at::Tensor& weight, bool pack, c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t B,
+           int64_t H, int64_t W)
+      : weight(weight),
+        packed(pack ? packed_for(true, weight.flip({2, 3}).transpose(0, 1).contiguous(), padding, dilation, B, H, W)
+                    : std::nullopt),
+        padding(padding),
+        dilation(dilation) {}
 
   at::Tensor operator()(const at::Tensor& g, const at::Tensor& h) const {
     if (pointwise_kernel(weight)) return from_rows(at::mm(as_rows(g), as_matrix(weight)), g);
     if (packed.has_value()) {
       const std::optional<at::Tensor> no_bias;
-      return Conv{weight, no_bias, packed, padding, dilation}(g);
+      return Conv{weight, no_bias, packed, padding, dilation}(g);  // `weight` only tells 1x1 kernels apart
     }
     const int64_t one[2] = {1, 1}, zero[2] = {0, 0};
     at::Tensor d = std::get<0>(at::convolution_backward(g, h, weight, std::nullopt, one, padding, dilation, false,
@@ -278,14 +300,13 @@ at::Tensor empty_cl(const at::Tensor& like, std::vector<int64_t> sizes) {
 // reset "before", no gx:   a = [W_rz | U_rz] (2C, Cin + C, ...) with b_rz, b = [W_n | U_n] with b_n, each
 //                          convolving cat([x_t, h]) (then cat([x_t, r*h]));
 // reset "after":           a = U (3C, C, ...) with (0, 0, b_hn); gx required; b unused.
-// packed_*: the weight prepacked for oneDNN, or none.  Returns out (T, B, C, H, W) and, with keep_gates, gates
+// pack_*: run that convolution on its weight prepacked for oneDNN (packed_for).  Returns out (T, B, C, H, W) and, with keep_gates, gates
 // (T, B, G*C, H, W) as the op contract defines them (convgru_ext/backends/_op.py), else an empty tensor; both
 // channels-last.
 std::tuple<at::Tensor, at::Tensor> forward_loop(
     const at::Tensor& x, const std::optional<at::Tensor>& gx, const at::Tensor& h0, const at::Tensor& w_a,
-    const std::optional<at::Tensor>& b_a, const std::optional<at::Tensor>& packed_a,
-    const std::optional<at::Tensor>& w_b, const std::optional<at::Tensor>& b_b,
-    const std::optional<at::Tensor>& packed_b, c10::IntArrayRef padding, c10::IntArrayRef dilation, bool reset_after,
+    const std::optional<at::Tensor>& b_a, bool pack_a, const std::optional<at::Tensor>& w_b,
+    const std::optional<at::Tensor>& b_b, bool pack_b, c10::IntArrayRef padding, c10::IntArrayRef dilation, bool reset_after,
     bool keep_gates) {
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && h0.scalar_type() == at::kFloat,
               "_cpu_forward_loop: float32 CPU tensors only");
@@ -301,7 +322,7 @@ std::tuple<at::Tensor, at::Tensor> forward_loop(
   const bool hoisted = gx.has_value();
   const float* g_all = hoisted ? rows(*gx, 3 * C) : nullptr;
   const int64_t g_step = P * 3 * C;
-  const Conv conv_a{w_a, b_a, packed_a, padding, dilation};
+  const Conv conv_a{w_a, b_a, packed_for(pack_a, w_a, padding, dilation, B, H, W), padding, dilation};
   const int64_t grain_rows = grain(C);
   at::Tensor h = h0.contiguous(at::MemoryFormat::ChannelsLast);
 
@@ -323,7 +344,7 @@ std::tuple<at::Tensor, at::Tensor> forward_loop(
     return {out, gates};
   }
 
-  const Conv conv_b{*w_b, b_b, packed_b, padding, dilation};
+  const Conv conv_b{*w_b, b_b, packed_for(pack_b, *w_b, padding, dilation, B, H, W), padding, dilation};
   // conv_b's input: r*h alone (hoisted), or [x_t | r*h] (the concatenated form), which also serves conv_a as
   // [x_t | h] before the gate pass overwrites h with r*h
   const int64_t width = hoisted ? C : Cin + C;
@@ -367,15 +388,14 @@ std::tuple<at::Tensor, at::Tensor> forward_loop(
 }
 
 // grad_out, out (T, B, C, H, W), h0 (B, C, H, W), gates (T, B, G*C, H, W): dense channels-last, float32.
-// reset "before": a = U_rz (2C, C, kh, kw), b = U_n; "after": a = U (3C, C, ...), b unused.  packed_*: the data
-// gradient's weight prepacked (flipped and transposed: torch_fallback._DataGrad), or none.
+// reset "before": a = U_rz (2C, C, kh, kw), b = U_n; "after": a = U (3C, C, ...), b unused.  pack_*: run that
+// data gradient on a prepacked weight (DataGrad).
 // Returns dgh (T, B, 3C, H, W), dxn (T, B, C, H, W) under "after" else an empty tensor, dh0 (B, C, H, W): the
 // backward loop's outputs in the op contract (convgru_ext/backends/_op.py).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_loop(
     const at::Tensor& grad_out, const at::Tensor& h0, const at::Tensor& out, const at::Tensor& gates,
-    const at::Tensor& w_a, const std::optional<at::Tensor>& packed_a, const std::optional<at::Tensor>& w_b,
-    const std::optional<at::Tensor>& packed_b, c10::IntArrayRef padding, c10::IntArrayRef dilation,
-    bool reset_after) {
+    const at::Tensor& w_a, bool pack_a, const std::optional<at::Tensor>& w_b, bool pack_b, c10::IntArrayRef padding,
+    c10::IntArrayRef dilation, bool reset_after) {
   TORCH_CHECK(out.device().is_cpu() && out.scalar_type() == at::kFloat, "_cpu_backward_loop: float32 CPU only");
   TORCH_CHECK(reset_after || w_b.has_value(), "_cpu_backward_loop: reset 'before' needs its second weight");
   const int64_t T = out.size(0), B = out.size(1), C = out.size(2), H = out.size(3), W = out.size(4);
@@ -384,7 +404,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_loop(
   const at::Tensor dgh = empty_cl(out, {T, B, 3 * C, H, W});
   const at::Tensor dxn = reset_after ? empty_cl(out, {T, B, C, H, W}) : out.new_empty({0});
   at::Tensor dh = go[T - 1].clone(at::MemoryFormat::ChannelsLast);  // dL/dh_t, going back
-  const DataGrad grad_a{w_a, packed_a, padding, dilation};
+  const DataGrad grad_a{w_a, pack_a, padding, dilation, B, H, W};
+  std::optional<DataGrad> grad_b;
+  if (!reset_after) grad_b.emplace(*w_b, pack_b, padding, dilation, B, H, W);
   // "before": the dense inputs of U_rz's and U_n's data gradients (dgh's blocks are strided)
   at::Tensor d_rz, d_n;
   if (!reset_after) {
@@ -408,7 +430,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_loop(
     if (reset_after) {
       dh_conv = grad_a(dgh[t], h_prev);
     } else {
-      drh = DataGrad{*w_b, packed_b, padding, dilation}(d_n, h_prev);
+      drh = (*grad_b)(d_n, h_prev);
       const float* pdrh = rows(drh, C);
       at::parallel_for(0, P, grain_rows, [&](int64_t begin, int64_t end) {
         CONVGRU_GATES(r_grad, begin, end, C, pdrh, ph, pg, pdgh, prz);
@@ -428,20 +450,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_loop(
 }  // namespace convgru_cpu
 
 TORCH_LIBRARY_FRAGMENT(convgru_ext, m) {
-  m.def("_cpu_forward_loop(Tensor x, Tensor? gx, Tensor h0, Tensor w_a, Tensor? b_a, Tensor? packed_a, "
-        "Tensor? w_b, Tensor? b_b, Tensor? packed_b, int[] padding, int[] dilation, bool reset_after, "
-        "bool keep_gates) -> (Tensor, Tensor)");
-  m.def("_cpu_backward_loop(Tensor grad_out, Tensor h0, Tensor out, Tensor gates, Tensor w_a, Tensor? packed_a, "
-        "Tensor? w_b, Tensor? packed_b, int[] padding, int[] dilation, bool reset_after) -> (Tensor, Tensor, Tensor)");
+  m.def("_cpu_forward_loop(Tensor x, Tensor? gx, Tensor h0, Tensor w_a, Tensor? b_a, bool pack_a, Tensor? w_b, "
+        "Tensor? b_b, bool pack_b, int[] padding, int[] dilation, bool reset_after, bool keep_gates) -> "
+        "(Tensor, Tensor)");
+  m.def("_cpu_backward_loop(Tensor grad_out, Tensor h0, Tensor out, Tensor gates, Tensor w_a, bool pack_a, "
+        "Tensor? w_b, bool pack_b, int[] padding, int[] dilation, bool reset_after) -> (Tensor, Tensor, Tensor)");
   m.def("_cpu_gate_isa(str? force=None) -> str", &convgru_cpu::gate_isa);
 }
 
-// MkldnnCPU too: a weight prepacked for oneDNN is a tensor of that key, which the dispatcher then picks
 TORCH_LIBRARY_IMPL(convgru_ext, CPU, m) {
-  m.impl("_cpu_forward_loop", &convgru_cpu::forward_loop);
-  m.impl("_cpu_backward_loop", &convgru_cpu::backward_loop);
-}
-TORCH_LIBRARY_IMPL(convgru_ext, MkldnnCPU, m) {
   m.impl("_cpu_forward_loop", &convgru_cpu::forward_loop);
   m.impl("_cpu_backward_loop", &convgru_cpu::backward_loop);
 }
