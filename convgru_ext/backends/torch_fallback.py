@@ -150,7 +150,10 @@ def _concatenates(x: torch.Tensor) -> bool:
 
 
 def _side_by_side(w_x: torch.Tensor, w_h: torch.Tensor) -> torch.Tensor:
-    """``cat([w_x, w_h], 1)``, written channels-last (the layout the convolutions take it in) in one pass."""
+    """``cat([w_x, w_h], 1)``, written channels-last (the layout the convolutions take it in) in one pass (traced,
+    as a ``cat`` of the permuted weights, which Inductor writes in one pass; it made two of the copies below)."""
+    if torch.compiler.is_compiling():
+        return torch.cat([w_x.permute(0, 2, 3, 1), w_h.permute(0, 2, 3, 1)], 3).permute(0, 3, 1, 2)
     out = w_x.new_empty(w_x.shape[0], *w_x.shape[2:], w_x.shape[1] + w_h.shape[1]).permute(0, 3, 1, 2)
     out[:, : w_x.shape[1]].copy_(w_x)
     out[:, w_x.shape[1]:].copy_(w_h)
