@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from torch._inductor.utils import run_and_get_code
 
 from convgru_ext import ConvGRU, ConvGRUCell
 from convgru_ext.backends import _hoisted, torch_fallback
@@ -193,5 +194,23 @@ def test_projection_through_nchw(reset, monkeypatch):
     got = _outputs_and_grads(layer, x, h0, upstream)
     want = _outputs_and_grads(reference, x.detach().double().requires_grad_(), h0.detach().double().requires_grad_(),
                               upstream.double())
+    for g, w in zip(got, want):
+        assert rel_err(g, w) <= REL_TOL[torch.float32]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_projection_through_nchw_traced(bias, monkeypatch):
+    """Traced, that projection is an opaque op of its own (Inductor would lay its convolution out channels-last):
+    its fake kernel agrees with it, and the compiled layer runs it and matches eager."""
+    monkeypatch.setattr(_hoisted, "NCHW_MIN_WEIGHT", 0)
+    frame, weight = torch.randn(3, 16, 2, 2), torch.randn(24, 16, 3, 3)
+    torch.library.opcheck(torch.ops.convgru_ext._conv_nchw.default,
+                          [frame, weight, torch.randn(24) if bias else None, [1, 1], [1, 1]])
+    torch._dynamo.reset()
+    layer, _, x, h0 = _layer_and_inputs((2, 1, 16, 8, 2, 2, 3, 1), "before", False)
+    with torch.no_grad():
+        want = layer(x, h0)
+        got, code = run_and_get_code(torch.compile(layer, fullgraph=True), x, h0)
+    assert "convgru_ext._conv_nchw.default(" in "\n".join(code)
     for g, w in zip(got, want):
         assert rel_err(g, w) <= REL_TOL[torch.float32]

@@ -63,10 +63,28 @@ def input_projection(x: Tensor, weight_ih: Tensor, bias_x: Optional[Tensor], dil
         gx = rows @ w if bias_x is None else torch.addmm(bias_x, rows, w)
         return logical(gx.view(T, B, H, W, -1))
     frame = frames(x)
-    if _through_nchw(frame, weight_ih):
-        frame = frame.contiguous()
-    gx = F.conv2d(frame, weight_ih, bias_x, 1, padding(weight_ih, dilation), dilation)
+    pad = padding(weight_ih, dilation)
+    if not _through_nchw(frame, weight_ih):
+        gx = F.conv2d(frame, weight_ih, bias_x, 1, pad, dilation)
+    elif torch.compiler.is_compiling():  # Inductor would choose channels-last for a convolution in its graph
+        gx = _conv_nchw(frame, weight_ih, bias_x, list(pad), dilation)
+    else:
+        gx = F.conv2d(frame.contiguous(), weight_ih, bias_x, 1, pad, dilation)
     return channels_last(gx).view(T, B, weight_ih.shape[0], H, W)
+
+
+@torch.library.custom_op("convgru_ext::_conv_nchw", mutates_args=())
+def _conv_nchw(frame: Tensor, weight: Tensor, bias: Optional[Tensor], padding: list[int],
+               dilation: list[int]) -> Tensor:
+    """:func:`input_projection`'s convolution on NCHW frames (:func:`_through_nchw`), an opaque op under tracing:
+    Inductor lays every convolution of its graph out channels-last, which costs the weight's copy this avoids."""
+    return F.conv2d(frame.contiguous(), weight, bias, 1, padding, dilation)
+
+
+@_conv_nchw.register_fake
+def _(frame, weight, bias, padding, dilation):
+    N, _, H, W = frame.shape
+    return frame.new_empty(N, weight.shape[0], H, W)  # 'same', stride 1; NCHW, as F.conv2d returns it
 
 
 #: a projection on the CPU whose weight has at least this many elements, and four times as many as its frames'
