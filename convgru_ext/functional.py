@@ -8,7 +8,6 @@ import torch
 
 from . import backends
 from ._contract import IntOrPair, Problem, check, check_context
-from .backends._op import channels_last
 
 #: checked signatures -> their Problem (``_checked``); cleared when full
 _CHECKED: dict = {}
@@ -49,14 +48,14 @@ def _run(fn, x, h, weight_ih, weight_hh, bias_ih, bias_hh, context, dilation, re
     problem = _checked(fn, x, h, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset, recompute, sequence)
     context = check_context(fn, context, problem, sequence=sequence)
     impl = backends.select(backend, problem)
-    x = channels_last(x) if sequence else channels_last(x).unsqueeze(0)  # a 4-D frame converts in one call
+    x = x if sequence else x.unsqueeze(0)  # the backend lays it out (the fused ones: channels-last)
     if problem.T == 0:
         h = x.new_zeros(problem.B, problem.C, problem.H, problem.W) if h is None else h
         return x.new_zeros(0, problem.B, problem.C, problem.H, problem.W), h.clone()
     if h is None:  # channels-last from the start: no copy into the op layout
         h = x.new_zeros(problem.B, problem.H, problem.W, problem.C).permute(0, 3, 1, 2)
     weights = [t if t is None else t.contiguous() for t in (weight_ih, weight_hh, bias_ih, bias_hh)]
-    out = impl.sequence(x, channels_last(h), *weights, context, problem)
+    out = impl.sequence(x, h, *weights, context, problem)
     return out, out[-1]
 
 

@@ -17,6 +17,13 @@ from helpers import REL_TOL, rel_err
 pytestmark = pytest.mark.onednn  # CI runs these again under ONEDNN_MAX_CPU_ISA=AVX2 (oneDNN's other layouts)
 
 
+@pytest.fixture(autouse=True)
+def _loops_for_every_inference_call(monkeypatch):
+    """An inference call of one small step skips the loops (``torch_fallback._single_step``, tested in
+    test_inference.py): here every call runs them."""
+    monkeypatch.setattr(torch_fallback, "_one_small_step", lambda x, problem: False)
+
+
 def test_the_extension_is_built():
     """Every install that can build it (torch importable at build time) carries it: CI must not fall back unseen."""
     if os.environ.get("CONVGRU_SKIP_CPU"):

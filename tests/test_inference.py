@@ -1,5 +1,6 @@
-"""The torch backend's packed weights (``torch_fallback.packed_weight``): packed once per call and reused by its steps,
-never across calls, so that no write to a weight between calls can be missed."""
+"""The torch backend's inference path: its packed weights (``torch_fallback.packed_weight``: packed once per call and
+reused by its steps, never across calls, so that no write to a weight between calls can be missed), and the single
+small step it runs without the loops (``torch_fallback._single_step``)."""
 
 import contextlib
 
@@ -8,6 +9,7 @@ import torch
 
 from convgru_ext import ConvGRU, ConvGRUCell
 from convgru_ext.backends import torch_fallback
+from convgru_ext.testing import LOWP_FACTOR, LOWP_SLACK
 from helpers import REL_TOL, rel_err
 
 pytestmark = pytest.mark.skipif(not torch_fallback._MKLDNN_BUILT, reason="this torch has no oneDNN (no packed path)")
@@ -106,3 +108,48 @@ def test_weights_packed_under_inference_mode_serve_training_calls():
     out = gru(x)[0]
     out.square().sum().backward()
     assert gru.weight_hh_l0.grad is not None and rel_err(out.detach(), first) <= REL_TOL[torch.float32]
+
+
+def _small_step_case(reset, bias, dilation, dtype, seed):
+    torch.manual_seed(seed)
+    cell = ConvGRUCell(5, 6, 3, bias=bias, dilation=dilation, reset=reset, backend="torch").to(dtype)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.normal_(0, 0.3)
+    reference = ConvGRUCell(5, 6, 3, bias=bias, dilation=dilation, reset=reset, backend="reference").double()
+    reference.load_state_dict(cell.state_dict())
+    return cell, reference, torch.randn(2, 5, 7, 9, dtype=dtype), torch.randn(2, 6, 7, 9, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("reset", ["before", "after"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_one_small_step_matches_reference_without_the_loops(monkeypatch, reset, bias, dtype):
+    """One step of fewer than CAT_MIN_PIXELS pixels under no_grad: the plain NCHW step, never the loops (the C++
+    loop's op refuses here), equal to the reference for NCHW and channels-last inputs and h=None, with a context,
+    and returning channels-last as every other call does."""
+    cell, reference, x, h = _small_step_case(reset, bias, (1, 2), dtype, seed=7)
+    context = torch.randn(2, 18, 7, 9, dtype=dtype)
+
+    def refuse(*args):
+        raise AssertionError("the loops ran")
+
+    monkeypatch.setattr(torch_fallback.NATIVE, "forward", refuse)
+    monkeypatch.setattr(torch_fallback, "torch_inference", refuse)
+    cl = torch.channels_last
+    for args in ((x, h), (x.contiguous(memory_format=cl), h.contiguous(memory_format=cl)), (x, None)):
+        kwargs = {"context": context}
+        with torch.no_grad():
+            got = cell(*args, **kwargs)
+            want = reference(*(None if t is None else t.double() for t in args), context=context.double())
+        assert got.dtype == dtype and got.is_contiguous(memory_format=cl)
+        if dtype in REL_TOL:
+            assert rel_err(got, want) <= REL_TOL[dtype]
+        else:  # bfloat16: flash-attention's rule, against the reference's own error in that dtype
+            with torch.no_grad():
+                eager = reference.to(dtype)(*args, **kwargs)
+            reference.double()
+            assert rel_err(got, want) <= LOWP_FACTOR * rel_err(eager, want) + LOWP_SLACK
+    with pytest.raises(AssertionError, match="the loops ran"):  # a larger step takes the loops
+        with torch.no_grad():
+            cell(torch.randn(1, 5, 32, 32, dtype=dtype), None)

@@ -31,6 +31,8 @@ def channels_last(t: Tensor) -> Tensor:
     """``t`` (..., C, H, W) with the same values, dense in memory as (..., H, W, C); no copy if it already is."""
     if t.dim() == 4:  # PyTorch's own channels_last is this layout: one call instead of three
         return t.contiguous(memory_format=torch.channels_last)
+    if t.dim() == 5 and t.shape[0] == 1:  # one step (a cell call): likewise
+        return t[0].contiguous(memory_format=torch.channels_last).unsqueeze(0)
     return logical(physical(t))
 
 

@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 
 from .._contract import Problem
+from ._layout import channels_last
 from ._op import eager
 
 #: (major, minor) compute capability per CUDA device index, cached (calls under torch.compile read it)
@@ -66,15 +67,17 @@ class Backend:
         context: Optional[torch.Tensor],
         problem: Problem,
     ) -> torch.Tensor:
-        """All hidden states, (T, B, C, H, W); differentiable in every tensor argument.  ``context`` is None or
+        """All hidden states, (T, B, C, H, W); differentiable in every tensor argument.  ``x`` and ``h0`` come in
+        the caller's layout (a fused backend converts them to its op layout); ``context`` is None or
         (Tc, B, 3C, H, W), Tc = 1 or T, added to the gate pre-activations (see ``_op.py``)."""
         raise NotImplementedError
 
 
 class FusedBackend(Backend):
     """A backend whose time loops run inside the op pair of ``_op.py`` (everything around them is composed
-    there once): its ``sequence`` calls :meth:`forward_op` with the checked problem's options, in eager mode
-    through ``_op.eager`` (the same composition without the dispatcher)."""
+    there once): its ``sequence`` calls :meth:`forward_op` with ``x`` and ``h0`` channels-last (the op layout) and
+    the checked problem's options, in eager mode through ``_op.eager`` (the same composition without the
+    dispatcher)."""
 
     fused = True
 
@@ -83,6 +86,7 @@ class FusedBackend(Backend):
         raise NotImplementedError
 
     def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem):
-        out, _ = eager(self.forward_op())(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, list(problem.dilation),
-                                          problem.reset_after, context, problem.recompute)
+        out, _ = eager(self.forward_op())(channels_last(x), channels_last(h0), weight_ih, weight_hh, bias_ih,
+                                          bias_hh, list(problem.dilation), problem.reset_after, context,
+                                          problem.recompute)
         return out

@@ -21,7 +21,11 @@ large enough, run on a weight prepacked for oneDNN once per call (:func:`packed_
 outlives its call), and the backward's data gradients run as forward convolutions of the transposed weight
 (:class:`_DataGrad`).
 
-Everything runs channels-last (``_op.py``'s layout; on the CPU, benchmarks/results/cpu/decisions.md
+One small step on the CPU (T = 1, fewer than :data:`CAT_MIN_PIXELS` pixels: a RAFT update, a streaming
+frame) takes neither: :func:`_single_step` runs it as plain ops on the caller's NCHW tensors, differentiable by
+autograd, since there the layout conversions of the loops cost more than the step.
+
+Everything else runs channels-last (``_op.py``'s layout; on the CPU, benchmarks/results/cpu/decisions.md
 says why).  Memory: the forward's ``gates`` (T*B*G*C*H*W elements, the op contract); the backward's
 temporaries are the gate-gradient buffer (T*B*3C*H*W, plus T*B*C*H*W under ``"after"``).  All
 arithmetic runs in the input dtype.
@@ -36,8 +40,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._hoisted import conv_backward, input_projection, padding
-from ._layout import empty_channels_last
+from ._hoisted import conv_backward, input_bias, input_projection, padding
+from ._layout import channels_last, empty_channels_last
 from ._op import compose_inference, define_inference_op, define_op_pair, gates_per_channel
 from .base import FusedBackend
 
@@ -307,6 +311,40 @@ def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, re
     return out, gates
 
 
+def _one_small_step(x: torch.Tensor, problem) -> bool:
+    """Whether a call runs :func:`_single_step` instead of the op pair and its loops: one step (T = 1) of fewer than
+    :data:`CAT_MIN_PIXELS` pixels (B*H*W), on the CPU, in eager, without ``recompute``.  There the channels-last
+    copies of the weights and the frames cost more than the step's convolutions gain from that layout, and a
+    step's backward through autograd costs less than the op pair's (benchmarks/results/cpu/decisions.md)."""
+    T, B, _, H, W = x.shape
+    return (T == 1 and B * H * W < CAT_MIN_PIXELS and x.device.type == "cpu" and not problem.recompute
+            and not torch.compiler.is_compiling())
+
+
+def _single_step(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after, context) -> torch.Tensor:
+    """``out`` (1, B, C, H, W) of one step (:func:`_one_small_step`), the arguments of ``_op.compose_inference`` with
+    ``x`` and ``h0`` as the caller laid them out: the step's three convolutions (two under ``reset="after"``) and its
+    gate math as plain ops, on NCHW inputs with the weights as they come, none copied, differentiable by autograd
+    (what it saves: x, h, r*h and the gate activations, as the op pair saves x, h0, out and the gates); ``out``
+    channels-last, as every fused backend returns it (README, "Outputs' layout")."""
+    C = weight_hh.shape[1]
+    x, h = x[0], h0  # as the caller laid them out (NCHW for most): no copy, and the weights' layout for oneDNN
+    gx = F.conv2d(x, weight_ih, input_bias(bias_ih, bias_hh, reset_after), 1, padding(weight_ih, dilation), dilation)
+    if context is not None:
+        gx = gx + context[0]
+    g_rz, g_n = gx.split_with_sizes((2 * C, C), 1)
+    pad = padding(weight_hh, dilation)
+    if reset_after:
+        bias_n = None if bias_hh is None else torch.cat([bias_hh.new_zeros(2 * C), bias_hh[2 * C:]])
+        gh_rz, gh_n = F.conv2d(h, weight_hh, bias_n, 1, pad, dilation).split_with_sizes((2 * C, C), 1)
+        r, z = torch.sigmoid(gh_rz + g_rz).chunk(2, 1)
+        n = torch.tanh(torch.addcmul(g_n, gh_n, r))
+    else:
+        r, z = torch.sigmoid(F.conv2d(h, weight_hh[: 2 * C], None, 1, pad, dilation) + g_rz).chunk(2, 1)
+        n = torch.tanh(F.conv2d(r * h, weight_hh[2 * C:], None, 1, pad, dilation) + g_n)
+    return torch.lerp(h, n, z).contiguous(memory_format=torch.channels_last).unsqueeze(0)
+
+
 class TorchLoops:
     """The time loops of ``backend="torch"`` (``_op.StepLoops``)."""
 
@@ -379,11 +417,15 @@ class TorchBackend(FusedBackend):
         return torch_forward
 
     def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem):
-        """A call that needs no gradient takes the inference path (no ``gates`` kept); others the op pair."""
-        args = (x, h0, weight_ih, weight_hh, bias_ih, bias_hh, list(problem.dilation), problem.reset_after, context)
-        if not needs_grad(args):
+        """A call that needs no gradient takes the inference path (no ``gates`` kept: one small step in the caller's
+        layout, :func:`_single_step`, else channels-last); others the op pair."""
+        options = (list(problem.dilation), problem.reset_after, context)
+        if _one_small_step(x, problem):
+            return _single_step(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, *options)
+        if not needs_grad((x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context)):
             traced_python_loop = torch.compiler.is_compiling() and not NATIVE.usable(x)
-            return (torch_inference_op if traced_python_loop else torch_inference)(*args)
+            return (torch_inference_op if traced_python_loop else torch_inference)(
+                channels_last(x), channels_last(h0), weight_ih, weight_hh, bias_ih, bias_hh, *options)
         return super().sequence(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem)
 
 
