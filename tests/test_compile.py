@@ -74,3 +74,25 @@ def test_inference_path_keeps_no_gates(monkeypatch):
         gru(torch.randn(2, 1, 3, 5, 5))
     with pytest.raises(AssertionError, match="the training op ran"):
         gru(torch.randn(2, 1, 3, 5, 5))
+
+
+@pytest.mark.parametrize("reset", ["before", "after"])
+def test_compiled_small_step_matches_eager(reset):
+    """A small single step traced under no_grad: the plain step (``torch_fallback._single_step``), its
+    convolutions NCHW through their own op, the gate math Inductor's; with a gradient, the op pair."""
+    torch._dynamo.reset()
+    cell = ConvGRUCell(3, 4, reset=reset, backend="torch")
+    x, h = torch.randn(2, 3, 6, 7), torch.randn(2, 4, 6, 7)
+    compiled = torch.compile(cell, fullgraph=True)
+    with torch.no_grad():
+        want = cell(x, h)
+        got, code = run_and_get_code(compiled, x, h)
+    assert rel_err(got, want) < 10 * REL_TOL[torch.float32]
+    code = "\n".join(code)
+    assert code.count("convgru_ext._conv_nchw.default(") == (2 if reset == "after" else 3)
+    assert "_cpu_forward_loop" not in code and "cpp_fused" in code
+    x.requires_grad_()
+    got, want = compiled(x, h), cell(x, h)
+    assert rel_err(got, want) < 10 * REL_TOL[torch.float32]
+    assert rel_err(torch.autograd.grad(got.sum(), x)[0], torch.autograd.grad(want.sum(), x)[0]) < 10 * REL_TOL[
+        torch.float32]

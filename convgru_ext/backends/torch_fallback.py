@@ -40,7 +40,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._hoisted import conv_backward, input_bias, input_projection, padding
+from ._hoisted import _conv_nchw, conv_backward, input_bias, input_projection, padding
 from ._layout import channels_last, empty_channels_last
 from ._op import compose_inference, define_inference_op, define_op_pair, gates_per_channel
 from .base import FusedBackend
@@ -313,12 +313,12 @@ def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, re
 
 def _one_small_step(x: torch.Tensor, problem) -> bool:
     """Whether a call runs :func:`_single_step` instead of the op pair and its loops: one step (T = 1) of fewer than
-    :data:`CAT_MIN_PIXELS` pixels (B*H*W), on the CPU, in eager, without ``recompute``.  There the channels-last
-    copies of the weights and the frames cost more than the step's convolutions gain from that layout, and a
-    step's backward through autograd costs less than the op pair's (benchmarks/results/cpu/decisions.md)."""
+    :data:`CAT_MIN_PIXELS` pixels (B*H*W), on the CPU, without ``recompute`` (and, traced, without a gradient:
+    :func:`_single_step`'s traced convolutions have no autograd).  There the channels-last copies of the weights
+    and the frames cost more than the step's convolutions gain from that layout, and a step's backward through
+    autograd costs less than the op pair's (benchmarks/results/cpu/decisions.md)."""
     T, B, _, H, W = x.shape
-    return (T == 1 and B * H * W < CAT_MIN_PIXELS and x.device.type == "cpu" and not problem.recompute
-            and not torch.compiler.is_compiling())
+    return T == 1 and B * H * W < CAT_MIN_PIXELS and x.device.type == "cpu" and not problem.recompute
 
 
 def _single_step(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after, context) -> torch.Tensor:
@@ -329,19 +329,24 @@ def _single_step(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_
     channels-last, as every fused backend returns it (README, "Outputs' layout")."""
     C = weight_hh.shape[1]
     x, h = x[0], h0  # as the caller laid them out (NCHW for most): no copy, and the weights' layout for oneDNN
-    gx = F.conv2d(x, weight_ih, input_bias(bias_ih, bias_hh, reset_after), 1, padding(weight_ih, dilation), dilation)
+
+    def conv(t, weight, bias):
+        if torch.compiler.is_compiling():  # else Inductor lays the convolution out channels-last, weight copied
+            return _conv_nchw(t, weight, bias, list(padding(weight, dilation)), list(dilation))
+        return F.conv2d(t, weight, bias, 1, padding(weight, dilation), dilation)
+
+    gx = conv(x, weight_ih, input_bias(bias_ih, bias_hh, reset_after))
     if context is not None:
         gx = gx + context[0]
     g_rz, g_n = gx.split_with_sizes((2 * C, C), 1)
-    pad = padding(weight_hh, dilation)
     if reset_after:
         bias_n = None if bias_hh is None else torch.cat([bias_hh.new_zeros(2 * C), bias_hh[2 * C:]])
-        gh_rz, gh_n = F.conv2d(h, weight_hh, bias_n, 1, pad, dilation).split_with_sizes((2 * C, C), 1)
+        gh_rz, gh_n = conv(h, weight_hh, bias_n).split_with_sizes((2 * C, C), 1)
         r, z = torch.sigmoid(gh_rz + g_rz).chunk(2, 1)
         n = torch.tanh(torch.addcmul(g_n, gh_n, r))
     else:
-        r, z = torch.sigmoid(F.conv2d(h, weight_hh[: 2 * C], None, 1, pad, dilation) + g_rz).chunk(2, 1)
-        n = torch.tanh(F.conv2d(r * h, weight_hh[2 * C:], None, 1, pad, dilation) + g_n)
+        r, z = torch.sigmoid(conv(h, weight_hh[: 2 * C], None) + g_rz).chunk(2, 1)
+        n = torch.tanh(conv(r * h, weight_hh[2 * C:], None) + g_n)
     return torch.lerp(h, n, z).contiguous(memory_format=torch.channels_last).unsqueeze(0)
 
 
@@ -420,9 +425,10 @@ class TorchBackend(FusedBackend):
         """A call that needs no gradient takes the inference path (no ``gates`` kept: one small step in the caller's
         layout, :func:`_single_step`, else channels-last); others the op pair."""
         options = (list(problem.dilation), problem.reset_after, context)
-        if _one_small_step(x, problem):
+        grad = needs_grad((x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context))
+        if _one_small_step(x, problem) and not (grad and torch.compiler.is_compiling()):
             return _single_step(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, *options)
-        if not needs_grad((x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context)):
+        if not grad:
             traced_python_loop = torch.compiler.is_compiling() and not NATIVE.usable(x)
             return (torch_inference_op if traced_python_loop else torch_inference)(
                 channels_last(x), channels_last(h0), weight_ih, weight_hh, bias_ih, bias_hh, *options)
