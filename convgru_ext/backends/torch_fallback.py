@@ -323,12 +323,13 @@ def _one_small_step(x: torch.Tensor, problem) -> bool:
 
 def _single_step(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_after, context) -> torch.Tensor:
     """``out`` (1, B, C, H, W) of one step (:func:`_one_small_step`), the arguments of ``_op.compose_inference`` with
-    ``x`` and ``h0`` as the caller laid them out: the step's three convolutions (two under ``reset="after"``) and its
-    gate math as plain ops, on NCHW inputs with the weights as they come, none copied, differentiable by autograd
+    ``x`` and ``h0`` in any layout: the step's three convolutions (two under ``reset="after"``) and its gate math as
+    plain ops, on NCHW inputs with the weights as they come, none copied, differentiable by autograd
     (what it saves: x, h, r*h and the gate activations, as the op pair saves x, h0, out and the gates); ``out``
     channels-last, as every fused backend returns it (README, "Outputs' layout")."""
     C = weight_hh.shape[1]
-    x, h = x[0], h0  # as the caller laid them out (NCHW for most): no copy, and the weights' layout for oneDNN
+    x, h = x[0].contiguous(), h0.contiguous()  # NCHW, the weights' layout for oneDNN (a copy only of a small
+    # frame given channels-last, such as the state this function returned)
 
     def conv(t, weight, bias):
         if torch.compiler.is_compiling():  # else Inductor lays the convolution out channels-last, weight copied
