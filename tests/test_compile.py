@@ -78,8 +78,8 @@ def test_inference_path_keeps_no_gates(monkeypatch):
 
 @pytest.mark.parametrize("reset", ["before", "after"])
 def test_compiled_small_step_matches_eager(reset):
-    """A small single step traced under no_grad: the plain step (``torch_fallback._single_step``), its
-    convolutions NCHW through their own op, the gate math Inductor's; with a gradient, the op pair."""
+    """A small single step traced: the plain step (``torch_fallback._single_step``), its convolutions NCHW through
+    their own op (with its autograd formula), the gate math Inductor's; outputs and every gradient as in eager."""
     torch._dynamo.reset()
     cell = ConvGRUCell(3, 4, reset=reset, backend="torch")
     x, h = torch.randn(2, 3, 6, 7), torch.randn(2, 4, 6, 7)
@@ -91,8 +91,12 @@ def test_compiled_small_step_matches_eager(reset):
     code = "\n".join(code)
     assert code.count("convgru_ext._conv_nchw.default(") == (2 if reset == "after" else 3)
     assert "_cpu_forward_loop" not in code and "cpp_fused" in code
-    x.requires_grad_()
+    x.requires_grad_(), h.requires_grad_()
+    inputs = [x, h, *cell.parameters()]
     got, want = compiled(x, h), cell(x, h)
     assert rel_err(got, want) < 10 * REL_TOL[torch.float32]
-    assert rel_err(torch.autograd.grad(got.sum(), x)[0], torch.autograd.grad(want.sum(), x)[0]) < 10 * REL_TOL[
-        torch.float32]
+    upstream = torch.randn_like(want)
+    for name, g, w in zip(["x", "h", "weight_ih", "weight_hh", "bias_ih", "bias_hh"],
+                          torch.autograd.grad((got * upstream).sum(), inputs),
+                          torch.autograd.grad((want * upstream).sum(), inputs)):
+        assert rel_err(g, w) < 10 * REL_TOL[torch.float32], name

@@ -211,8 +211,12 @@ def test_projection_through_nchw_traced(bias, monkeypatch):
     its fake kernel agrees with it, and the compiled layer runs it and matches eager."""
     monkeypatch.setattr(_hoisted, "NCHW_MIN_WEIGHT", 0)
     frame, weight = torch.randn(3, 16, 2, 2), torch.randn(24, 16, 3, 3)
-    torch.library.opcheck(torch.ops.convgru_ext._conv_nchw.default,
-                          [frame, weight, torch.randn(24) if bias else None, [1, 1], [1, 1]])
+    for grad in (False, True):  # with a gradient: its autograd formula (convgru_ext::_conv_nchw_backward)
+        args = [frame, weight, torch.randn(24) if bias else None, [1, 1], [1, 1]]
+        args[:3] = [t if t is None else t.clone().requires_grad_(grad) for t in args[:3]]
+        torch.library.opcheck(torch.ops.convgru_ext._conv_nchw.default, args)
+    args = [t if t is None else t.double().requires_grad_() for t in (frame, weight, torch.randn(24) if bias else None)]
+    assert torch.autograd.gradcheck(lambda *a: _hoisted._conv_nchw(*a, [1, 2], [1, 2]), args)
     torch._dynamo.reset()
     layer, _, x, h0 = _layer_and_inputs((2, 1, 16, 8, 2, 2, 3, 1), "before", False)
     with torch.no_grad():

@@ -76,8 +76,10 @@ def input_projection(x: Tensor, weight_ih: Tensor, bias_x: Optional[Tensor], dil
 @torch.library.custom_op("convgru_ext::_conv_nchw", mutates_args=())
 def _conv_nchw(frame: Tensor, weight: Tensor, bias: Optional[Tensor], padding: list[int],
                dilation: list[int]) -> Tensor:
-    """:func:`input_projection`'s convolution on NCHW frames (:func:`_through_nchw`), an opaque op under tracing:
-    Inductor lays every convolution of its graph out channels-last, which costs the weight's copy this avoids."""
+    """A convolution on NCHW frames, an opaque op under tracing (:func:`input_projection`'s through
+    :func:`_through_nchw`, and the torch backend's small single step): Inductor lays every convolution of its
+    graph out channels-last, which costs the weight's copy this avoids.  Differentiable (its backward an opaque op
+    too)."""
     return F.conv2d(frame.contiguous(), weight, bias, 1, padding, dilation)
 
 
@@ -85,6 +87,39 @@ def _conv_nchw(frame: Tensor, weight: Tensor, bias: Optional[Tensor], padding: l
 def _(frame, weight, bias, padding, dilation):
     N, _, H, W = frame.shape
     return frame.new_empty(N, weight.shape[0], H, W)  # 'same', stride 1; NCHW, as F.conv2d returns it
+
+
+@torch.library.custom_op("convgru_ext::_conv_nchw_backward", mutates_args=())
+def _conv_nchw_backward(grad: Tensor, frame: Tensor, weight: Tensor, padding: list[int], dilation: list[int],
+                        need: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
+    """The gradients (frame, weight, bias) of :func:`_conv_nchw`, in NCHW (opaque for the same reason); the ones not
+    in ``need`` are empty."""
+    grads = torch.ops.aten.convolution_backward(grad.contiguous(), frame.contiguous(), weight, [weight.shape[0]],
+                                                [1, 1], padding, dilation, False, [0, 0], 1, need)
+    return tuple(g if g is not None else frame.new_empty(0) for g in grads)
+
+
+@_conv_nchw_backward.register_fake
+def _(grad, frame, weight, padding, dilation, need):
+    empty = frame.new_empty(0)
+    return (frame.new_empty(frame.shape) if need[0] else empty, torch.empty_like(weight) if need[1] else empty,
+            weight.new_empty(weight.shape[0]) if need[2] else empty)
+
+
+def _conv_nchw_setup(ctx, inputs, output):
+    frame, weight, bias, padding, dilation = inputs
+    ctx.save_for_backward(frame, weight)
+    ctx.padding, ctx.dilation, ctx.has_bias = padding, dilation, bias is not None
+
+
+def _conv_nchw_grads(ctx, grad):
+    frame, weight = ctx.saved_tensors
+    need = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    d_frame, d_weight, d_bias = _conv_nchw_backward(grad, frame, weight, ctx.padding, ctx.dilation, need)
+    return (d_frame if need[0] else None, d_weight if need[1] else None, d_bias if need[2] else None, None, None)
+
+
+_conv_nchw.register_autograd(_conv_nchw_grads, setup_context=_conv_nchw_setup)
 
 
 #: a projection on the CPU whose weight has at least this many elements, and four times as many as its frames'

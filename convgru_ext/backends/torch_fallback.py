@@ -313,10 +313,10 @@ def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, re
 
 def _one_small_step(x: torch.Tensor, problem) -> bool:
     """Whether a call runs :func:`_single_step` instead of the op pair and its loops: one step (T = 1) of fewer than
-    :data:`CAT_MIN_PIXELS` pixels (B*H*W), on the CPU, without ``recompute`` (and, traced, without a gradient:
-    :func:`_single_step`'s traced convolutions have no autograd).  There the channels-last copies of the weights
-    and the frames cost more than the step's convolutions gain from that layout, and a step's backward through
-    autograd costs less than the op pair's (benchmarks/results/cpu/decisions.md)."""
+    :data:`CAT_MIN_PIXELS` pixels (B*H*W), on the CPU, without ``recompute``, eager or traced.  There the
+    channels-last copies of the weights and the frames cost more than the step's convolutions gain from that
+    layout, and a step's backward through autograd costs less than the op pair's
+    (benchmarks/results/cpu/decisions.md)."""
     T, B, _, H, W = x.shape
     return T == 1 and B * H * W < CAT_MIN_PIXELS and x.device.type == "cpu" and not problem.recompute
 
@@ -427,7 +427,7 @@ class TorchBackend(FusedBackend):
         layout, :func:`_single_step`, else channels-last); others the op pair."""
         options = (list(problem.dilation), problem.reset_after, context)
         grad = needs_grad((x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context))
-        if _one_small_step(x, problem) and not (grad and torch.compiler.is_compiling()):
+        if _one_small_step(x, problem):
             return _single_step(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, *options)
         if not grad:
             traced_python_loop = torch.compiler.is_compiling() and not NATIVE.usable(x)
