@@ -254,6 +254,12 @@ class _NativeLoops:
 NATIVE = _NativeLoops()
 
 
+def _after_bias(bias_hn: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``(0, 0, b_hn)``: the bias of the one convolution ``U*h`` under ``reset="after"`` (r multiplies ``U_n*h + b_hn``;
+    the rest of ``b_hh`` is in the projection's bias, ``_hoisted.input_bias``)."""
+    return None if bias_hn is None else torch.cat([bias_hn.new_zeros(2 * bias_hn.shape[0]), bias_hn])
+
+
 def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, reset_after, keep_gates):
     """``(out, gates)`` of ``StepLoops.forward``; without ``keep_gates`` (the inference path) ``gates`` is None and
     the gate math runs in place on each step's temporaries."""
@@ -275,8 +281,7 @@ def _forward_loop(x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn, dilation, re
     if reset_after:
         if gx is None:  # reset "after" convolves h alone (r multiplies U_n*h + b_hn): the projection, here
             gx = input_projection(x, weight_ih, bias_x, dilation)
-        bias_n = None if bias_hn is None else torch.cat([bias_hn.new_zeros(2 * C), bias_hn])
-        conv = _Conv(weight_hh, bias_n, dilation, h0, T)
+        conv = _Conv(weight_hh, _after_bias(bias_hn), dilation, h0, T)
         if NATIVE.usable(x):
             return native(conv, None)
         out, gates, steps = buffers()
@@ -341,8 +346,8 @@ def _single_step(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_
         gx = gx + context[0]
     g_rz, g_n = gx.split_with_sizes((2 * C, C), 1)
     if reset_after:
-        bias_n = None if bias_hh is None else torch.cat([bias_hh.new_zeros(2 * C), bias_hh[2 * C:]])
-        gh_rz, gh_n = conv(h, weight_hh, bias_n).split_with_sizes((2 * C, C), 1)
+        bias_hn = None if bias_hh is None else bias_hh[2 * C:]
+        gh_rz, gh_n = conv(h, weight_hh, _after_bias(bias_hn)).split_with_sizes((2 * C, C), 1)
         r, z = torch.sigmoid(gh_rz + g_rz).chunk(2, 1)
         n = torch.tanh(torch.addcmul(g_n, gh_n, r))
     else:
@@ -423,13 +428,13 @@ class TorchBackend(FusedBackend):
         return torch_forward
 
     def sequence(self, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context, problem):
-        """A call that needs no gradient takes the inference path (no ``gates`` kept: one small step in the caller's
-        layout, :func:`_single_step`, else channels-last); others the op pair."""
+        """One small step as plain ops in the caller's layout (:func:`_single_step`, with a gradient or without);
+        else a call that needs no gradient takes the inference path (channels-last, no ``gates`` kept), others the
+        op pair."""
         options = (list(problem.dilation), problem.reset_after, context)
-        grad = needs_grad((x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context))
         if _one_small_step(x, problem):
             return _single_step(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, *options)
-        if not grad:
+        if not needs_grad((x, h0, weight_ih, weight_hh, bias_ih, bias_hh, context)):
             traced_python_loop = torch.compiler.is_compiling() and not NATIVE.usable(x)
             return (torch_inference_op if traced_python_loop else torch_inference)(
                 channels_last(x), channels_last(h0), weight_ih, weight_hh, bias_ih, bias_hh, *options)
