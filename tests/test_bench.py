@@ -443,6 +443,15 @@ def test_static_cost_model_of_the_triton_launches():
     assert rows["gru-1x1", "fwd"]["launches_per_step"] == 1  # reset "after"
     video = rows["video", "fwd"]
     assert video["l2_bytes_per_step"] > video["min_hbm_bytes_per_step"] > 0
+    # the eager peer's step does the same convolutions; a sequence's projection adds x's to the step kernels'
+    for wl in CATALOG.values():
+        for kh, kw in wl.cells:
+            flops = forward_flops_per_step(wl.B, wl.H, wl.W, kh, kw, wl.Cin, wl.C)
+            assert sum(f for _, f, _ in plan.eager_launches(wl, (kh, kw))) == flops
+    assert 0 < video["projection_us_per_step"] < video["gpu_us_per_step"]
+    assert rows["raft-cell", "fwd"]["projection_us_per_step"] == 0  # a cell convolves x in its step kernels
+    assert video["eager_us_per_step"] > 0 and rows["gru-1x1", "fwd"]["eager_us_per_step"] is None  # reset "after"
+    assert rows["video", "fwd+bwd"]["eager_us_per_step"] is None  # a forward estimate only
     for r in rows.values():
         assert r["host_us_per_launch"] > 0
         for k in r["kernels"]:

@@ -134,8 +134,11 @@ COLUMNS = (
     ("saved MiB", lambda r, markup: fmt_num(r.get("saved_bytes"), ".4g", 2**-20), "saved_bytes"),
     ("max rel err", lambda r, markup: fmt_num((r.get("check") or {}).get("max_rel_err"), ".1e"), None),
     ("notes", notes, None))
+PLAN_NOTE = ("convgru_ext/bench/plan.py: host µs measured on this machine, our loop only; GPU µs estimated from the "
+             "H200's data sheet, never measured (ours charged its L2 traffic, the eager bound only compulsory bytes)")
 PLAN_COLUMNS = ("workload", "pass", "dtype", "launches/step", "host µs/launch", "replay host µs/step",
-                "FLOPs/step", "min HBM/step", "L2/step", "CTAs", "waves", "tiles")
+                "FLOPs/step", "min HBM/step", "L2/step", "est. GPU µs/step", "+ projection µs", "eager bound µs",
+                "CTAs", "waves", "tiles")
 
 
 def plan_cells(p: dict) -> list[str]:
@@ -144,7 +147,9 @@ def plan_cells(p: dict) -> list[str]:
     return [p["workload"], p["pass"], p["dtype"], str(p["launches_per_step"]),
             "-" if host is None else f"{host:.0f}", "-" if replay is None else f"{replay:.1f}",
             fmt_flops(p["flops_per_step"]), f"{p['min_hbm_bytes_per_step'] / 2**20:.1f} MiB",
-            f"{p['l2_bytes_per_step'] / 2**20:.1f} MiB", str(p["ctas"]), f"{p['waves']:.1f}",
+            f"{p['l2_bytes_per_step'] / 2**20:.1f} MiB",
+            *(fmt_num(p.get(k)) or "-" for k in ("gpu_us_per_step", "projection_us_per_step", "eager_us_per_step")),
+            str(p["ctas"]), f"{p['waves']:.1f}",
             " ".join(f"{k['kernel']}:{k['tile']}" for k in p["kernels"])]
 
 
@@ -207,8 +212,7 @@ def print_tables(results: dict, console: Console) -> None:
         console.table(cols, rows, f"[bold]{name}[/]: {description}\n{sizes}", "\n".join(versus), sections)
     if results.get("plan"):
         console.table(PLAN_COLUMNS, [plan_cells(p) for p in results["plan"]], "[bold]Static cost model of the "
-                      "Triton kernels[/], one step (convgru_ext/bench/plan.py; host µs measured on this machine, "
-                      "our loop only)")
+                      f"Triton kernels[/], one step ({PLAN_NOTE})")
     console.print("speedup: median time of the eager peer (or nn.GRU on gru-1x1) / this median; % roofline: "
                   "see convgru_ext/bench/catalog.py; peak MiB: GPU memory one call allocates above its inputs; "
                   "saved MiB: what autograd saves for the backward (saved_tensors_hooks, every device); "
@@ -228,8 +232,7 @@ def markdown(results: dict, plots: list[str]) -> str:
         out += [f"## {name}", "", f"{description}: {sizes}.", "", *text_table(cols, rows, markdown=True), ""]
         out += [f"- {line}" for line in versus] + [""] if versus else []
     if results.get("plan"):
-        out += ["## Static cost model of the Triton kernels, one step", "", "convgru_ext/bench/plan.py; host µs "
-                "per launch measured on the benchmarking machine, our loop only.", "",
+        out += ["## Static cost model of the Triton kernels, one step", "", f"{PLAN_NOTE}.", "",
                 *text_table(PLAN_COLUMNS, [plan_cells(p) for p in results["plan"]], markdown=True), ""]
     if plots:
         out += ["## Plots", ""] + [f"![{os.path.splitext(p)[0]}]({p})" for p in plots] + [""]
