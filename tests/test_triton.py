@@ -329,7 +329,8 @@ def test_committed_compile_report_covers_every_kept_kernel(version):
         report = json.load(f)
     assert report["meta"]["triton"].startswith(version) and report["meta"]["arch"] == 90
     assert compile_report.failures(report["rows"]) == [] == report["missed"]
-    assert all("sass_per_mma" in r and "l1_bytes_per_mma" in r for r in report["rows"]), "regenerate the report"
+    assert all("sass_per_mma" in r and "load_bytes_per_mma" in r and "l1_bytes_per_mma" in r
+               for r in report["rows"]), "regenerate the report"
     # A's copies allocate in L1 exactly in the variants ops.l1_taps names (the cost model's L1 credit); at
     # BLOCK_N = 64 every B copy is 16 bytes (narrower B tiles copy 8 bytes a thread, which allocate in L1 too)
     for r in report["rows"]:
