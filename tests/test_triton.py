@@ -78,6 +78,43 @@ def test_many_tiles_with_partial_ones(T, reset, kernel, dilation, rng):
         _parity(case, torch.float64, rng)
 
 
+#: FWD_RZ's 128-pixel 4-warp tile (ops.RZ_M), which takes C as a constant and copies A through L1
+#: (ops.l1_taps): two pixel blocks with a partial one (M = 140), one K chunk (C = 64) or a partial one
+#: (C = 20, Cin = 18), cell and sequence calls, a dilated 1 x 5 kernel
+RZ_VARIANTS = [  # (T, C, Cin, kernel, dilation)
+    (2, 64, 64, (3, 3), (1, 1)), (1, 64, 64, (3, 3), (1, 1)), (2, 20, 18, (3, 3), (1, 1)),
+    (1, 20, 18, (1, 5), (2, 2)),
+]
+
+
+@pytest.mark.parametrize("T,C,Cin,kernel,dilation", RZ_VARIANTS,
+                         ids=[f"{'cell' if v[0] == 1 else 'seq'}-C{v[1]}-k{v[3][0]}x{v[3][1]}-d{v[4][0]}x{v[4][1]}"
+                              for v in RZ_VARIANTS])
+def test_fwd_rz_wide_tile_with_l1_copies(T, C, Cin, kernel, dilation, rng, triton_config):
+    ops = _ops()
+    tile = (ops.RZ_M, 64, 64, 3, ops.NUM_WARPS)
+    assert ops.l1_taps(ops.K.FWD_RZ.value, tile) and not ops.l1_taps(ops.K.FWD_N.value, tile)
+    a_l1 = []
+    real = ops.default_launcher
+
+    class Seen:  # the real launch; records each FWD_RZ launch's A_L1
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                if kwargs.get("KIND") == ops.K.FWD_RZ.value:
+                    a_l1.append(kwargs["A_L1"])
+                return real(self.kernel)[grid](*args, **kwargs)
+            return launch
+
+    triton_config(launcher=Seen)
+    case = Case(T=T, B=1, Cin=Cin, C=C, H=10, W=14, kernel=kernel, dilation=dilation)
+    with ops.forced_tile(tile):
+        _parity(case, torch.float64, rng)
+    assert a_l1 and set(a_l1) == {C}  # C as the constant, in every FWD_RZ launch
+
+
 @pytest.mark.parametrize("reset", ["before", "after"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_cell_convolves_x_in_the_step_kernels(reset, bias, monkeypatch, rng):
@@ -123,8 +160,8 @@ def test_launch_budget(reset, per_step, T, triton_config, rng):
 def test_configurations_keep_to_what_is_safe(triton_config):
     """4 warps by default; the 8-warp tiles (pytorch#173068 saw a miscompile at 8) only with
     CONVGRU_TRITON_8_WARPS=1.  tl.dot's minimum block of 16 wherever tl.dot runs (everything but
-    float64), at most 64 x 64 outputs per gate at 4 warps and 128 x 64 at 8, and autotuning times at
-    most 3 of the kept tiles."""
+    float64), at most 64 x 64 outputs per gate at 4 warps (but bfloat16 FWD_RZ's RZ_M x 64 tile, at 3
+    stages alone) and 128 x 64 at 8, and autotuning times at most 3 of the kept tiles."""
     ops = _ops()
     assert ops.NUM_WARPS == 4 and not ops.CONFIG.wide  # the default until a GPU has run the 8-warp tiles
     triton_config(interpreter_tiles=False)  # the GPU's tiles
@@ -135,7 +172,8 @@ def test_configurations_keep_to_what_is_safe(triton_config):
             for m, n, k, stages, warps in kept:
                 if math != "f64":
                     assert min(m, n, k) >= 16
-                assert warps in (4, 8) and n * m <= 64 * 64 * warps // 4 and stages >= 1
+                rz = (math, ng, m, n, stages, warps) == ("bf16", 2, ops.RZ_M, 64, 3, 4)
+                assert warps in (4, 8) and (n * m <= 64 * 64 * warps // 4 or rz) and stages >= 1
             for M, C in ((1, 1), (126, 20), (8 * 46 * 62, 128), (4 * 128 * 128, 64), (16 * 56 * 56, 256)):
                 cands = ops.candidates(math, ng, M, C)
                 assert 1 <= len(cands) <= 3 and set(cands) <= set(kept)
@@ -148,7 +186,11 @@ def test_tiles_without_autotuning_follow_the_shape_bucket(triton_config):
     wave of the GPU's SMs (the device's count, the H200's 132 where none is visible)."""
     ops = _ops()
     triton_config(interpreter_tiles=False)  # the GPU's choice (the interpreter's are larger)
-    assert ops.tile_for("bf16", 2, 16 * 56 * 56, 64) == (64, 64, 64, 3, 4)  # video: 2 gates x 64 channels
+    assert ops.tile_for("bf16", 2, 16 * 56 * 56, 64) == (128, 64, 64, 3, 4)  # video's FWD_RZ: 392 programs
+    assert ops.tile_for("bf16", 1, 16 * 56 * 56, 64) == (64, 64, 64, 3, 4)  # FWD_N: the 128-pixel tile spills
+    assert ops.tile_for("f16", 2, 16 * 56 * 56, 64) == (64, 64, 64, 3, 4)  # float16 spills on Triton 3.6
+    assert ops.tile_for("bf16", 2, 64 * 64, 64) == (64, 64, 64, 3, 4)  # 32 programs of 128: not a wave
+    assert ops.tile_for("bf16", 2, 16 * 56 * 56, 96) == (64, 64, 32, 3, 4)  # C not a multiple of 64
     assert ops.tile_for("bf16", 2, 64 * 64, 32) == (64, 32, 32, 3, 4)  # 64 channels per K chunk would be padding
     assert ops.tile_for("bf16", 3, 64 * 64, 20) == (64, 32, 32, 3, 4)
     assert ops.tile_for("tf32", 3, 100, 64) == (64, 32, 32, 3, 4)  # TF32 spills at 3 x 64 with 4 warps
@@ -168,6 +210,35 @@ def test_tiles_without_autotuning_follow_the_shape_bucket(triton_config):
                     for aligned in (True, False):
                         tile = ops.tile_for(math, ng, M, C, aligned)
                         assert tile in ops.kept_tiles(math, ng, aligned=aligned), (math, ng, M, C, aligned)
+
+
+def test_the_cost_model_credits_l1_only_where_a_kernel_copies_a_through_it(triton_config):
+    """model.py: A's taps served by L1, and FWD_RZ's epilogue read of h an L1 hit, only for the launches whose
+    tile ops.l1_taps names (the compile report shows their A copies allocating in L1) and only given the frame;
+    the other kernels are charged every tap's A tile.  Video's FWD_RZ step reaches issue 20's target: at most
+    half of the 211.9 MB of its 64-pixel tiles."""
+    ops = _ops()
+    from convgru_ext.backends.triton import model
+
+    triton_config(interpreter_tiles=False)
+    M, C, e = 16 * 56 * 56, 64, 2
+    frame = dict(kernel=(3, 3), width=56, dilation=(1, 1))
+    with_frame = {r["kernel"]: r for r in model.launches("bf16", e, M, C, C, 9, False, False, **frame)}
+    without = {r["kernel"]: r for r in model.launches("bf16", e, M, C, C, 9, False, False)}
+    assert with_frame["FWD_N"] == without["FWD_N"]  # FWD_N's A copies bypass L1: no credit
+    ctas = -(-M // ops.RZ_M)
+    b_bytes, epilogue = ctas * 9 * C * 2 * C * e, M * 6 * C * e
+    assert without["FWD_RZ"]["l2_bytes"] == ctas * 9 * ops.RZ_M * C * e + b_bytes + epilogue
+    span = 128 + 2 + 2 * 56  # each kernel row's 130 pixels, the next row's 56 pixels on
+    assert model.l1_span(128, (3, 3), 56, (1, 1)) == span
+    assert with_frame["FWD_RZ"]["l2_bytes"] == ctas * span * C * e + b_bytes + M * 5 * C * e  # h read: L1
+    assert with_frame["FWD_RZ"]["l2_bytes"] <= 211.9e6 / 2
+    # rows of a wide frame do not overlap: each kernel row's pixels once
+    assert model.l1_span(128, (3, 3), 500, (1, 1)) == 3 * 130
+    assert model.l1_span(128, (3, 3), 56, (2, 2)) == 132 + 2 * 112
+    for math in ("f16", "tf32", "f32", "f64"):  # no L1 tile: no credit
+        assert model.launches(math, e, M, C, C, 9, False, False, **frame) == model.launches(math, e, M, C, C, 9,
+                                                                                            False, False)
 
 
 def test_math_mode_follows_the_dtype_and_the_convolution_tf32_flag():
@@ -258,7 +329,13 @@ def test_committed_compile_report_covers_every_kept_kernel(version):
         report = json.load(f)
     assert report["meta"]["triton"].startswith(version) and report["meta"]["arch"] == 90
     assert compile_report.failures(report["rows"]) == [] == report["missed"]
-    assert all("sass_per_mma" in r and "load_bytes_per_mma" in r for r in report["rows"]), "regenerate the report"
+    assert all("sass_per_mma" in r and "load_bytes_per_mma" in r and "l1_bytes_per_mma" in r
+               for r in report["rows"]), "regenerate the report"
+    # A's copies allocate in L1 exactly in the variants ops.l1_taps names (the cost model's L1 credit); at
+    # BLOCK_N = 64 every B copy is 16 bytes (narrower B tiles copy 8 bytes a thread, which allocate in L1 too)
+    for r in report["rows"]:
+        if r["aligned"] and r["tensor_cores"] == "wgmma" and r["tile"][1] == 64:
+            assert (r["l1_bytes_per_mma"] > 0) == (" C=" in r["variant"]), r["variant"]
     committed = {r["variant"] for r in report["rows"]}
     missing = [v.label() for v in compile_report.default_variants() if v.label() not in committed]
     assert not missing, f"regenerate the report (see benchmarks/results/compile/README.md): {missing[:5]}"
@@ -361,6 +438,18 @@ def test_gpu_every_tile_we_keep(math, tile, reset, rng):
                     _tf32_parity(case, rng)
                 else:
                     lowp_parity("triton", case, torch.bfloat16, "cuda", rng)
+
+
+@GPU
+def test_gpu_fwd_rz_wide_tile_where_tile_for_picks_it(rng, triton_config):
+    """FWD_RZ's RZ_M-pixel tile with A copied through L1 and C a constant, as video's shape gets it: C = Cin = 64
+    (whole K chunks: no channel mask), unforced (the grid fills a wave), sequence and cell, bfloat16."""
+    ops = _ops()
+    triton_config(graphs=False)
+    case = Case(T=3, B=6, Cin=64, C=64, H=56, W=56)  # 147 programs of 128 pixels: a wave of 132 SMs
+    assert ops.tile_for("bf16", 2, case.B * case.H * case.W, case.C, sms=ops.sm_count())[0] == ops.RZ_M
+    for T in (3, 1):
+        lowp_parity("triton", Case(**{**case.__dict__, "T": T}), torch.bfloat16, "cuda", rng)
 
 
 @GPU

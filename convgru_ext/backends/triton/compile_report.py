@@ -38,6 +38,11 @@ FORWARD_KINDS = {"FWD_RZ": K.FWD_RZ.value, "FWD_N": K.FWD_N.value, "FWD_AFTER": 
 BACKWARD_KINDS = {"BWD_N": K.BWD_N.value, "BWD_RZ": K.BWD_RZ.value, "BWD_AFTER": K.BWD_AFTER.value}
 
 
+#: the channel counts C at which the report compiles the kernels that take C as a constant (``A_L1``: the tiles
+#: ``ops.l1_taps`` names; each C is its own specialization): those of the model's workloads that use them
+L1_CS = (64, 128)
+
+
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """One compiled specialization of a step kernel."""
@@ -48,9 +53,10 @@ class Variant:
     cell: bool = False  # forward: x convolved in the kernel (HAS_X); backward: HAS_PREV is the other way
     kernel: tuple = (3, 3)
     aligned: bool = True  # channel counts multiples of 16
+    constant_c: int = L1_CS[0]  # C, where the kernel takes it as a constant (``ops.l1_taps``)
 
     def source(self) -> ASTSource:
-        from .ops import dot_precision
+        from .ops import dot_precision, l1_taps
 
         m, n, k = self.tile[:3]
         t, precision = ELEMENT[Math(self.math)], dot_precision(self.math)
@@ -68,7 +74,8 @@ class Variant:
                                              "bias_x_ptr", "bias_hn_ptr", "gates_ptr", "out_ptr")}
             ints = ("M", "H", "W", "C", "Cin", "NP", "DIL_H", "DIL_W")
             kind = FORWARD_KINDS[self.kind]
-            flags = dict(KIND=kind, HAS_X=self.cell, HAS_BIAS_X=self.cell, HAS_BIAS_HN=kind == K.FWD_AFTER.value)
+            flags = dict(KIND=kind, HAS_X=self.cell, HAS_BIAS_X=self.cell, HAS_BIAS_HN=kind == K.FWD_AFTER.value,
+                         A_L1=self.constant_c if l1_taps(kind, self.tile) else 0)
         else:
             fn = K.backward_step_kernel
             acc = "fp64" if t == "fp64" else "fp32"
@@ -93,12 +100,16 @@ class Variant:
                          attrs={(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned})
 
     def label(self) -> str:
+        from .ops import l1_taps
+
         m, n, k, s, w = self.tile
         extra = ({"INIT": "after"}.get(self.kind, "cell" if self.kind in FORWARD_KINDS else "t=0")
                  if self.cell else "")
         extra += "" if self.kernel == (3, 3) else f" k{self.kernel[0]}x{self.kernel[1]}"
         extra += "" if self.aligned else " C%16!=0"
         warps = "" if w == 4 else f"/w{w}"
+        if self.kind in FORWARD_KINDS and l1_taps(FORWARD_KINDS[self.kind], self.tile):
+            extra += f" C={self.constant_c}"
         return f"{self.kind:9s} {self.math:5s} {m}x{n}x{k}/s{s}{warps} {extra}".rstrip()
 
 
@@ -149,25 +160,31 @@ def _load_bytes(suffix: str) -> int:
 def sass_facts(sass: str, warps: int) -> dict:
     """The main loop of a kernel's SASS (the longest loop, a backward branch, whose body holds a tensor-core
     instruction, or else the longest loop): its instruction count, its tensor-core work in
-    HGMMA.64x64x16-equivalents (wgmma; HMMA/DMMA count one each), instructions per equivalent, and the
+    HGMMA.64x64x16-equivalents (wgmma; HMMA/DMMA count one each), instructions per equivalent, the
     global/async bytes it loads per equivalent (per thread bytes x 32 lanes x warps, over the
-    equivalents of every warpgroup).  Zero work: no tensor core (FMA loops)."""
+    equivalents of every warpgroup), and of those the bytes whose loads allocate in L1 (all but
+    ``.BYPASS`` async copies: A's 8-byte ``LDGSTS.E.64`` where ``ops.l1_taps`` holds, and B's copies
+    where its tile is too narrow for 16 bytes per thread).  Zero work: no tensor core (FMA loops)."""
     lines = [(int(m.group(1), 16), m.group(2)) for line in sass.splitlines() if (m := _SASS.match(line))]
     at = {a: i for i, (a, _) in enumerate(lines)}
     loops = [lines[at[int(m.group(1), 16)]:i + 1] for i, (_, ins) in enumerate(lines)
              if (m := _SASS_BRANCH.search(ins)) and at.get(int(m.group(1), 16), i) < i]
     if not loops:
-        return {"loop_sass": 0, "loop_mma": 0.0, "sass_per_mma": None, "load_bytes_per_mma": None}
+        return {"loop_sass": 0, "loop_mma": 0.0, "sass_per_mma": None, "load_bytes_per_mma": None,
+                "l1_bytes_per_mma": None}
     mma = [body for body in loops if any(_HGMMA.search(x) or _MMA.search(x) for _, x in body)]
     body = [x for _, x in max(mma or loops, key=len)]
     work = sum(int(m.group(1)) / 64 * int(m.group(2)) / 16 for x in body if (m := _HGMMA.search(x)))
     wgmma = work > 0
     work = work * max(warps // 4, 1) if wgmma else float(sum(1 for x in body if _MMA.search(x)) * warps)
-    loaded = sum(_load_bytes(m.group(2)) for x in body if (m := _GLOBAL_LOAD.search(x))) * 32 * warps
+    loads = [m.group(2) for x in body if (m := _GLOBAL_LOAD.search(x))]
+    loaded = sum(_load_bytes(suffix) for suffix in loads) * 32 * warps
+    cached = sum(_load_bytes(suffix) for suffix in loads if "BYPASS" not in suffix) * 32 * warps
     per = work / (max(warps // 4, 1) if wgmma else warps)  # the equivalents one warp's stream issues
     return {"loop_sass": len(body), "loop_mma": round(work, 2),
             "sass_per_mma": round(len(body) / per, 1) if per else None,
-            "load_bytes_per_mma": round(loaded / work) if work else None}
+            "load_bytes_per_mma": round(loaded / work) if work else None,
+            "l1_bytes_per_mma": round(cached / work) if work else None}
 
 
 def compile_variant(variant: Variant, arch: int) -> dict:
@@ -204,13 +221,14 @@ def _gates(kind: str) -> int:
 def default_variants(maths=MATHS) -> list[Variant]:
     """Every kernel kind and path (sequence, cell or t = 0) at every tile a launch can use
     (``ops.kept_tiles``; float16 at the untuned tiles only: its code is bfloat16's), and the init kernel."""
-    from .ops import kept_tiles
+    from .ops import kept_tiles, l1_taps
 
     variants = []
     for math in maths:
         for kind in list(FORWARD_KINDS) + list(BACKWARD_KINDS):
             for tile in kept_tiles(math, _gates(kind), tuned=math != "f16"):
-                variants += [Variant(kind, math, tile), Variant(kind, math, tile, cell=True)]
+                cs = L1_CS if l1_taps(FORWARD_KINDS.get(kind, -1), tile) else L1_CS[:1]
+                variants += [Variant(kind, math, tile, cell=cell, constant_c=c) for c in cs for cell in (False, True)]
             if math in ("bf16", "tf32"):  # channel counts not multiples of 16: the narrower tiles
                 variants += [Variant(kind, math, tile, cell=cell, aligned=False) for cell in (False, True)
                              for tile in kept_tiles(math, _gates(kind), tuned=False, aligned=False)]
@@ -262,18 +280,19 @@ MODEL_WORKLOADS = ("video", "nowcast", "raft-cell", "stream")
 
 
 def model_rows() -> list[dict]:
-    """The static cost model (``model.py``, through ``bench/plan.py``) of one forward step of
+    """The static cost model (``model.workload_launches``, frames included) of one forward step of
     :data:`MODEL_WORKLOADS` in bfloat16: per kernel, its tile, CTAs, L2 bytes and estimated GPU µs."""
-    import torch
-
-    from ...bench import plan
     from ...bench.catalog import CATALOG
+    from . import model
 
-    rows = plan.model([CATALOG[name] for name in MODEL_WORKLOADS], torch.bfloat16)
-    return [{"workload": r["workload"], "kernels": [{k: v for k, v in kr.items() if k != "waves"}
-                                                    for kr in r["kernels"]],
-             "l2_mb_per_step": round(r["l2_bytes_per_step"] / 1e6, 1),
-             "gpu_us_per_step": round(r["gpu_us_per_step"], 1)} for r in rows if r["pass"] == "fwd"]
+    out = []
+    for name in MODEL_WORKLOADS:
+        wl = CATALOG[name]
+        rows = model.workload_launches(wl, Math.BF16.value, 2)
+        out.append({"workload": name, "kernels": [{k: v for k, v in r.items() if k != "waves"} for r in rows],
+                    "l2_mb_per_step": round(sum(r["l2_bytes"] for r in rows) / len(wl.cells) / 1e6, 1),
+                    "gpu_us_per_step": round(model.gpu_us_per_step(rows) / len(wl.cells), 1)})
+    return out
 
 
 def markdown(rows: list[dict], header: str, model: list[dict] = ()) -> str:
@@ -281,11 +300,12 @@ def markdown(rows: list[dict], header: str, model: list[dict] = ()) -> str:
     out = [header, "", "Main loop: the longest loop with a tensor-core instruction (`sass_facts`); per HGMMA: per "
            "HGMMA.64x64x16-equivalent of one warpgroup.", "",
            "| variant | regs | spill B | smem B | tensor cores | main loops | waits in loop | drains | "
-           "loop SASS | SASS / HGMMA | load B / HGMMA |",
-           "|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|"]
+           "loop SASS | SASS / HGMMA | load B / HGMMA | via L1 B / HGMMA |",
+           "|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|"]
     out += [f"| `{r['variant']}` | {r['registers']} | {r['spill_stack']} | {r['shared']} | {r['tensor_cores']} | "
             f"{r['main_loops']} | {r['waits'] or '-'} | {r['drains']} | {r['loop_sass']} | "
-            f"{_per_mma(r['sass_per_mma'])} | {_per_mma(r['load_bytes_per_mma'])} |" for r in rows]
+            f"{_per_mma(r['sass_per_mma'])} | {_per_mma(r['load_bytes_per_mma'])} | "
+            f"{_per_mma(r['l1_bytes_per_mma'])} |" for r in rows]
     if model:
         out += ["", "## The static cost model of one bfloat16 forward step (`model.py`; estimates, not measured)", "",
                 "| workload | kernel | tile | CTAs | L2 MB | est. GPU µs |", "|---|---|---|---:|---:|---:|"]
@@ -319,14 +339,15 @@ def main(argv=None) -> int:
               f"(python -m convgru_ext.backends.triton.compile_report{' --quick' if args.quick else ''})")
     print(header, flush=True)
     print(f"{'variant':44s} {'regs':>5s} {'spill B':>8s} {'smem B':>8s}  tensor cores  loops  waits in loop  drains"
-          "  SASS/HGMMA  load B/HGMMA")
+          "  SASS/HGMMA  load B/HGMMA  via L1")
     rows = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for r in pool.map(compile_variant, variants, [args.arch] * len(variants)):
             rows.append(r)
             print(f"{r['variant']:44s} {r['registers']:5d} {r['spill_stack']:8d} {r['shared']:8d}  "
                   f"{r['tensor_cores']:12s}  {r['main_loops']:5d}  {r['waits'] or '-':13s}  {r['drains']:6d}  "
-                  f"{_per_mma(r['sass_per_mma']):>10s}  {_per_mma(r['load_bytes_per_mma']):>12s}", flush=True)
+                  f"{_per_mma(r['sass_per_mma']):>10s}  {_per_mma(r['load_bytes_per_mma']):>12s}  "
+                  f"{_per_mma(r['l1_bytes_per_mma']):>6s}", flush=True)
     missed = failures(rows, args.max_spill or 0)
     print(f"{sum(r['spill_stack'] > 0 for r in rows)} of {len(rows)} variants spill registers; "
           f"{sum(r['drains_in_loops'] > 0 for r in rows)} drain their pipeline inside a main loop")

@@ -30,34 +30,44 @@ dot (N = 2 x BLOCK_N), and its epilogue works on that tile as it is (every colum
 channel: no split of the accumulator).  FWD_AFTER keeps one dot per gate: its epilogue needs r, z and
 U_n*h of one channel together, and Triton's blocks are powers of two, so one dot over three gates would
 pad N by a third and need a split of the accumulator (a layout conversion through shared memory).
-These loops are safe at ``num_warps=4``, the default tiles' setting: the miscompile of pytorch/pytorch#173068 was
-seen at 8.  The 8-warp tiles (BLOCK_M = 128: the weights re-read half as often) compile cleanly but
-stay off until a GPU has run each against the reference (``config.CONFIG.wide``).  The compile report
-(``compile_report.py``, committed under ``benchmarks/results/compile/``) holds every kept tile to 0
-spills and at most one full pipeline drain per main loop, and counts each main loop's SASS
-instructions and loaded bytes per HGMMA.64x64x16-equivalent.
+A's copies are 16 bytes wide and bypass L1, except at FWD_RZ's 128-pixel tile (``A_L1``, below).
+These loops are safe at ``num_warps=4``, the default tiles' setting (FWD_RZ's 128-pixel tile included:
+one warpgroup): the miscompile of pytorch/pytorch#173068 was seen at 8.  The 8-warp tiles (BLOCK_M =
+128 in two warpgroups) compile cleanly but stay off until a GPU has run each against the reference
+(``config.CONFIG.wide``).  The compile report (``compile_report.py``, committed under
+``benchmarks/results/compile/``) holds every kept tile to 0 spills and at most one full pipeline drain
+per main loop, and counts each main loop's SASS instructions, loaded bytes and bytes loaded through L1
+per HGMMA.64x64x16-equivalent.
 
 Decisions taken from the static cost model (``model.py``), not measured:
 
-* **pixel tiles stay 1-D, A's copies bypass L1, and B is read once per pixel block and tap**.  At the
-  video shape the model puts a bf16 FWD_RZ step (64x64x64 tiles) at 212 MB of L2 traffic: the taps'
-  A tiles 58 MB, the weights' B tiles 116 MB, the epilogue 39 MB.  The levers, by the same model:
-  8-warp 128-pixel tiles 154 MB (B halves; off until a GPU has run them); A's taps served by L1 (a
-  pixel block's 9 shifted rows span 178 pixels, not 576: A 58 -> 18 MB) 172 MB, 108 MB with the
-  128-pixel tiles; the weights resident in shared memory in a persistent program per SM (132 x 147 KB:
-  B 116 -> 19 MB) 116 MB, 76 MB with L1 serving the taps.  Half of today's needs both A and B cut,
-  and neither is cheap in Triton 3.6 or 3.8: A's async copies stay in L1 only as 8-byte copies
-  (``cp.async.ca``, ``LDGSTS.E.64``, through ``tl.max_contiguous(..., 4)``; 16-byte ones are
-  ``LDGSTS.E.BYPASS.128`` whatever the cache modifier), which grows FWD_RZ's loop from 14-15 to 19-20
-  SASS instructions per HGMMA; a 2-D halo tile would need a TMA descriptor per tap (Triton cannot
-  index a shared-memory window per tap), which reads the L2 per tap all the same; and Triton offers
-  no way to keep a dot's B operand in shared memory across a persistent program's pixel blocks (held
-  in registers, 9 taps' weights at C = 64 are 288 per thread at 4 warps).
+* **FWD_RZ: 128-pixel tiles whose A copies allocate in L1; elsewhere 64-pixel tiles whose A copies
+  bypass it; B read once per pixel block and tap.**  At the video shape the model put a bf16 FWD_RZ
+  step at 64x64x64 tiles at 212 MB of L2 traffic: the taps' A tiles 58 MB, the weights' B tiles
+  116 MB, the epilogue 39 MB.  FWD_RZ's 128 x 64 x 64 tile at 4 warps (``ops.RZ_M``, bfloat16 where
+  C is a multiple of 64 and the grid fills a wave) reads B half as often (58 MB), and copies A in 8-byte
+  pieces (``tl.max_contiguous(..., 4)``: ``cp.async.ca``, ``LDGSTS.E.64``; 16-byte copies are
+  ``LDGSTS.E.BYPASS.128`` whatever the cache modifier), which allocate in L1: a block's 9 shifted rows
+  span 242 pixels, not 9 x 128, so A is 12 MB, and the epilogue's read of h (an ordinary cached load
+  of the centre tap's pixels) hits L1 too: 102 MB in all, under half of 212 (``model.py``, which
+  credits L1 exactly where ``ops.l1_taps`` holds).  The 8-byte copies give each thread 16 pixel rows of
+  A instead of 8, whose offsets and tap bits stay in registers through the loop: with C at run time the
+  kernel spilled 24-32 B on Triton 3.8 (255 registers), so these launches take C as a constant
+  (``A_L1``; one compiled kernel per C), which folds the rows' offsets into immediates.  Even so the
+  tile holds 0 spills only in bfloat16 at 3 stages (the compile report, C = 64 and 128), and the
+  same 128-pixel 4-warp tile spills in FWD_N, FWD_AFTER, BWD_RZ and TF32, where the epilogue holds more;
+  at 64 pixels the 8-byte copies cost 19-20 SASS instructions per HGMMA instead of 14-15 (at 128
+  pixels twice the HGMMA share each iteration's overhead), so no other launch takes them.  Not taken:
+  the weights resident in shared memory in a persistent program per SM (132 x 147 KB: B 116 -> 19 MB),
+  since Triton offers no way to keep a dot's B operand in shared memory across a persistent
+  program's pixel blocks (held in registers, 9 taps' weights at C = 64 are 288 per thread at 4 warps);
+  and a 2-D halo tile, which would need a TMA descriptor per tap (Triton cannot index a shared-memory
+  window per tap) and read the L2 per tap all the same.
 * **reset "before" keeps two kernels per step.**  One pass would need r on the halo of each pixel
   tile to convolve r*h: with 64-pixel rows at W = 56 that is 3 rows x 66 pixels, ~3x the r
   convolution, +70% of the step's MMA work, to save one launch (at these shapes the launches hide
   behind the GPU's work; where they do not, the CUDA graph of ``graphs.py`` takes them off the host)
-  and the r*h round trip (M*C written, read back through L2: 64 of the step's 360 MB of L2
+  and the r*h round trip (M*C written, read back through L2: 64 of the step's 250 MB of L2
   traffic).
 
 =============  ==  ===================================  ===============================================
@@ -161,6 +171,7 @@ def _conv_tile(
     NG: tl.constexpr,
     KH: tl.constexpr, KW: tl.constexpr,
     BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr, IS_F64: tl.constexpr, PRECISION: tl.constexpr,
+    A_L1: tl.constexpr,  # A's copies 8 bytes wide (cp.async.ca), so that they allocate in L1: the next taps hit there
 ):
     """Add the 'same' convolution of A with NG blocks of W to the accumulators.
 
@@ -176,6 +187,8 @@ def _conv_tile(
     offs_k = tl.arange(0, BLOCK_K)
     # loop invariants: A's and B's element offsets from a scalar that moves with (tap, chunk)
     a_inv = (loc * src_stride)[:, None] + offs_k[None, :]
+    if A_L1:
+        a_inv = tl.max_contiguous(a_inv, [1, 4])
     w_inv = w_cols[None, :] + offs_k[:, None]
     a_base = src_ptr + row0 * src_stride
     pad_h = DIL_H * ((KH - 1) // 2)
@@ -321,6 +334,7 @@ def forward_step_kernel(
     PRECISION: tl.constexpr,     # tl.dot input precision for float32: "tf32" or "ieee"
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     EVEN_K: tl.constexpr,        # C % BLOCK_K == 0 and (not HAS_X or Cin % BLOCK_K == 0): no channel mask on A
+    A_L1: tl.constexpr,          # 0, or C (``ops.l1_taps``): A's copies allocate in L1, h's stride a constant
 ):
     row0, loc, offs_m, m_mask, py, px = _pixels(M, H, W, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -355,18 +369,22 @@ def forward_step_kernel(
         a_ptr = rh_ptr
     else:
         a_ptr = h_ptr
-    acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, a_ptr, C, C, w_h_ptr + w_block, w_step, 0, GATE_TILE, w_cols,
-                                  row0, loc, py, px, m_mask, H, W, DIL_H, DIL_W, NG, KH, KW, BLOCK_K, EVEN_K,
-                                  IS_F64, PRECISION)
+    if A_L1:  # C as a constant: the offsets of A's rows fold into immediates (fewer registers through the loop)
+        C_A = A_L1
+    else:
+        C_A = C
+    acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, a_ptr, C_A, C_A, w_h_ptr + w_block, w_step, 0, GATE_TILE,
+                                  w_cols, row0, loc, py, px, m_mask, H, W, DIL_H, DIL_W, NG, KH, KW, BLOCK_K, EVEN_K,
+                                  IS_F64, PRECISION, A_L1)
     if HAS_X:  # cell mode: a second loop over x_t; W_n*x stays apart from U_n*h under reset "after"
         if KIND == FWD_AFTER:
             acc0, acc1, acc_xn = _conv_tile(acc0, acc1, acc_xn, x_ptr, Cin, Cin, w_x_ptr + w_block, w_step, 0,
                                             GATE_TILE, w_cols, row0, loc, py, px, m_mask, H, W, DIL_H, DIL_W, NG,
-                                            KH, KW, BLOCK_K, EVEN_K, IS_F64, PRECISION)
+                                            KH, KW, BLOCK_K, EVEN_K, IS_F64, PRECISION, A_L1)
         else:
             acc0, acc1, acc2 = _conv_tile(acc0, acc1, acc2, x_ptr, Cin, Cin, w_x_ptr + w_block, w_step, 0,
                                           GATE_TILE, w_cols, row0, loc, py, px, m_mask, H, W, DIL_H, DIL_W, NG,
-                                          KH, KW, BLOCK_K, EVEN_K, IS_F64, PRECISION)
+                                          KH, KW, BLOCK_K, EVEN_K, IS_F64, PRECISION, A_L1)
 
     # ---- epilogue: the gate math of (pixel, channel), in the accumulation type
     mc0 = row0 * C
@@ -481,7 +499,7 @@ def backward_step_kernel(
     acc, _, _ = _conv_tile(acc, acc, acc, dgh_ptr + FIRST * C, C3, BLOCKS * C, w_t_ptr + FIRST * C, BLOCK_K,
                            NP * KP - KC, 0,
                            offs_n * KP, row0, loc, py, px, m_mask, H, W,
-                           DIL_H, DIL_W, 1, KH, KW, BLOCK_K, EVEN_K, IS_F64, PRECISION)
+                           DIL_H, DIL_W, 1, KH, KW, BLOCK_K, EVEN_K, IS_F64, PRECISION, False)
 
     # ---- epilogue
     mask = m_mask[:, None] & n_mask[None, :]

@@ -94,19 +94,25 @@ NUM_WARPS = 4
 #: against the reference: CONVGRU_TRITON_8_WARPS=1 (``CONFIG.wide``) turns them on, ``make gpu-check``'s
 #: tests force each of them (tests/test_triton.py::test_gpu_every_tile_we_keep).
 WIDE_WARPS = 8
+#: FWD_RZ's BLOCK_M at 4 warps where the mode has the tile (``MathTiles.rz_tile``, :func:`tile_for`): one
+#: warpgroup of 128 pixels, the weights read half as often per pixel, A's taps served by L1 (:func:`l1_taps`)
+RZ_M = 128
 
 
 class MathTiles:
     """The tiles of one math mode: BLOCK_M, BLOCK_K, stages, the widest BLOCK_N (channels of each gate
     per program) for 1, 2 and 3 gates in a program, whether autotuning may add a stage, the BLOCK_M of
-    the 8-warp tiles (0: none) with their widest BLOCK_N for 1, 2 and 3 gates, and the BLOCK_K of
-    channel counts that are not multiples of BLOCK_K (``narrow_k``; 0: BLOCK_K)."""
+    the 8-warp tiles (0: none) with their widest BLOCK_N for 1, 2 and 3 gates, the BLOCK_K of
+    channel counts that are not multiples of BLOCK_K (``narrow_k``; 0: BLOCK_K), and whether FWD_RZ has
+    a :data:`RZ_M`-pixel 4-warp tile (``rz_tile``; :func:`tile_for` says where it is used)."""
 
     def __init__(self, block_m: int, block_k: int, stages: int, widest: tuple[int, int, int], tuned: bool,
-                 wide_m: int = 0, wide_widest: tuple[int, int, int] = (0, 0, 0), narrow_k: int = 0):
+                 wide_m: int = 0, wide_widest: tuple[int, int, int] = (0, 0, 0), narrow_k: int = 0,
+                 rz_tile: bool = False):
         self.block_m, self.block_k, self.stages, self.widest = block_m, block_k, stages, widest
         self.tuned, self.wide_m, self.wide_widest = tuned, wide_m, wide_widest
         self.narrow_k = narrow_k or block_k
+        self.rz_tile = rz_tile
 
     def k_for(self, C: int, aligned: bool) -> int:
         """BLOCK_K for ``C`` channels: the wide one where it divides C (no padded chunk), else the narrow one."""
@@ -123,11 +129,14 @@ class MathTiles:
 #: 32 B in FWD_N; TF32 spills at 3 gates x 64 channels); 8 warps hold 128 x 64 (TF32 with 3 gates:
 #: 128 x 32, since Triton 3.6 spills 24 B at 128 x 64 where 3.8 does not).  float16/bfloat16 reduce 64
 #: channels per iteration where C is a multiple of 64 (fewer main-loop instructions per HGMMA than
-#: with 32: the compile report), 32 otherwise (a chunk of 64 would be partly padding).
-_HALF = MathTiles(64, 64, 3, (64, 64, 64), tuned=True, wide_m=128, wide_widest=(64, 64, 64), narrow_k=32)
+#: with 32: the compile report), 32 otherwise (a chunk of 64 would be partly padding).  FWD_RZ's
+#: 128 x 64 tile at 4 warps (``rz_tile``) holds 0 spills in bfloat16 alone, at 3 stages alone (float16
+#: spills 8 B on Triton 3.6, 4 stages 8 B in a cell call on 3.8), with C a constant (``l1_taps``).
+_HALF = dict(block_m=64, block_k=64, stages=3, widest=(64, 64, 64), tuned=True, wide_m=128, wide_widest=(64, 64, 64),
+             narrow_k=32)
 MATHS = {
-    Math.F16: _HALF,
-    Math.BF16: _HALF,
+    Math.F16: MathTiles(**_HALF),
+    Math.BF16: MathTiles(**_HALF, rz_tile=True),
     Math.TF32: MathTiles(64, 32, 3, (64, 64, 32), tuned=True, wide_m=128, wide_widest=(64, 64, 32)),
     Math.F32: MathTiles(32, 16, 2, (32, 32, 32), tuned=False),
     Math.F64: MathTiles(16, 8, 2, (32, 16, 16), tuned=False),
@@ -179,7 +188,12 @@ def tile_for(math: str, ng: int, M: int, C: int, aligned: bool = True, sms: int 
     ``aligned`` (multiples of 16, which Triton specializes on: otherwise no A load is vectorized, A
     stays out of the async copies, and wider tiles spill, so BLOCK_N stops at
     :data:`UNALIGNED_WIDEST`), whether C is a multiple of the mode's BLOCK_K (``MathTiles.k_for``), and
-    with ``CONFIG.wide``, whether an 8-warp tile's grid fills a wave of the GPU's ``sms`` SMs."""
+    with ``CONFIG.wide``, whether an 8-warp tile's grid fills a wave of the GPU's ``sms`` SMs.
+
+    FWD_RZ (2 gates) takes the :data:`RZ_M`-pixel 4-warp tile where the mode has it (``MathTiles.rz_tile``),
+    C is a multiple of its BLOCK_N and BLOCK_K, and its grid fills a wave: one warpgroup (not the 8 warps
+    of pytorch/pytorch#173068), the weights read half as often per pixel, and A's taps served by L1
+    (:func:`l1_taps`).  FWD_RZ only: the same tile spills in the other kinds and in TF32."""
     spec = MATHS[Math(math)]
     widest = spec.widest[ng - 1] if aligned else min(spec.widest[ng - 1], UNALIGNED_WIDEST)
     block_n = min(max(_pow2(C), 16), widest)
@@ -190,7 +204,21 @@ def tile_for(math: str, ng: int, M: int, C: int, aligned: bool = True, sms: int 
         wide_n = min(max(_pow2(C), 16), spec.wide_widest[ng - 1])
         if _cdiv(M, spec.wide_m) * _cdiv(C, wide_n) >= sms:
             return spec.wide_m, wide_n, block_k, spec.stages, WIDE_WARPS
+    if (ng == 2 and spec.rz_tile and aligned and C % widest == 0 and C % spec.block_k == 0
+            and _cdiv(M, RZ_M) * (C // widest) >= sms):
+        return RZ_M, widest, spec.block_k, spec.stages, NUM_WARPS
     return spec.block_m, block_n, block_k, spec.stages, NUM_WARPS
+
+
+def l1_taps(kind: int, tile: Tile) -> bool:
+    """Whether ``kind``'s launches at ``tile`` copy A in 4-element pieces, which for 16-bit elements are
+    8-byte ``cp.async.ca`` (``LDGSTS.E.64``) that allocate in L1, rather than 16-byte copies that bypass
+    it, so that a pixel block's next taps hit there: FWD_RZ at :data:`RZ_M` pixels and 4 warps (a tile
+    only bfloat16 gets, ``MathTiles.rz_tile``; a forced one runs in any mode, where 4 float32 elements
+    are 16 bytes again).  Such a launch takes C as a constant (the kernels' ``A_L1``: C, else 0), one
+    compiled kernel per C; ``kernels.py`` says why no other kernel does; the cost model (``model.py``)
+    credits the L1 hits."""
+    return kind == K.FWD_RZ.value and tile[0] == RZ_M and tile[4] == NUM_WARPS
 
 
 def kept_tiles(math: str, ng: int, tuned: bool = True, aligned: bool = True) -> list[Tile]:
@@ -204,6 +232,8 @@ def kept_tiles(math: str, ng: int, tuned: bool = True, aligned: bool = True) -> 
     if spec.wide_m and aligned:
         found += [(spec.wide_m, n, k, s, WIDE_WARPS) for k in spec.ks(aligned)
                   for n in _widths(spec.wide_widest[ng - 1]) for s in stages]
+    if ng == 2 and spec.rz_tile and aligned:
+        found.append((RZ_M, widest, spec.block_k, spec.stages, NUM_WARPS))  # 3 stages only (MATHS)
     return found
 
 
@@ -287,6 +317,8 @@ def _launch(kernel, tile: Tile, reductions: tuple[int, ...], **args) -> None:
     its reduction sizes is a whole number of K blocks (then A needs no channel mask)."""
     block_m, block_n, block_k, stages, warps = tile
     grid = (_cdiv(args["M"], block_m), _cdiv(args["C"], block_n))
+    if kernel is K.forward_step_kernel:
+        args["A_L1"] = args["C"] if l1_taps(args["KIND"], tile) else 0
     _launcher(kernel)[grid](**args, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
                             EVEN_K=all(k % block_k == 0 for k in reductions), num_warps=warps, num_stages=stages)
 
@@ -430,22 +462,22 @@ class TritonLoops:
         return graphs.run(forward_loop, (x, gx, h0, weight_ih, weight_hh, bias_x, bias_hn),
                           (list(dilation), reset_after), (math_mode(x.dtype), CONFIG.tile),
                           unread=() if gx is None else (0, 3, 5),
-                          gpu_us=lambda: _gpu_us(x, weight_hh, gx is None, reset_after, backward=False))
+                          gpu_us=lambda: _gpu_us(x, weight_hh, dilation, gx is None, reset_after, backward=False))
 
     def backward(self, grad_out, h0, out, gates, weight_hh, dilation, reset_after):
         return graphs.run(backward_loop, (grad_out, h0, out, gates, weight_hh),
                           (list(dilation), reset_after), (math_mode(out.dtype), CONFIG.tile),
-                          gpu_us=lambda: _gpu_us(out, weight_hh, False, reset_after, backward=True))
+                          gpu_us=lambda: _gpu_us(out, weight_hh, dilation, False, reset_after, backward=True))
 
 
-def _gpu_us(like: Tensor, weight_hh: Tensor, cell: bool, reset_after: bool, backward: bool) -> float:
+def _gpu_us(like: Tensor, weight_hh: Tensor, dilation, cell: bool, reset_after: bool, backward: bool) -> float:
     """The cost model's GPU microseconds of a loop over ``like``'s (T, B, X, H, W) steps."""
     from . import model
 
     T, B, Cin, H, W = like.shape
     _, C, kh, kw = weight_hh.shape
     rows = model.launches(math_mode(like.dtype), like.element_size(), B * H * W, C, Cin, kh * kw, cell, reset_after,
-                          backward, sm_count(like.device))
+                          backward, sm_count(like.device), kernel=(kh, kw), width=W, dilation=tuple(dilation))
     return T * model.gpu_us_per_step(rows)
 
 
