@@ -339,6 +339,34 @@ def test_committed_compile_report_covers_every_kept_kernel(version):
     committed = {r["variant"] for r in report["rows"]}
     missing = [v.label() for v in compile_report.default_variants() if v.label() not in committed]
     assert not missing, f"regenerate the report (see benchmarks/results/compile/README.md): {missing[:5]}"
+    # the cost model's section says what the model says today (it depends on no Triton version)
+    assert report["model"] == json.loads(json.dumps(compile_report.model_rows())), \
+        "rewrite the model's section: compile_report --model-only (benchmarks/results/compile/README.md)"
+
+
+def test_compile_report_model_only_rewrites_the_model_section_alone(tmp_path):
+    """``--model-only`` compiles nothing: the variants' rows stay as they were, the model's section is today's,
+    with the eager peer's bound beside each forward step."""
+    import json
+    import shutil
+
+    from convgru_ext.backends.triton import compile_report
+
+    committed = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "results", "compile", "triton-3.8-sm90")
+    out = str(tmp_path / "report")
+    for ext in (".json", ".md"):
+        shutil.copy(committed + ext, out + ext)
+    with open(out + ".json") as f:
+        before = json.load(f)
+    before_model, before["model"] = before["model"], [{"workload": "stale"}]
+    with open(out + ".json", "w") as f:
+        json.dump(before, f)
+    assert compile_report.main(["--model-only", "--out", out]) == 0
+    with open(out + ".json") as f:
+        after = json.load(f)
+    assert after["rows"] == before["rows"] and after["meta"] == before["meta"] and after["model"] == before_model
+    text = open(out + ".md").read()
+    assert text == open(committed + ".md").read() and "| video | eager peer's step |" in text
 
 
 def _graph_runs(case, calls, rng, device):

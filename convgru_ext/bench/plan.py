@@ -3,13 +3,12 @@
 per workload and pass, the **HBM bytes** (minimal: the step's share of ``Workload.min_bytes``, inputs read and
 outputs written once) and the host figures below.
 
-For the forward pass it also estimates, by the same per-launch rule (max of FLOPs at the peak and bytes at the
-bandwidth, the H200 data sheet's figures from ``model.py``), what a step costs beside the step kernels and what
-the eager peer's step costs (:func:`eager_launches`): ``projection`` is a sequence's input projection (one
-convolution of every frame before the loop: its share of one step), and **eager** the naive per-step code of
-``impls.PublicConvGRUCell``, op by op, each op charged only its compulsory bytes (its inputs read and output
-written once through HBM: nothing stays on chip between eager launches) -- a lower bound, where the step kernels
-are charged their L2 traffic, so the comparison favours eager.
+Per step it also gives the model's **bound** (each launch charged its minimal bytes instead of its L2 traffic),
+and for the forward, by the model's rule per launch (``model.launch_us``), a sequence's input **projection** (one
+convolution of every frame before the loop: its share of one step) and the **eager** peer's step
+(:func:`eager_launches`: ``impls.PublicConvGRUCell`` op by op, each op charged only its compulsory bytes, its
+inputs read and its output written once through HBM; nothing stays on chip between eager launches).  The eager
+figure is a bound, so compare it with ours' bound; our estimate charges the L2 traffic of our tiles.
 
 ``launches/step`` counts the step kernels; ``host µs/launch`` is measured here, on this machine: the
 Python of our loop per launch with Triton's launcher stubbed out (Triton's own launch path, about as
@@ -97,13 +96,6 @@ def replay_host_us_per_step(dtype: torch.dtype, T: int = 16, calls: int = 20) ->
     return 1e6 * elapsed / (calls * T)
 
 
-def _roofline_us(flops: float, elements: float, element_size: int, math) -> float:
-    from ..backends._math import Math
-    from ..backends.triton.model import BYTES_PER_S, PEAK_FLOPS
-
-    return 1e6 * max(flops / PEAK_FLOPS[Math(math)], elements * element_size / BYTES_PER_S)
-
-
 def eager_launches(wl: Workload, kernel: tuple[int, int]) -> list[tuple[str, int, int]]:
     """``(op, FLOPs, elements read + written)`` of each launch of the eager peer's forward step of one cell with
     ``kernel`` (``impls.PublicConvGRUCell``; a ``sequence`` also copies each state into the stacked output)."""
@@ -120,7 +112,7 @@ def model(workloads: list[Workload], dtype: torch.dtype) -> list[dict]:
     ops = _ops()
     if ops is None:
         return []
-    from ..backends.triton.model import launches as model_launches
+    from ..backends.triton import model as cost
 
     e = torch.empty(0, dtype=dtype).element_size()
     with torch.device("cpu"):
@@ -129,14 +121,12 @@ def model(workloads: list[Workload], dtype: torch.dtype) -> list[dict]:
     replay = replay_host_us_per_step(dtype)
     out = []
     for wl, pass_ in ((w, p) for w in workloads for p in w.passes):
-        cell = wl.api in ("cell", "sep", "stream")  # T = 1 per call: x convolved in the step kernels
-        rows = [r for kh, kw in wl.cells for backward in (False, True)[:1 + (pass_ == "fwd+bwd")]
-                for r in model_launches(math, e, wl.B * wl.H * wl.W, wl.C, wl.Cin, kh * kw, cell, wl.reset == "after",
-                                        backward=backward)]
+        rows = [r for backward in (False, True)[:1 + (pass_ == "fwd+bwd")]
+                for r in cost.workload_launches(wl, math, e, backward)]
         per_step, fwd, M = len(wl.cells), pass_ == "fwd", wl.B * wl.H * wl.W
-        projection = sum(_roofline_us(2 * M * kh * kw * 3 * wl.C * wl.Cin, M * (wl.Cin + 3 * wl.C), e, math)
-                         for kh, kw in wl.cells) if fwd and not cell else 0.0  # cells convolve x in the step kernels
-        eager = sum(_roofline_us(f, n, e, math) for kernel in wl.cells for _, f, n in eager_launches(wl, kernel)) \
+        projection = sum(cost.launch_us(2 * M * kh * kw * 3 * wl.C * wl.Cin, M * (wl.Cin + 3 * wl.C) * e, math)
+                         for kh, kw in wl.cells) if fwd and not cost.cell_call(wl) else 0.0
+        eager = sum(cost.launch_us(f, n * e, math) for kernel in wl.cells for _, f, n in eager_launches(wl, kernel)) \
             if fwd and wl.reset == "before" else None  # the eager peer computes reset "before" only
         out.append({"workload": wl.name, "pass": pass_, "dtype": str(dtype).replace("torch.", ""),
                     "launches_per_step": len(rows) // per_step, "host_us_per_launch": host[wl.reset],
@@ -145,6 +135,7 @@ def model(workloads: list[Workload], dtype: torch.dtype) -> list[dict]:
                     "min_hbm_bytes_per_step": wl.min_bytes(pass_, e) / (wl.T * per_step),
                     "l2_bytes_per_step": sum(r["l2_bytes"] for r in rows) / per_step,
                     "gpu_us_per_step": sum(r["gpu_us"] for r in rows) / per_step,
+                    "bound_us_per_step": sum(r["gpu_us_bound"] for r in rows) / per_step,
                     "projection_us_per_step": projection / per_step if fwd else None,
                     "eager_us_per_step": None if eager is None else eager / per_step,
                     "ctas": max(r["ctas"] for r in rows), "waves": max(r["waves"] for r in rows), "kernels": rows})

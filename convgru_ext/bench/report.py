@@ -134,10 +134,11 @@ COLUMNS = (
     ("saved MiB", lambda r, markup: fmt_num(r.get("saved_bytes"), ".4g", 2**-20), "saved_bytes"),
     ("max rel err", lambda r, markup: fmt_num((r.get("check") or {}).get("max_rel_err"), ".1e"), None),
     ("notes", notes, None))
-PLAN_NOTE = ("convgru_ext/bench/plan.py: host µs measured on this machine, our loop only; GPU µs estimated from the "
-             "H200's data sheet, never measured (ours charged its L2 traffic, the eager bound only compulsory bytes)")
+PLAN_NOTE = ("convgru_ext/bench/plan.py: host µs measured on this machine, our loop only; GPU µs estimated from "
+             "the H200's data sheet, never measured (the estimate charges our L2 traffic, the bounds compulsory bytes)")
 PLAN_COLUMNS = ("workload", "pass", "dtype", "launches/step", "host µs/launch", "replay host µs/step",
-                "FLOPs/step", "min HBM/step", "L2/step", "est. GPU µs/step", "+ projection µs", "eager bound µs",
+                "FLOPs/step", "min HBM/step", "L2/step", "est. GPU µs/step", "bound µs/step", "+ projection µs",
+                "eager bound µs",
                 "CTAs", "waves", "tiles")
 
 
@@ -148,7 +149,8 @@ def plan_cells(p: dict) -> list[str]:
             "-" if host is None else f"{host:.0f}", "-" if replay is None else f"{replay:.1f}",
             fmt_flops(p["flops_per_step"]), f"{p['min_hbm_bytes_per_step'] / 2**20:.1f} MiB",
             f"{p['l2_bytes_per_step'] / 2**20:.1f} MiB",
-            *(fmt_num(p.get(k)) or "-" for k in ("gpu_us_per_step", "projection_us_per_step", "eager_us_per_step")),
+            *(fmt_num(p.get(k)) or "-" for k in ("gpu_us_per_step", "bound_us_per_step", "projection_us_per_step",
+                                             "eager_us_per_step")),
             str(p["ctas"]), f"{p['waves']:.1f}",
             " ".join(f"{k['kernel']}:{k['tile']}" for k in p["kernels"])]
 

@@ -280,19 +280,23 @@ MODEL_WORKLOADS = ("video", "nowcast", "raft-cell", "stream")
 
 
 def model_rows() -> list[dict]:
-    """The static cost model (``model.workload_launches``, frames included) of one forward step of
-    :data:`MODEL_WORKLOADS` in bfloat16: per kernel, its tile, CTAs, L2 bytes and estimated GPU µs."""
-    from ...bench.catalog import CATALOG
-    from . import model
+    """The static cost model (``bench/plan.py`` over ``model.workload_launches``, frames included) of one forward
+    step of :data:`MODEL_WORKLOADS` in bfloat16: per kernel its tile, CTAs, L2 bytes, estimated and bound GPU µs;
+    per step the sums, a sequence's input projection and the eager peer's bound (``plan.eager_launches``)."""
+    import torch
 
-    out = []
-    for name in MODEL_WORKLOADS:
-        wl = CATALOG[name]
-        rows = model.workload_launches(wl, Math.BF16.value, 2)
-        out.append({"workload": name, "kernels": [{k: v for k, v in r.items() if k != "waves"} for r in rows],
-                    "l2_mb_per_step": round(sum(r["l2_bytes"] for r in rows) / len(wl.cells) / 1e6, 1),
-                    "gpu_us_per_step": round(model.gpu_us_per_step(rows) / len(wl.cells), 1)})
-    return out
+    from ...bench import plan
+    from ...bench.catalog import CATALOG
+
+    def us(value):
+        return None if value is None else round(value, 1)
+
+    rows = plan.model([CATALOG[name] for name in MODEL_WORKLOADS], torch.bfloat16)
+    return [{"workload": r["workload"], "kernels": [{k: v for k, v in kr.items() if k != "waves"}
+                                                    for kr in r["kernels"]],
+             "l2_mb_per_step": round(r["l2_bytes_per_step"] / 1e6, 1), "gpu_us_per_step": us(r["gpu_us_per_step"]),
+             "bound_us_per_step": us(r["bound_us_per_step"]), "projection_us_per_step": us(r["projection_us_per_step"]),
+             "eager_us_per_step": us(r["eager_us_per_step"])} for r in rows if r["pass"] == "fwd"]
 
 
 def markdown(rows: list[dict], header: str, model: list[dict] = ()) -> str:
@@ -308,12 +312,31 @@ def markdown(rows: list[dict], header: str, model: list[dict] = ()) -> str:
             f"{_per_mma(r['l1_bytes_per_mma'])} |" for r in rows]
     if model:
         out += ["", "## The static cost model of one bfloat16 forward step (`model.py`; estimates, not measured)", "",
-                "| workload | kernel | tile | CTAs | L2 MB | est. GPU µs |", "|---|---|---|---:|---:|---:|"]
+                "est.: L2 traffic at HBM's rate; bound: each launch's minimal bytes (`model.py`). The input projection "
+                "of a sequence (one convolution of all frames before the loop) and the eager peer's step are "
+                "bounds by the same rule (`bench/plan.py`): compare bounds with bounds.", "",
+                "| workload | kernel | tile | CTAs | L2 MB | est. GPU µs | bound µs |",
+                "|---|---|---|---:|---:|---:|---:|"]
         for m in model:
             out += [f"| {m['workload']} | {k['kernel']} | {k['tile']} | {k['ctas']} | {k['l2_bytes'] / 1e6:.1f} | "
-                    f"{k['gpu_us']:.1f} |" for k in m["kernels"]]
-            out.append(f"| {m['workload']} | **step** | | | **{m['l2_mb_per_step']}** | **{m['gpu_us_per_step']}** |")
+                    f"{k['gpu_us']:.1f} | {k['gpu_us_bound']:.1f} |" for k in m["kernels"]]
+            out.append(f"| {m['workload']} | **step** | | | **{m['l2_mb_per_step']}** | **{m['gpu_us_per_step']}** | "
+                       f"**{m['bound_us_per_step']}** |")
+            if m["projection_us_per_step"]:
+                out.append(f"| {m['workload']} | + input projection | | | | | {m['projection_us_per_step']} |")
+            if m["eager_us_per_step"] is not None:
+                out.append(f"| {m['workload']} | eager peer's step | | | | | {m['eager_us_per_step']} |")
     return "\n".join(out) + "\n"
+
+
+def write(out: str, meta: dict, missed: list[str], model: list[dict], rows: list[dict]) -> None:
+    """``out``.json (one variant per line: reviewable diffs) and ``out``.md."""
+    with open(out + ".json", "w") as f:
+        f.write(f'{{"meta": {json.dumps(meta)},\n "missed": {json.dumps(missed)},\n "model": {json.dumps(model)},'
+                '\n "rows": [\n  ' + ",\n  ".join(json.dumps(r) for r in rows) + "\n]}\n")
+    header = f"Triton {meta['triton']}, sm_{meta['arch']}, {len(rows)} kernel variants ({meta['command']})"
+    with open(out + ".md", "w") as f:
+        f.write(markdown(rows, f"# Triton kernels compiled for sm_{meta['arch']}: {header}", model))
 
 
 def main(argv=None) -> int:
@@ -329,7 +352,18 @@ def main(argv=None) -> int:
                              "pipeline inside a main loop")
     parser.add_argument("--out", help="write <out>.json and <out>.md (the committed report)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count())
+    parser.add_argument("--model-only", action="store_true",
+                        help="rewrite only the cost model's section of the report --out names, compiling nothing "
+                             "(the model depends on no Triton version)")
     args = parser.parse_args(argv)
+    if args.model_only:
+        if not args.out:
+            parser.error("--model-only rewrites the report that --out names; give --out")
+        with open(args.out + ".json") as f:
+            report = json.load(f)
+        meta = report["meta"]
+        write(args.out, meta, report["missed"], [] if meta["quick"] else model_rows(), report["rows"])
+        return 0
     if os.environ.get("TRITON_INTERPRET", "") == "1":
         parser.error("TRITON_INTERPRET=1 is set: the kernels are interpreted functions, not compilable; unset it")
     variants = quick_variants() if args.quick else default_variants(tuple(args.math or MATHS))
@@ -352,14 +386,9 @@ def main(argv=None) -> int:
     print(f"{sum(r['spill_stack'] > 0 for r in rows)} of {len(rows)} variants spill registers; "
           f"{sum(r['drains_in_loops'] > 0 for r in rows)} drain their pipeline inside a main loop")
     if args.out:
-        model = [] if args.quick else model_rows()
         meta = {"triton": triton.__version__, "arch": args.arch, "quick": args.quick,
                 "date": time.strftime("%Y-%m-%d"), "command": header.split("(")[-1].rstrip(")")}
-        with open(args.out + ".json", "w") as f:  # one row per line: reviewable diffs
-            f.write(f'{{"meta": {json.dumps(meta)},\n "missed": {json.dumps(missed)},\n "model": {json.dumps(model)},'
-                    '\n "rows": [\n  ' + ",\n  ".join(json.dumps(r) for r in rows) + "\n]}\n")
-        with open(args.out + ".md", "w") as f:
-            f.write(markdown(rows, f"# Triton kernels compiled for sm_{args.arch}: {header}", model))
+        write(args.out, meta, missed, [] if args.quick else model_rows(), rows)
     if args.max_spill is not None and missed:
         print("FAIL:\n  " + "\n  ".join(missed))
         return 1

@@ -17,7 +17,10 @@ from the table in ``kernels.py``):
   writes its other (pixel, channel) tensors once.  The L1 credit assumes that L1 holds a CTA's span
   (K channels of it) from its first tap to its epilogue, and gives nothing for CTAs that share a span;
 * **GPU µs** (an estimate, never measured): max(FLOPs at :data:`PEAK_FLOPS`, L2 bytes at
-  :data:`BYTES_PER_S`) per launch, summed over a step's launches.
+  :data:`BYTES_PER_S`) per launch, summed over a step's launches;
+* **bound**: the same with the launch's **minimal bytes** instead of its L2 bytes (A, the weights and the
+  epilogue's tensors read or written once each, as if every reuse hit on chip): the least these kernels
+  could cost under any tiling.
 
 The ceilings are the H200's data-sheet figures (dense tensor-core FLOP/s, HBM bytes/s), not measurements.
 The L2 bytes are charged at HBM's rate: an over-estimate of the GPU time (the L2 is faster), so a rule
@@ -66,6 +69,12 @@ def l1_span(block_m: int, kernel: tuple[int, int], width: int, dilation: tuple[i
     return row + (kh - 1) * min(dil_h * width, row)
 
 
+def launch_us(flops: float, byte_count: float, math: str) -> float:
+    """A launch's estimated microseconds by the rule of the module docstring (any launch: ``bench/plan.py``'s
+    estimates of the eager peer's use it too)."""
+    return 1e6 * max(flops / PEAK_FLOPS[Math(math)], byte_count / BYTES_PER_S)
+
+
 def launches(math: str, element_size: int, M: int, C: int, Cin: int, taps: int, cell: bool, reset_after: bool,
              backward: bool = False, sms: int = 0, *, kernel: tuple[int, int] = (), width: int = 0,
              dilation: tuple[int, int] = (1, 1)) -> list[dict]:
@@ -80,7 +89,7 @@ def launches(math: str, element_size: int, M: int, C: int, Cin: int, taps: int, 
     rows = []
     for kind in kinds:
         ng, k_red = ops.GATES[kind], reduced(kind, C, Cin, cell)
-        tile = ops.tile_for(math, ng, M, C, aligned, sms)
+        tile = ops.tile_for(math, ng, M, C, aligned, sms, gpu=True)
         bm, bn, bk, stages, warps = tile
         ctas = -(-M // bm) * -(-C // bn)
         reads = EPILOGUE[kind, cell and not backward]
@@ -90,21 +99,28 @@ def launches(math: str, element_size: int, M: int, C: int, Cin: int, taps: int, 
             reads -= REREAD.get(kind, 0)
         epilogue = M * reads * C
         l2 = (ctas * (a_pixels * k_red + taps * k_red * ng * bn) + epilogue) * element_size
+        once = (M * k_red + taps * k_red * ng * C + M * (EPILOGUE[kind, cell and not backward] - REREAD.get(kind, 0))
+                * C) * element_size  # A, the weights and the epilogue's other tensors once each
         flops = 2 * M * taps * k_red * ng * C
         rows.append({"kernel": NAMES[kind], "tile": f"{bm}x{bn}x{bk}/s{stages}/w{warps}", "ctas": ctas,
-                     "waves": ctas / sms, "flops": flops, "l2_bytes": l2,
-                     "gpu_us": 1e6 * max(flops / PEAK_FLOPS[Math(math)], l2 / BYTES_PER_S)})
+                     "waves": ctas / sms, "flops": flops, "l2_bytes": l2, "min_bytes": once,
+                     "gpu_us": launch_us(flops, l2, math), "gpu_us_bound": launch_us(flops, once, math)})
     return rows
+
+
+def cell_call(workload) -> bool:
+    """Whether a benchmark workload's calls are cell calls (T = 1 per call: x convolved in the step kernels), not
+    a sequence's loop over its projected inputs (one convolution of every frame before the loop)."""
+    return workload.api in ("cell", "sep", "stream")
 
 
 def workload_launches(workload, math: str, element_size: int, backward: bool = False, sms: int = 0) -> list[dict]:
     """:func:`launches` of one call's steps of a benchmark workload (``convgru_ext/bench/catalog.py``), frame
     included: the rows of each of its cells (two for ``sep``), in order."""
     wl = workload
-    cell = wl.api in ("cell", "sep", "stream")  # T = 1 per call: x convolved in the step kernels
     return [r for kh, kw in wl.cells
-            for r in launches(math, element_size, wl.B * wl.H * wl.W, wl.C, wl.Cin, kh * kw, cell, wl.reset == "after",
-                              backward, sms, kernel=(kh, kw), width=wl.W, dilation=wl.dilation)]
+            for r in launches(math, element_size, wl.B * wl.H * wl.W, wl.C, wl.Cin, kh * kw, cell_call(wl),
+                              wl.reset == "after", backward, sms, kernel=(kh, kw), width=wl.W, dilation=wl.dilation)]
 
 
 def gpu_us_per_step(rows: list[dict]) -> float:

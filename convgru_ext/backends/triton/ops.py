@@ -180,7 +180,8 @@ def sm_count(device: Optional[torch.device] = None) -> int:
     return _device_sms(torch.cuda.current_device() if device is None or device.index is None else device.index)
 
 
-def tile_for(math: str, ng: int, M: int, C: int, aligned: bool = True, sms: int = DEFAULT_SMS) -> Tile:
+def tile_for(math: str, ng: int, M: int, C: int, aligned: bool = True, sms: int = DEFAULT_SMS,
+             gpu: bool = False) -> Tile:
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps) of a launch with ``ng`` gates per program over
     (M pixels) x (C channels): BLOCK_N spans every channel of a gate (the next power of 2, from 16 up to
     the mode's widest), so that a program reads each tap's A tile once for all its gates.
@@ -193,12 +194,13 @@ def tile_for(math: str, ng: int, M: int, C: int, aligned: bool = True, sms: int 
     FWD_RZ (2 gates) takes the :data:`RZ_M`-pixel 4-warp tile where the mode has it (``MathTiles.rz_tile``),
     C is a multiple of its BLOCK_N and BLOCK_K, and its grid fills a wave: one warpgroup (not the 8 warps
     of pytorch/pytorch#173068), the weights read half as often per pixel, and A's taps served by L1
-    (:func:`l1_taps`).  FWD_RZ only: the same tile spills in the other kinds and in TF32."""
+    (:func:`l1_taps`).  FWD_RZ only: the same tile spills in the other kinds and in TF32.  ``gpu``: the GPU's
+    tile even where the interpreter's are in force (``CONFIG.interpreter_tiles``; the cost model's)."""
     spec = MATHS[Math(math)]
     widest = spec.widest[ng - 1] if aligned else min(spec.widest[ng - 1], UNALIGNED_WIDEST)
     block_n = min(max(_pow2(C), 16), widest)
     block_k = spec.k_for(C, aligned)
-    if CONFIG.interpreter_tiles:
+    if CONFIG.interpreter_tiles and not gpu:
         return INTERPRET_BLOCK_M, block_n, block_k, spec.stages, NUM_WARPS
     if CONFIG.wide and spec.wide_m and aligned:
         wide_n = min(max(_pow2(C), 16), spec.wide_widest[ng - 1])
