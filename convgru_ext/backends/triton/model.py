@@ -1,7 +1,8 @@
 """The static cost model of the Triton loops: what one time step asks of the GPU, from the shapes and the
-tiles ``ops.tile_for`` picks, no GPU needed.  ``convgru_ext/bench/plan.py`` prints it next to the
-benchmark, ``compile_report.py`` under the compiled kernels (:func:`workload_launches`: a benchmark
-workload's steps, frame included); ``graphs.py`` asks it whether a loop's CUDA graph pays.
+tiles ``ops.tile_for`` picks on a GPU, no GPU needed.  ``convgru_ext/bench/plan.py`` sums it per step
+of the benchmark's workloads (:func:`workload_launches`: a workload's steps, frame included), which the
+benchmark prints next to its timings and ``compile_report.py`` under the compiled kernels; ``graphs.py``
+asks it whether a loop's CUDA graph pays.
 
 Per step-kernel launch (the kinds and their gates are ``ops.forward_kinds``/``backward_kinds`` and
 ``ops.GATES``; :data:`EPILOGUE` counts the (pixel, channel) tensors each kind's epilogue reads and writes,
