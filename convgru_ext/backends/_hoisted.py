@@ -64,22 +64,28 @@ def input_projection(x: Tensor, weight_ih: Tensor, bias_x: Optional[Tensor], dil
         return logical(gx.view(T, B, H, W, -1))
     frame = frames(x)
     pad = padding(weight_ih, dilation)
-    if not _through_nchw(frame, weight_ih):
-        gx = F.conv2d(frame, weight_ih, bias_x, 1, pad, dilation)
-    elif torch.compiler.is_compiling():  # Inductor would choose channels-last for a convolution in its graph
-        gx = _conv_nchw(frame, weight_ih, bias_x, list(pad), dilation)
+    if _through_nchw(frame, weight_ih):
+        gx = conv_nchw(frame, weight_ih, bias_x, pad, dilation)
     else:
-        gx = F.conv2d(frame.contiguous(), weight_ih, bias_x, 1, pad, dilation)
+        gx = F.conv2d(frame, weight_ih, bias_x, 1, pad, dilation)
     return channels_last(gx).view(T, B, weight_ih.shape[0], H, W)
+
+
+def conv_nchw(frame: Tensor, weight: Tensor, bias: Optional[Tensor], pad, dilation) -> Tensor:
+    """The stride-1 convolution of ``frame`` made NCHW (``F.conv2d``), in eager or traced: while tracing through the
+    opaque :func:`_conv_nchw`, since Inductor lays every convolution of its graph out channels-last."""
+    if torch.compiler.is_compiling():
+        return _conv_nchw(frame, weight, bias, list(pad), list(dilation))
+    return F.conv2d(frame.contiguous(), weight, bias, 1, pad, dilation)
 
 
 @torch.library.custom_op("convgru_ext::_conv_nchw", mutates_args=())
 def _conv_nchw(frame: Tensor, weight: Tensor, bias: Optional[Tensor], padding: list[int],
                dilation: list[int]) -> Tensor:
-    """A convolution on NCHW frames, an opaque op under tracing (:func:`input_projection`'s through
-    :func:`_through_nchw`, and the torch backend's small single step): Inductor lays every convolution of its
-    graph out channels-last, which costs the weight's copy this avoids.  Differentiable (its backward an opaque op
-    too)."""
+    """A convolution on NCHW frames, :func:`conv_nchw`'s opaque op under tracing (for :func:`input_projection`
+    through :func:`_through_nchw`, and the torch backend's small single step): Inductor lays every convolution of
+    its graph out channels-last, which costs the weight's copy this avoids.  Differentiable (its backward an opaque
+    op too)."""
     return F.conv2d(frame.contiguous(), weight, bias, 1, padding, dilation)
 
 

@@ -40,7 +40,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._hoisted import _conv_nchw, conv_backward, input_bias, input_projection, padding
+from ._hoisted import conv_backward, conv_nchw, input_bias, input_projection, padding
 from ._layout import channels_last, empty_channels_last
 from ._op import compose_inference, define_inference_op, define_op_pair, gates_per_channel
 from .base import FusedBackend
@@ -337,9 +337,7 @@ def _single_step(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, dilation, reset_
     # frame given channels-last, such as the state this function returned)
 
     def conv(t, weight, bias):
-        if torch.compiler.is_compiling():  # else Inductor lays the convolution out channels-last, weight copied
-            return _conv_nchw(t, weight, bias, list(padding(weight, dilation)), list(dilation))
-        return F.conv2d(t, weight, bias, 1, padding(weight, dilation), dilation)
+        return conv_nchw(t, weight, bias, padding(weight, dilation), dilation)
 
     gx = conv(x, weight_ih, input_bias(bias_ih, bias_hh, reset_after))
     if context is not None:
