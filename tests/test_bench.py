@@ -427,14 +427,13 @@ def test_a_crash_of_the_sweep_keeps_what_was_measured(tmp_path, monkeypatch):
 
 
 def test_static_cost_model_of_the_triton_launches():
-    """plan.py: launches per step per reset mode, FLOPs of a cell step equal to catalog.py's (the kernels
-    convolve x and h there), waves = CTAs / SMs, and a host time per launch measured here."""
+    """``model.workload_steps``: launches per step per reset mode, FLOPs of a cell step equal to catalog.py's (the
+    kernels convolve x and h there), waves = CTAs / SMs, and a host time per launch measured here."""
     pytest.importorskip("triton")
-    from convgru_ext.backends.triton import ops
-    from convgru_ext.bench import plan
+    from convgru_ext.backends.triton import model, ops
     from convgru_ext.bench.catalog import CATALOG, forward_flops_per_step
 
-    rows = {(r["workload"], r["pass"]): r for r in plan.model(list(CATALOG.values()), torch.bfloat16)}
+    rows = {(r["workload"], r["pass"]): r for r in model.workload_steps(list(CATALOG.values()), torch.bfloat16)}
     assert rows, "no model"
     cell = CATALOG["raft-cell"]
     assert rows["raft-cell", "fwd"]["flops_per_step"] == forward_flops_per_step(
@@ -447,7 +446,7 @@ def test_static_cost_model_of_the_triton_launches():
     for wl in CATALOG.values():
         for kh, kw in wl.cells:
             flops = forward_flops_per_step(wl.B, wl.H, wl.W, kh, kw, wl.Cin, wl.C)
-            assert sum(f for _, f, _ in plan.eager_launches(wl, (kh, kw))) == flops
+            assert sum(f for _, f, _ in model.eager_launches(wl, (kh, kw))) == flops
     assert 0 < video["projection_us_per_step"] < video["gpu_us_per_step"]
     assert rows["raft-cell", "fwd"]["projection_us_per_step"] == 0  # a cell convolves x in its step kernels
     assert video["eager_us_per_step"] > 0 and rows["gru-1x1", "fwd"]["eager_us_per_step"] is None  # reset "after"

@@ -39,7 +39,6 @@ from .._tf32 import conv_allows_tf32, matmul_allows_tf32
 from ..testing import random_params, random_tensor, reference_errors
 from .catalog import PASSES, Workload, roofline
 from .impls import PARAM_NAMES, Built, Implementation, Ours, Params
-from .plan import model as plan_model
 from .timing import Timing, measure_ceilings, saved_bytes, synchronize, time_calls, time_graph
 
 SCHEMA_VERSION = 1
@@ -209,6 +208,16 @@ def derive(results: dict) -> None:
                 "peer": peer["impl"], "peer_label": peer["label"], "peer_median": peer["time"]["median"]})
 
 
+def triton_model(workloads: list[Workload], dtype: torch.dtype) -> list[dict]:
+    """The Triton backend's static cost model of one step of each workload (``backends/triton/model.py``'s
+    ``workload_steps``), or nothing where Triton is not installed."""
+    try:
+        from ..backends.triton import model
+    except Exception:  # noqa: BLE001 -- Triton not installed (or not importable): no model
+        return []
+    return model.workload_steps(workloads, dtype)
+
+
 def cuda_alive(device: torch.device) -> bool:
     """Whether the CUDA context still works (a sticky error such as an illegal access kills it)."""
     try:
@@ -256,7 +265,7 @@ class Sweep:
             "workloads": {wl.name: wl.to_dict() for wl in s.workloads},
             "implementations": {i.name: {"label": i.label(s.device), "kind": i.kind, "experimental": i.experimental}
                                 for i in s.impls},
-            "rows": self.rows, "plan": [row for dtype in s.dtypes for row in plan_model(s.workloads, dtype)]}
+            "rows": self.rows, "plan": [row for dtype in s.dtypes for row in triton_model(s.workloads, dtype)]}
         for _, group in itertools.groupby(self._plan, key=lambda r: r[:2]):
             for row in group:
                 self.row(*row)

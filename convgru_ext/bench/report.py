@@ -134,8 +134,9 @@ COLUMNS = (
     ("saved MiB", lambda r, markup: fmt_num(r.get("saved_bytes"), ".4g", 2**-20), "saved_bytes"),
     ("max rel err", lambda r, markup: fmt_num((r.get("check") or {}).get("max_rel_err"), ".1e"), None),
     ("notes", notes, None))
-PLAN_NOTE = ("convgru_ext/bench/plan.py: host µs measured on this machine, our loop only; GPU µs estimated from "
-             "the H200's data sheet, never measured (the estimate charges our L2 traffic, the bounds compulsory bytes)")
+PLAN_NOTE = ("convgru_ext/backends/triton/model.py: host µs measured on this machine, our loop only; GPU µs "
+             "estimated from the H200's data sheet, never measured (the estimate charges our L2 traffic, the bounds "
+             "compulsory bytes)")
 PLAN_COLUMNS = ("workload", "pass", "dtype", "launches/step", "host µs/launch", "replay host µs/step",
                 "FLOPs/step", "min HBM/step", "L2/step", "est. GPU µs/step", "bound µs/step", "+ projection µs",
                 "eager bound µs",
@@ -143,7 +144,7 @@ PLAN_COLUMNS = ("workload", "pass", "dtype", "launches/step", "host µs/launch",
 
 
 def plan_cells(p: dict) -> list[str]:
-    """One row of the static cost model (``plan.py``)."""
+    """One row of the static cost model (``backends/triton/model.py``'s ``workload_steps``)."""
     host, replay = p["host_us_per_launch"], p.get("replay_host_us_per_step")
     return [p["workload"], p["pass"], p["dtype"], str(p["launches_per_step"]),
             "-" if host is None else f"{host:.0f}", "-" if replay is None else f"{replay:.1f}",

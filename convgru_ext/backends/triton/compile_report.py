@@ -280,18 +280,18 @@ MODEL_WORKLOADS = ("video", "nowcast", "raft-cell", "stream")
 
 
 def model_rows() -> list[dict]:
-    """The static cost model (``bench/plan.py`` over ``model.workload_launches``, frames included) of one forward
-    step of :data:`MODEL_WORKLOADS` in bfloat16: per kernel its tile, CTAs, L2 bytes, estimated and bound GPU µs;
-    per step the sums, a sequence's input projection and the eager peer's bound (``plan.eager_launches``)."""
+    """The static cost model (``model.workload_steps``) of one forward step of :data:`MODEL_WORKLOADS` in
+    bfloat16: per kernel its tile, CTAs, L2 bytes, estimated and bound GPU µs; per step the sums, a sequence's
+    input projection and the eager peer's bound (``model.eager_launches``)."""
     import torch
 
-    from ...bench import plan
     from ...bench.catalog import CATALOG
+    from . import model
 
     def us(value):
         return None if value is None else round(value, 1)
 
-    rows = plan.model([CATALOG[name] for name in MODEL_WORKLOADS], torch.bfloat16)
+    rows = model.workload_steps([CATALOG[name] for name in MODEL_WORKLOADS], torch.bfloat16)
     return [{"workload": r["workload"], "kernels": [{k: v for k, v in kr.items() if k != "waves"}
                                                     for kr in r["kernels"]],
              "l2_mb_per_step": round(r["l2_bytes_per_step"] / 1e6, 1), "gpu_us_per_step": us(r["gpu_us_per_step"]),
@@ -314,7 +314,7 @@ def markdown(rows: list[dict], header: str, model: list[dict] = ()) -> str:
         out += ["", "## The static cost model of one bfloat16 forward step (`model.py`; estimates, not measured)", "",
                 "est.: L2 traffic at HBM's rate; bound: each launch's minimal bytes (`model.py`). The input projection "
                 "of a sequence (one convolution of all frames before the loop) and the eager peer's step are "
-                "bounds by the same rule (`bench/plan.py`): compare bounds with bounds.", "",
+                "bounds by the same rule (`model.py`): compare bounds with bounds.", "",
                 "| workload | kernel | tile | CTAs | L2 MB | est. GPU µs | bound µs |",
                 "|---|---|---|---:|---:|---:|---:|"]
         for m in model:

@@ -1,8 +1,8 @@
 """The static cost model of the Triton loops: what one time step asks of the GPU, from the shapes and the
-tiles ``ops.tile_for`` picks on a GPU, no GPU needed.  ``convgru_ext/bench/plan.py`` sums it per step
-of the benchmark's workloads (:func:`workload_launches`: a workload's steps, frame included), which the
-benchmark prints next to its timings and ``compile_report.py`` under the compiled kernels; ``graphs.py``
-asks it whether a loop's CUDA graph pays.
+tiles ``ops.tile_for`` picks on a GPU, no GPU needed.  :func:`workload_steps` sums it per step of the
+benchmark's workloads (``convgru_ext/bench/catalog.py``), which the benchmark prints next to its timings
+and ``compile_report.py`` under the compiled kernels; ``graphs.py`` asks it whether a loop's CUDA graph
+pays.
 
 Per step-kernel launch (the kinds and their gates are ``ops.forward_kinds``/``backward_kinds`` and
 ``ops.GATES``; :data:`EPILOGUE` counts the (pixel, channel) tensors each kind's epilogue reads and writes,
@@ -29,6 +29,12 @@ The L2 bytes are charged at HBM's rate: an over-estimate of the GPU time (the L2
 """
 
 from __future__ import annotations
+
+import functools
+import time
+from typing import Optional
+
+import torch
 
 from .._math import Math
 from . import kernels as K
@@ -71,8 +77,8 @@ def l1_span(block_m: int, kernel: tuple[int, int], width: int, dilation: tuple[i
 
 
 def launch_us(flops: float, byte_count: float, math: str) -> float:
-    """A launch's estimated microseconds by the rule of the module docstring (any launch: ``bench/plan.py``'s
-    estimates of the eager peer's use it too)."""
+    """A launch's estimated microseconds by the rule of the module docstring (any launch: the estimates of
+    the eager peer's and of a sequence's input projection use it too)."""
     return 1e6 * max(flops / PEAK_FLOPS[Math(math)], byte_count / BYTES_PER_S)
 
 
@@ -127,3 +133,115 @@ def workload_launches(workload, math: str, element_size: int, backward: bool = F
 def gpu_us_per_step(rows: list[dict]) -> float:
     """The model's GPU microseconds of one step whose launches are ``rows`` (:func:`launches`)."""
     return sum(r["gpu_us"] for r in rows)
+
+
+# -- one step of the benchmark's workloads: what ``bench`` and ``compile_report.py`` print ----------------------
+
+
+def eager_launches(workload, kernel: tuple[int, int]) -> list[tuple[str, int, int]]:
+    """``(op, FLOPs, elements read + written)`` of each launch of the eager peer's forward step of one cell with
+    ``kernel`` (``bench/impls.py``'s ``PublicConvGRUCell``, op by op; a ``sequence`` also copies each state into
+    the stacked output)."""
+    wl = workload
+    M, C, X, k = wl.B * wl.H * wl.W, wl.C, wl.Cin + wl.C, kernel[0] * kernel[1]
+    ops = [("cat([x, h])", 0, 2 * X * M), ("conv_gates", 2 * M * k * 2 * C * X, X * M + 2 * C * (X * k + 1 + M)),
+           ("sigmoid", 0, 4 * C * M), ("r * h", 0, 3 * C * M), ("cat([x, r * h])", 0, 2 * X * M),
+           ("conv_can", 2 * M * k * C * X, X * M + C * (X * k + 1 + M)), ("tanh", 0, 2 * C * M),
+           ("1 - z", 0, 2 * C * M), ("(1 - z) * h", 0, 3 * C * M), ("z * n", 0, 3 * C * M), ("+", 0, 3 * C * M)]
+    return ops + ([("stack", 0, 2 * C * M)] if wl.api == "sequence" else [])
+
+
+@functools.cache
+def host_us_per_launch(reset: str = "before", repeats: int = 200) -> float:
+    """Microseconds of our forward loop's Python per step-kernel launch, on meta tensors with Triton's
+    launcher stubbed out (measured on this machine, once per process: it depends on no dtype)."""
+    from . import ops
+
+    T, B, C, H, W = 8, 1, 32, 16, 16
+    meta = torch.device("meta")
+    x = torch.empty(T, B, C, H, W, device=meta).to(memory_format=torch.channels_last_3d)
+    gx = torch.empty(T, B, 3 * C, H, W, device=meta)
+    h0 = torch.empty(B, C, H, W, device=meta)
+    w = torch.empty(3 * C, C, 3, 3, device=meta)
+    launched = [0]
+
+    class Stub:
+        def __getitem__(self, grid):
+            def run(*args, **kwargs):
+                launched[0] += 1
+            return run
+
+    with ops.configured(launcher=lambda kernel: Stub()):  # counts the launches, runs none
+        ops.forward_loop(x, gx, h0, w, w, None, None, [1, 1], reset == "after")  # warm-up
+        launched[0] = 0
+        start = time.perf_counter()
+        for _ in range(repeats // T):
+            ops.forward_loop(x, gx, h0, w, w, None, None, [1, 1], reset == "after")
+        elapsed = time.perf_counter() - start
+    return 1e6 * elapsed / max(launched[0], 1)
+
+
+def replay_host_us_per_step(dtype: torch.dtype, T: int = 16, calls: int = 20) -> Optional[float]:
+    """On a GPU: host microseconds per step of a Triton forward whose loop replays its CUDA graph
+    (``graphs.py``): the wall time of ``calls`` calls without synchronizing, over ``calls * T`` steps, after
+    the calls that compile, time and capture (``graphs.EAGER_CALLS + 1``; whether this small shape replays is
+    ``graphs.py``'s rule to decide).  None without a usable Triton backend on CUDA."""
+    from ... import convgru_sequence
+    from .. import get
+    from . import graphs
+
+    if not torch.cuda.is_available() or get("triton").unavailable_reason() is not None:
+        return None
+    g = torch.Generator(device="cuda").manual_seed(0)
+    C = 32
+    x = torch.randn(T, 1, C, 16, 16, device="cuda", generator=g).to(dtype)
+    w_ih, w_hh = [(0.1 * torch.randn(3 * C, C, 3, 3, device="cuda", generator=g)).to(dtype) for _ in range(2)]
+    with torch.no_grad():
+        for _ in range(graphs.EAGER_CALLS + 1):
+            convgru_sequence(x, None, w_ih, w_hh, backend="triton")
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(calls):
+            convgru_sequence(x, None, w_ih, w_hh, backend="triton")
+        elapsed = time.perf_counter() - start
+        torch.cuda.synchronize()
+    return 1e6 * elapsed / (calls * T)
+
+
+def workload_steps(workloads, dtype: torch.dtype) -> list[dict]:
+    """One step of each benchmark workload, per pass it has: the launches (:func:`workload_launches`) and their
+    sums per step, with the **HBM bytes** (minimal: the step's share of ``Workload.min_bytes``), the model's
+    **bound**, and for the forward a sequence's input **projection** (one convolution of every frame before the
+    loop: its share of one step) and the **eager** peer's step (:func:`eager_launches`, each op charged only
+    its compulsory bytes: nothing stays on chip between eager launches), both by :func:`launch_us`.  The eager
+    figure is a bound: compare it with ours' bound.  ``host_us_per_launch`` is measured here
+    (:func:`host_us_per_launch`: our loop's Python only; Triton's own launch path, about as much again or
+    more, cannot run without a GPU), ``replay_host_us_per_step`` on a GPU only (the target is 5 µs)."""
+    from . import ops
+
+    e = torch.empty(0, dtype=dtype).element_size()
+    with torch.device("cpu"):
+        math = ops.math_mode(dtype)
+    host = {r: host_us_per_launch(r) for r in ("before", "after")}
+    replay = replay_host_us_per_step(dtype)
+    out = []
+    for wl, pass_ in ((w, p) for w in workloads for p in w.passes):
+        rows = [r for backward in (False, True)[:1 + (pass_ == "fwd+bwd")]
+                for r in workload_launches(wl, math, e, backward)]
+        per_step, fwd, M = len(wl.cells), pass_ == "fwd", wl.B * wl.H * wl.W
+        projection = sum(launch_us(2 * M * kh * kw * 3 * wl.C * wl.Cin, M * (wl.Cin + 3 * wl.C) * e, math)
+                         for kh, kw in wl.cells) if fwd and not cell_call(wl) else 0.0
+        eager = sum(launch_us(f, n * e, math) for kernel in wl.cells for _, f, n in eager_launches(wl, kernel)) \
+            if fwd and wl.reset == "before" else None  # the eager peer computes reset "before" only
+        out.append({"workload": wl.name, "pass": pass_, "dtype": str(dtype).replace("torch.", ""),
+                    "launches_per_step": len(rows) // per_step, "host_us_per_launch": host[wl.reset],
+                    "replay_host_us_per_step": replay,
+                    "flops_per_step": sum(r["flops"] for r in rows) / per_step,
+                    "min_hbm_bytes_per_step": wl.min_bytes(pass_, e) / (wl.T * per_step),
+                    "l2_bytes_per_step": sum(r["l2_bytes"] for r in rows) / per_step,
+                    "gpu_us_per_step": sum(r["gpu_us"] for r in rows) / per_step,
+                    "bound_us_per_step": sum(r["gpu_us_bound"] for r in rows) / per_step,
+                    "projection_us_per_step": projection / per_step if fwd else None,
+                    "eager_us_per_step": None if eager is None else eager / per_step,
+                    "ctas": max(r["ctas"] for r in rows), "waves": max(r["waves"] for r in rows), "kernels": rows})
+    return out
