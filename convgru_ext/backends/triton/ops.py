@@ -146,6 +146,8 @@ MATHS = {
 def dot_precision(math: str) -> str:
     """tl.dot's ``input_precision`` in math mode ``math`` (float16/bfloat16 operands ignore it)."""
     return "tf32" if Math(math).tensor_cores else "ieee"
+
+
 #: the widest BLOCK_N for channel counts that are not multiples of 16
 UNALIGNED_WIDEST = 32
 #: the BLOCK_M under the interpreter (no GPU: fewer, larger programs run faster there)
