@@ -39,7 +39,7 @@ from .._tf32 import conv_allows_tf32, matmul_allows_tf32
 from ..testing import random_params, random_tensor, reference_errors
 from .catalog import PASSES, Workload, roofline
 from .impls import PARAM_NAMES, Built, Implementation, Ours, Params
-from .timing import Timing, measure_ceilings, saved_bytes, synchronize, time_calls, time_graph
+from .timing import Timing, measure_ceilings, replay_host_us_per_step, saved_bytes, synchronize, time_calls, time_graph
 
 SCHEMA_VERSION = 1
 DTYPES = {name: getattr(torch, name) for name in ("bfloat16", "float16", "float32", "float64")}
@@ -210,12 +210,14 @@ def derive(results: dict) -> None:
 
 def triton_model(workloads: list[Workload], dtype: torch.dtype) -> list[dict]:
     """The Triton backend's static cost model of one step of each workload (``backends/triton/model.py``'s
-    ``workload_steps``), or nothing where Triton is not installed."""
+    ``workload_steps``) with the replay host time measured on a GPU (``timing.replay_host_us_per_step``), or
+    nothing where Triton is not installed."""
     try:
         from ..backends.triton import model
     except Exception:  # noqa: BLE001 -- Triton not installed (or not importable): no model
         return []
-    return model.workload_steps(workloads, dtype)
+    replay = replay_host_us_per_step(dtype)
+    return [dict(row, replay_host_us_per_step=replay) for row in model.workload_steps(workloads, dtype)]
 
 
 def cuda_alive(device: torch.device) -> bool:

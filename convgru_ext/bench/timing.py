@@ -15,9 +15,11 @@ import statistics
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from typing import Optional
 
 import torch
 
+from .. import backends, convgru_sequence
 from .._tf32 import conv_allows_tf32, tf32
 
 
@@ -158,3 +160,28 @@ def measure_ceilings(device: torch.device, dtypes: list[torch.dtype], *, quick: 
     result["bandwidth"] = {"bytes_per_s": 2 * nbytes / t, "buffer_bytes": nbytes, "seconds": t,
                            "how": "dst.copy_(src), bytes read + written"}
     return result
+
+
+def replay_host_us_per_step(dtype: torch.dtype, T: int = 16, calls: int = 20) -> Optional[float]:
+    """On a GPU: host microseconds per step of a Triton forward whose loop replays its CUDA graph
+    (``backends/triton/graphs.py``): the wall time of ``calls`` calls without synchronizing, over ``calls * T``
+    steps, after the calls that compile, time and capture (``graphs.EAGER_CALLS + 1``; whether this small shape
+    replays is ``graphs.py``'s rule to decide).  None without a usable Triton backend on CUDA."""
+    if not torch.cuda.is_available() or backends.get("triton").unavailable_reason() is not None:
+        return None
+    from ..backends.triton import graphs
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    C = 32
+    x = torch.randn(T, 1, C, 16, 16, device="cuda", generator=g).to(dtype)
+    w_ih, w_hh = [(0.1 * torch.randn(3 * C, C, 3, 3, device="cuda", generator=g)).to(dtype) for _ in range(2)]
+    with torch.no_grad():
+        for _ in range(graphs.EAGER_CALLS + 1):
+            convgru_sequence(x, None, w_ih, w_hh, backend="triton")
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(calls):
+            convgru_sequence(x, None, w_ih, w_hh, backend="triton")
+        elapsed = time.perf_counter() - start
+        torch.cuda.synchronize()
+    return 1e6 * elapsed / (calls * T)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Optional
 
 import torch
 
@@ -181,33 +180,6 @@ def host_us_per_launch(reset: str = "before", repeats: int = 200) -> float:
     return 1e6 * elapsed / max(launched[0], 1)
 
 
-def replay_host_us_per_step(dtype: torch.dtype, T: int = 16, calls: int = 20) -> Optional[float]:
-    """On a GPU: host microseconds per step of a Triton forward whose loop replays its CUDA graph
-    (``graphs.py``): the wall time of ``calls`` calls without synchronizing, over ``calls * T`` steps, after
-    the calls that compile, time and capture (``graphs.EAGER_CALLS + 1``; whether this small shape replays is
-    ``graphs.py``'s rule to decide).  None without a usable Triton backend on CUDA."""
-    from ... import convgru_sequence
-    from .. import get
-    from . import graphs
-
-    if not torch.cuda.is_available() or get("triton").unavailable_reason() is not None:
-        return None
-    g = torch.Generator(device="cuda").manual_seed(0)
-    C = 32
-    x = torch.randn(T, 1, C, 16, 16, device="cuda", generator=g).to(dtype)
-    w_ih, w_hh = [(0.1 * torch.randn(3 * C, C, 3, 3, device="cuda", generator=g)).to(dtype) for _ in range(2)]
-    with torch.no_grad():
-        for _ in range(graphs.EAGER_CALLS + 1):
-            convgru_sequence(x, None, w_ih, w_hh, backend="triton")
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(calls):
-            convgru_sequence(x, None, w_ih, w_hh, backend="triton")
-        elapsed = time.perf_counter() - start
-        torch.cuda.synchronize()
-    return 1e6 * elapsed / (calls * T)
-
-
 def workload_steps(workloads, dtype: torch.dtype) -> list[dict]:
     """One step of each benchmark workload, per pass it has: the launches (:func:`workload_launches`) and their
     sums per step, with the **HBM bytes** (minimal: the step's share of ``Workload.min_bytes``), the model's
@@ -216,14 +188,13 @@ def workload_steps(workloads, dtype: torch.dtype) -> list[dict]:
     its compulsory bytes: nothing stays on chip between eager launches), both by :func:`launch_us`.  The eager
     figure is a bound: compare it with ours' bound.  ``host_us_per_launch`` is measured here
     (:func:`host_us_per_launch`: our loop's Python only; Triton's own launch path, about as much again or
-    more, cannot run without a GPU), ``replay_host_us_per_step`` on a GPU only (the target is 5 µs)."""
+    more, cannot run without a GPU)."""
     from . import ops
 
     e = torch.empty(0, dtype=dtype).element_size()
     with torch.device("cpu"):
         math = ops.math_mode(dtype)
     host = {r: host_us_per_launch(r) for r in ("before", "after")}
-    replay = replay_host_us_per_step(dtype)
     out = []
     for wl, pass_ in ((w, p) for w in workloads for p in w.passes):
         rows = [r for backward in (False, True)[:1 + (pass_ == "fwd+bwd")]
@@ -235,7 +206,6 @@ def workload_steps(workloads, dtype: torch.dtype) -> list[dict]:
             if fwd and wl.reset == "before" else None  # the eager peer computes reset "before" only
         out.append({"workload": wl.name, "pass": pass_, "dtype": str(dtype).replace("torch.", ""),
                     "launches_per_step": len(rows) // per_step, "host_us_per_launch": host[wl.reset],
-                    "replay_host_us_per_step": replay,
                     "flops_per_step": sum(r["flops"] for r in rows) / per_step,
                     "min_hbm_bytes_per_step": wl.min_bytes(pass_, e) / (wl.T * per_step),
                     "l2_bytes_per_step": sum(r["l2_bytes"] for r in rows) / per_step,
