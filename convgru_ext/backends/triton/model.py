@@ -209,7 +209,7 @@ def workload_steps(workloads, dtype: torch.dtype) -> list[dict]:
                     "flops_per_step": sum(r["flops"] for r in rows) / per_step,
                     "min_hbm_bytes_per_step": wl.min_bytes(pass_, e) / (wl.T * per_step),
                     "l2_bytes_per_step": sum(r["l2_bytes"] for r in rows) / per_step,
-                    "gpu_us_per_step": sum(r["gpu_us"] for r in rows) / per_step,
+                    "gpu_us_per_step": gpu_us_per_step(rows) / per_step,
                     "bound_us_per_step": sum(r["gpu_us_bound"] for r in rows) / per_step,
                     "projection_us_per_step": projection / per_step if fwd else None,
                     "eager_us_per_step": None if eager is None else eager / per_step,
