@@ -2,10 +2,10 @@
 //
 // The same loops as `_forward_loop` and `TorchLoops.backward` in convgru_ext/backends/torch_fallback.py (that
 // file describes them and decides everything around them: the projection, which convolutions run on weights
-// prepacked for oneDNN (packed here, for the call), the concatenated weights).  What only C++ does here: the T steps run
-// without Python between them, and the gate math between two convolutions is one pass over the frame (gates.h)
-// instead of several separate elementwise ops.  float32 only; the convolutions are oneDNN's (through PyTorch),
-// none is written here.
+// prepacked for oneDNN (packed here, for the call), the concatenated weights).  What only C++ does here: the T
+// steps run without Python between them, and the gate math between two convolutions is one pass over the frame
+// (gates.h) instead of several separate elementwise ops.  float32 only; the convolutions are oneDNN's (through
+// PyTorch), none is written here.
 //
 // Built as the CPU-only extension `convgru_ext._cpu` (setup.py; no CUDA toolkit needed).
 
@@ -300,14 +300,14 @@ at::Tensor empty_cl(const at::Tensor& like, std::vector<int64_t> sizes) {
 // reset "before", no gx:   a = [W_rz | U_rz] (2C, Cin + C, ...) with b_rz, b = [W_n | U_n] with b_n, each
 //                          convolving cat([x_t, h]) (then cat([x_t, r*h]));
 // reset "after":           a = U (3C, C, ...) with (0, 0, b_hn); gx required; b unused.
-// pack_*: run that convolution on its weight prepacked for oneDNN (packed_for).  Returns out (T, B, C, H, W) and, with keep_gates, gates
-// (T, B, G*C, H, W) as the op contract defines them (convgru_ext/backends/_op.py), else an empty tensor; both
-// channels-last.
+// pack_*: run that convolution on its weight prepacked for oneDNN (packed_for).  Returns out (T, B, C, H, W)
+// and, with keep_gates, gates (T, B, G*C, H, W) as the op contract defines them (convgru_ext/backends/_op.py),
+// else an empty tensor; both channels-last.
 std::tuple<at::Tensor, at::Tensor> forward_loop(
     const at::Tensor& x, const std::optional<at::Tensor>& gx, const at::Tensor& h0, const at::Tensor& w_a,
     const std::optional<at::Tensor>& b_a, bool pack_a, const std::optional<at::Tensor>& w_b,
-    const std::optional<at::Tensor>& b_b, bool pack_b, c10::IntArrayRef padding, c10::IntArrayRef dilation, bool reset_after,
-    bool keep_gates) {
+    const std::optional<at::Tensor>& b_b, bool pack_b, c10::IntArrayRef padding, c10::IntArrayRef dilation,
+    bool reset_after, bool keep_gates) {
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && h0.scalar_type() == at::kFloat,
               "_cpu_forward_loop: float32 CPU tensors only");
   const int64_t T = x.size(0), B = x.size(1), Cin = x.size(2), H = x.size(3), W = x.size(4), C = h0.size(1);
